@@ -1,0 +1,292 @@
+"""The training loop: one function for one process or many (``torchrun``), CPU or CUDA.
+
+``train(cfg)`` builds everything from the config (through :mod:`loce.build`), then runs epochs
+of SGD with warmup and step decay, optional gradient clipping and mixed precision on CUDA.
+It writes into ``cfg.train.output_dir``:
+
+- ``config.yaml``: the resolved config;
+- ``metrics.jsonl``: one JSON line per logged iteration (losses, lr, speed) and per evaluation;
+- ``checkpoints/``: ``epoch_N.pth`` after every epoch, ``iter_N.pth`` every
+  ``train.checkpoint_every_iters`` iterations, and ``last_checkpoint`` naming the newest;
+- ``metrics.json``: the final evaluation (``{"bbox": {...}, "segm": {...}}``).
+
+Exact resume: the data order of an epoch is a function of (seed, epoch), each image's random
+augmentation a function of (seed, epoch, index), and the checkpoint holds every RNG state, so
+``--resume`` after a kill reproduces the losses of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from collections.abc import Mapping
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from loce.config import Config, config_to_dict, save_config
+from loce.engine import distributed as dist_utils
+from loce.engine.checkpoint import (
+    capture_rng_state,
+    find_last_checkpoint,
+    load_checkpoint_file,
+    load_model_weights,
+    restore_rng_state,
+    save_checkpoint,
+)
+from loce.engine.schedule import WarmupStepSchedule
+from loce.errors import LoceError
+
+__all__ = ["NonFiniteLossError", "train", "unwrap"]
+
+
+class NonFiniteLossError(LoceError):
+    """A loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+class MetricsLog:
+    """Appends JSON lines to ``metrics.jsonl`` (main process only)."""
+
+    def __init__(self, path: Path, enabled: bool) -> None:
+        self.path = path
+        self.enabled = enabled
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _autocast(device: torch.device, amp: str):
+    if device.type != "cuda" or amp == "none":
+        return nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def _to_device(images: list[torch.Tensor], targets: list[dict[str, Any]], device: torch.device):
+    images = [img.to(device, non_blocking=True) for img in images]
+    targets = [
+        {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
+        for t in targets
+    ]
+    return images, targets
+
+
+def _reduce_losses(loss_dict: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Mean of each loss over ranks, as Python floats (for logging only)."""
+    names = sorted(loss_dict)
+    values = torch.stack([loss_dict[n].detach().float() for n in names])
+    if dist_utils.is_distributed():
+        values = values.to(next(iter(loss_dict.values())).device)
+        torch.distributed.all_reduce(values)
+        values /= dist_utils.get_world_size()
+    return {n: float(v) for n, v in zip(names, values.cpu())}
+
+
+def _check_finite(total: torch.Tensor, loss_dict: Mapping[str, torch.Tensor], epoch: int,
+                  it: int, global_iter: int) -> None:
+    """Raise on every rank when any rank's loss is not finite (so no rank hangs)."""
+    bad = torch.tensor([0.0 if torch.isfinite(total).item() else 1.0], device=total.device)
+    if dist_utils.is_distributed():
+        torch.distributed.all_reduce(bad)
+    if bad.item() > 0:
+        parts = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(loss_dict.items()))
+        raise NonFiniteLossError(
+            f"non-finite loss at epoch {epoch + 1}, iteration {it + 1} (global {global_iter + 1}): "
+            f"{parts}. The last good checkpoint is kept; lower solver.lr or set solver.grad_clip."
+        )
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool, initial: int = 0):
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, initial=initial, disable=not enabled,
+                dynamic_ncols=True, leave=False, mininterval=1.0)
+
+
+def train(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
+    """Train (and evaluate) a model as configured. Returns the final metrics.
+
+    Args:
+        cfg: a validated config.
+        resume: continue from ``output_dir/checkpoints/last_checkpoint`` when it exists.
+    """
+    from loce import build
+    from loce.engine.evaluate import evaluate
+
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)
+    device = dist_utils.select_device(cfg.train.device)
+    dist_utils.init_distributed(device)
+    rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
+    main = rank == 0
+    if cfg.solver.amp != "none" and device.type != "cuda":
+        warnings.warn(f"solver.amp={cfg.solver.amp} needs CUDA; training in fp32 on {device}",
+                      stacklevel=2)
+
+    out = Path(cfg.train.output_dir)
+    ckpt_dir = out / "checkpoints"
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "config.yaml")
+    dist_utils.barrier()
+    log = MetricsLog(out / "metrics.jsonl", enabled=main)
+
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    train_set = build.build_train_dataset(cfg)
+    model = build.build_model(cfg, num_classes=train_set.num_classes).to(device)
+    if cfg.train.init_from and not resume_available(ckpt_dir, resume):
+        data = load_checkpoint_file(cfg.train.init_from)
+        build.load_initial_weights(model, data, cfg.train.init_from)
+    build.configure_trainable(model, cfg)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise LoceError("no trainable parameters: check the model's freezing settings")
+    optimizer = torch.optim.SGD(params, lr=cfg.solver.lr, momentum=cfg.solver.momentum,
+                                weight_decay=cfg.solver.weight_decay)
+    schedule = WarmupStepSchedule(optimizer, cfg.solver.lr, cfg.solver.steps, cfg.solver.gamma,
+                                  cfg.solver.warmup_iters, cfg.solver.warmup_ratio)
+    use_scaler = device.type == "cuda" and cfg.solver.amp == "fp16"
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    start_epoch, start_iter, global_iter = 0, 0, 0
+    if resume:
+        last = find_last_checkpoint(ckpt_dir)
+        if last is None:
+            if main:
+                print(f"no checkpoint in {ckpt_dir}; starting from the beginning")
+        else:
+            state = load_checkpoint_file(last)
+            load_model_weights(model, state, str(last))
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["scheduler"])
+            if scaler is not None and state.get("scaler") is not None:
+                scaler.load_state_dict(state["scaler"])
+            start_epoch, start_iter = int(state["epoch"]), int(state["iter_in_epoch"])
+            global_iter = int(state["global_iter"])
+            restore_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
+            build.after_resume(model, state)
+            if main:
+                print(f"resumed from {last} at epoch {start_epoch + 1}, iteration {start_iter}")
+
+    build.before_training(model, cfg, train_set, device, resumed=global_iter > 0)
+
+    ddp_model: nn.Module = model
+    if world > 1:
+        ddp_model = DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            # Running statistics of long-tail methods live in buffers that each rank updates
+            # itself (synchronised by all-gather where the method says so); rank 0 must not
+            # overwrite them at every forward.
+            broadcast_buffers=False,
+            find_unused_parameters=build.has_unused_parameters(cfg),
+        )
+
+    def checkpoint(name: str, epoch: int, it_in_epoch: int, g_iter: int) -> None:
+        rng = dist_utils.all_gather_object(capture_rng_state())
+        if not main:
+            return
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": schedule.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "epoch": epoch,
+            "iter_in_epoch": it_in_epoch,
+            "global_iter": g_iter,
+            "rng": rng,
+            "config": config_to_dict(cfg),
+            "num_classes": train_set.num_classes,
+            "category_ids": list(train_set.category_ids),
+        }
+        save_checkpoint(state, ckpt_dir, name)
+
+    metrics: dict[str, Any] = {}
+    epochs = cfg.solver.epochs
+    for epoch in range(start_epoch, epochs):
+        batches = build.epoch_batches(cfg, train_set, epoch, rank, world)
+        skip = start_iter if epoch == start_epoch else 0
+        loader = build.train_loader(cfg, train_set, batches[skip:], epoch)
+        ddp_model.train()
+        bar = _progress(loader, total=len(batches), desc=f"epoch {epoch + 1}/{epochs}",
+                        enabled=main, initial=skip)
+        t_last = time.perf_counter()
+        it = skip - 1
+        for it, (images, targets) in enumerate(bar, start=skip):
+            lr = schedule.step(global_iter, epoch)
+            images, targets = _to_device(images, targets, device)
+            with _autocast(device, cfg.solver.amp):
+                loss_dict = ddp_model(images, targets)
+            total = sum(loss_dict.values())
+            _check_finite(total, loss_dict, epoch, it, global_iter)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(total).backward()
+                if cfg.solver.grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, cfg.solver.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                total.backward()
+                if cfg.solver.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.solver.grad_clip)
+                optimizer.step()
+            global_iter += 1
+
+            if (it + 1) % cfg.train.log_every_iters == 0 or it + 1 == len(batches):
+                losses = _reduce_losses(loss_dict)
+                now = time.perf_counter()
+                record = {"type": "train", "epoch": epoch + 1, "iter": it + 1,
+                          "global_iter": global_iter, "lr": lr,
+                          "loss": sum(losses.values()), **losses,
+                          "sec_per_iter": (now - t_last) / cfg.train.log_every_iters}
+                t_last = now
+                log.write(record)
+                if main:
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
+            every = cfg.train.checkpoint_every_iters
+            if every and global_iter % every == 0 and it + 1 < len(batches):
+                checkpoint(f"iter_{global_iter}.pth", epoch, it + 1, global_iter)
+        bar.close()
+        checkpoint(f"epoch_{epoch + 1}.pth", epoch + 1, 0, global_iter)
+        last_epoch = epoch + 1 == epochs
+        every_e = cfg.train.eval_every_epochs
+        if last_epoch or (every_e and (epoch + 1) % every_e == 0):
+            metrics = evaluate(model, cfg, out / f"eval_epoch_{epoch + 1}", device=device)
+            log.write({"type": "eval", "epoch": epoch + 1, **_flat(metrics)})
+    if main and metrics:
+        tmp = out / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
+        tmp.replace(out / "metrics.json")
+    dist_utils.barrier()
+    return metrics
+
+
+def resume_available(ckpt_dir: Path, resume: bool) -> bool:
+    """Whether ``--resume`` will load a checkpoint (then ``init_from`` is not needed)."""
+    return resume and (ckpt_dir / "last_checkpoint").is_file()
+
+
+def _flat(metrics: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for iou_type, values in metrics.items():
+        for k, v in values.items():
+            if isinstance(v, int | float) and not (isinstance(v, float) and math.isnan(v)):
+                out[f"{iou_type}/{k}"] = v
+    return out
+
