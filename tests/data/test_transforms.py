@@ -1,0 +1,165 @@
+"""Resize (mmcv rounding), multi-scale resize, horizontal flip."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from loce.data.transforms import (
+    Compose,
+    RandomHorizontalFlip,
+    RandomShortSideResize,
+    Resize,
+    hflip,
+    rescale_size,
+    resize,
+)
+
+
+def _sample(h: int = 6, w: int = 8):
+    image = torch.arange(3 * h * w, dtype=torch.float32).reshape(3, h, w) / (3 * h * w)
+    masks = torch.zeros(2, h, w, dtype=torch.uint8)
+    masks[0, 1:3, 2:5] = 1  # x in [2, 5), y in [1, 3)
+    masks[1, 4:6, 0:1] = 1
+    target = {
+        "boxes": torch.tensor([[2.0, 1.0, 5.0, 3.0], [0.0, 4.0, 1.0, 6.0]]),
+        "labels": torch.tensor([3, 1]),
+        "masks": masks,
+        "image_id": 5,
+        "orig_size": torch.tensor([h, w]),
+        "scale_factor": torch.ones(4),
+    }
+    return image, target
+
+
+@pytest.mark.parametrize(
+    ("hw", "short", "cap", "expected"),
+    [
+        # 500 x 375 (W x H): s = min(1333/500, 800/375) = 2.1333; 500 s = 1066.67 -> 1067
+        ((375, 500), 800, 1333, (800, 1067)),
+        ((480, 640), 800, 1333, (800, 1067)),  # torchvision's floor would give 1066
+        ((360, 640), 800, 1333, (750, 1333)),  # long side capped: s = 1333/640
+        ((640, 360), 800, 1333, (1333, 750)),
+        ((1, 1), 800, 1333, (800, 800)),
+        ((1, 1333), 800, 1333, (1, 1333)),
+        ((3000, 4000), 800, 1333, (800, 1067)),
+        ((427, 640), 640, 1333, (640, 959)),  # 640 * 640/427 = 959.25
+        ((100, 100), 640, 1333, (640, 640)),
+    ],
+)
+def test_rescale_size_rounds_half_up(hw, short, cap, expected):
+    assert rescale_size(*hw, short, cap) == expected
+
+
+def test_rescale_size_rejects_bad_input():
+    with pytest.raises(ValueError):
+        rescale_size(0, 10, 800, 1333)
+    with pytest.raises(ValueError, match="max_size"):
+        Resize(800, 700)
+    with pytest.raises(ValueError, match="at least one"):
+        RandomShortSideResize([], 1333)
+
+
+def test_resize_moves_boxes_and_masks():
+    image, target = _sample()
+    out_image, out = resize(image, target, (12, 16))  # exactly x2
+    assert out_image.shape == (3, 12, 16)
+    assert out["boxes"].tolist() == [[4, 2, 10, 6], [0, 8, 2, 12]]
+    expect = torch.zeros(12, 16, dtype=torch.uint8)
+    expect[2:6, 4:10] = 1  # nearest: the rectangle doubles
+    assert torch.equal(out["masks"][0], expect)
+    assert out["masks"].dtype == torch.uint8
+    assert out["scale_factor"].tolist() == [2, 2, 2, 2]
+    assert out["labels"] is target["labels"] and out["image_id"] == 5
+    assert target["boxes"][0].tolist() == [2, 1, 5, 3]  # input untouched
+
+
+def test_resize_scale_factor_is_new_over_orig_in_float32():
+    image = torch.zeros(3, 375, 500)
+    target = {
+        "boxes": torch.tensor([[0.0, 0.0, 500.0, 375.0]]),
+        "orig_size": torch.tensor([375, 500]),
+    }
+    out_image, out = Resize(800, 1333)(image, target)
+    assert out_image.shape == (3, 800, 1067)
+    sf = torch.tensor([1067 / 500, 800 / 375] * 2, dtype=torch.float32)
+    assert torch.equal(out["scale_factor"], sf)
+    torch.testing.assert_close(out["boxes"], torch.tensor([[0.0, 0.0, 1067.0, 800.0]]))
+    # boxes / scale_factor maps back to the original image
+    torch.testing.assert_close(out["boxes"] / out["scale_factor"], target["boxes"])
+    # a second resize is still relative to the original image
+    _, twice = resize(out_image, out, (400, 533))
+    assert torch.equal(twice["scale_factor"], torch.tensor([533 / 500, 400 / 375] * 2))
+
+
+def test_resize_empty_target_and_no_target():
+    image = torch.zeros(3, 6, 8)
+    target = {"boxes": torch.zeros(0, 4), "masks": torch.zeros(0, 6, 8, dtype=torch.uint8)}
+    _, out = resize(image, target, (3, 4))
+    assert out["boxes"].shape == (0, 4) and out["masks"].shape == (0, 3, 4)
+    out_image, none = Resize(3, 10)(image)
+    assert out_image.shape == (3, 3, 4) and none is None
+
+
+def test_hflip_arithmetic():
+    image, target = _sample()  # W = 8
+    out_image, out = hflip(image, target)
+    # x1' = W - x2, x2' = W - x1: (2, 5) -> (3, 6); (0, 1) -> (7, 8)
+    assert out["boxes"].tolist() == [[3, 1, 6, 3], [7, 4, 8, 6]]
+    assert torch.equal(out_image, image.flip(-1))
+    assert torch.equal(out["masks"][0, 1:3, 3:6], torch.ones(2, 3, dtype=torch.uint8))
+    assert out["masks"][0].sum() == 6
+    assert out["masks"][1, 4:6, 7].tolist() == [1, 1]
+    back_image, back = hflip(out_image, out)
+    assert torch.equal(back_image, image) and torch.equal(back["boxes"], target["boxes"])
+
+
+def test_flipped_box_still_bounds_flipped_mask():
+    image, target = _sample()
+    _, out = hflip(image, target)
+    for box, mask in zip(out["boxes"], out["masks"], strict=True):
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        assert [
+            xs.min().item(),
+            ys.min().item(),
+            xs.max().item() + 1,
+            ys.max().item() + 1,
+        ] == box.tolist()
+
+
+def test_random_flip_probability_and_generator():
+    image, target = _sample()
+    assert RandomHorizontalFlip(0.0)(image, target)[1] is target
+    assert RandomHorizontalFlip(1.0)(image, target)[1]["boxes"][0].tolist() == [3, 1, 6, 3]
+    flip = RandomHorizontalFlip(0.5, generator=torch.Generator().manual_seed(0))
+    flips = [flip(image, target)[1] is not target for _ in range(400)]
+    assert 150 < sum(flips) < 250
+    again = RandomHorizontalFlip(0.5, generator=torch.Generator().manual_seed(0))
+    assert [again(image, target)[1] is not target for _ in range(400)] == flips
+    with pytest.raises(ValueError):
+        RandomHorizontalFlip(1.5)
+
+
+def test_random_short_side_resize_picks_from_the_list():
+    image = torch.zeros(3, 375, 500)
+    t = RandomShortSideResize([640, 800], 1333, generator=torch.Generator().manual_seed(0))
+    sizes = {tuple(t(image)[0].shape[-2:]) for _ in range(50)}
+    assert sizes == {(640, 853), (800, 1067)}  # 500 * 640/375 = 853.33 -> 853
+    g1 = RandomShortSideResize(generator=torch.Generator().manual_seed(3))
+    g2 = RandomShortSideResize(generator=torch.Generator().manual_seed(3))
+    assert [g1(image)[0].shape for _ in range(10)] == [g2(image)[0].shape for _ in range(10)]
+    # global RNG when no generator is given
+    torch.manual_seed(7)
+    a = [RandomShortSideResize()(image)[0].shape for _ in range(10)]
+    torch.manual_seed(7)
+    b = [RandomShortSideResize()(image)[0].shape for _ in range(10)]
+    assert a == b
+
+
+def test_compose_runs_in_order():
+    image, target = _sample()
+    t = Compose([Resize(12, 100), RandomHorizontalFlip(1.0)])
+    out_image, out = t(image, target)
+    assert out_image.shape == (3, 12, 16)
+    assert out["boxes"][0].tolist() == [6, 2, 12, 6]  # (4, 2, 10, 6) flipped in W = 16
+    assert "Resize(short=12" in repr(t)
