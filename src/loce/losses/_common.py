@@ -1,0 +1,249 @@
+"""Shared pieces of the classification losses: input checks, the base module, collectives, RNG.
+
+Shape shorthand:
+    N: rows of the classification batch (sampled RoIs on this rank).
+    K: foreground classes; labels are ``0..K`` with 0 = background.
+    C': logits per row, ``num_logits(K)`` of the loss (``K + 1``, or ``K + 2`` for Seesaw).
+
+Every loss divides its sum by ``N``, the number of all sampled RoIs on the rank, even when it
+sums over classes or only positives contribute (peer-method spec §0.1 "Normalisation").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, Literal, get_args
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from loce.errors import CheckpointError
+
+__all__ = ["LOSS_NAMES", "ClassificationLoss", "LossName", "RankGenerator"]
+
+_INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+def check_logits_labels(logits: Tensor, labels: Tensor, width: int | None = None) -> int:
+    """Check the shapes and dtypes of ``logits [N, C']`` and ``labels [N]``; return ``C'``.
+
+    Args:
+        logits: ``[N, C']`` float logits.
+        labels: ``[N]`` integer labels in ``0..K``.
+        width: expected ``C'`` when the caller knows it (a module built for ``K`` classes);
+            ``None`` accepts any width ``>= 2``.
+
+    Returns:
+        ``C'``, the number of columns; the caller derives ``K`` from it by its layout.
+
+    Raises:
+        ValueError: naming the argument and its shape or dtype.
+    """
+    if logits.dim() != 2:
+        raise ValueError(f"logits must have shape [N, C'], got shape {list(logits.shape)}")
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating point tensor, got dtype {logits.dtype}")
+    n, c = logits.shape
+    if width is not None and c != width:
+        raise ValueError(
+            f"logits must have {width} columns for this loss, got shape {list(logits.shape)}"
+        )
+    if c < 2:
+        raise ValueError(
+            f"logits need a background column and at least one foreground column, "
+            f"got shape {list(logits.shape)}"
+        )
+    if labels.shape != (n,):
+        raise ValueError(
+            f"labels must have shape [N] = [{n}] to match logits {list(logits.shape)}, "
+            f"got shape {list(labels.shape)}"
+        )
+    if labels.dtype not in _INT_DTYPES:
+        raise ValueError(f"labels must be an integer tensor (int64), got dtype {labels.dtype}")
+    return c
+
+
+def check_label_range(labels: Tensor, num_classes: int) -> None:
+    """Raise ValueError naming the first label outside ``0..num_classes`` (one host sync)."""
+    if labels.numel() == 0:
+        return
+    bad = (labels < 0) | (labels > num_classes)
+    if bool(bad.any()):
+        rows = torch.nonzero(bad).flatten()
+        i = int(rows[0])
+        raise ValueError(
+            f"labels must lie in 0..{num_classes} (0 = background, {num_classes} foreground "
+            f"classes), found {int(labels[i])} at row {i} ({rows.numel()} rows out of range)"
+        )
+
+
+def empty_loss(logits: Tensor) -> Tensor:
+    """Zero float32 scalar still connected to ``logits``, so backward works on an empty batch."""
+    return logits.float().sum() * 0.0
+
+
+def class_vector(values: Tensor | Sequence[float], num_classes: int, name: str) -> Tensor:
+    """Validate a per-class statistic for classes ``1..K``; return it as a float64 ``[K]``.
+
+    Args:
+        values: ``[K]`` statistic of the foreground classes, in label order (label 1 first).
+        num_classes: ``K``.
+        name: argument name for the error message.
+
+    Raises:
+        ValueError: wrong length, or an entry that is negative or not finite (with its label).
+    """
+    t = torch.as_tensor(values, dtype=torch.float64).detach().cpu()
+    if t.shape != (num_classes,):
+        raise ValueError(
+            f"{name} must have one entry per foreground class, shape [K] = [{num_classes}] "
+            f"(label 1 first, no background entry), got shape {list(t.shape)}"
+        )
+    bad = ~torch.isfinite(t) | (t < 0)
+    if bool(bad.any()):
+        j = int(torch.nonzero(bad)[0])
+        raise ValueError(
+            f"{name} must be finite and >= 0, found {float(t[j])} for class label {j + 1}"
+        )
+    return t
+
+
+def world_size() -> int:
+    """World size when torch.distributed is initialised, else 1."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def rank() -> int:
+    """Rank when torch.distributed is initialised, else 0."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return 0
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    """Sum ``tensor`` over all ranks (a copy on the input device); identity in one process.
+
+    NCCL only reduces CUDA tensors and gloo CPU ones, so the tensor travels to the device the
+    backend accepts and back. Every rank must call this the same number of times.
+    """
+    if world_size() <= 1:
+        return tensor
+    backend = str(dist.get_backend()).lower()
+    if "nccl" in backend and torch.cuda.is_available():
+        device = torch.device("cuda", torch.cuda.current_device())
+    else:
+        device = torch.device("cpu")
+    buf = tensor.detach().to(device=device, copy=True)
+    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+    return buf.to(tensor.device)
+
+
+class RankGenerator:
+    """Seeded ``torch.Generator`` per device, offset by the rank so each rank draws its own.
+
+    Created lazily at the first draw: the process group may start after the loss is built.
+    The generator state is not saved in checkpoints, so a resumed run restarts the stream
+    from the seed (as the original code, whose draws use an unseeded global RNG).
+
+    Args:
+        seed: base seed; rank ``r`` uses ``seed + r``.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+        self._generators: dict[str, torch.Generator] = {}
+
+    def get(self, device: torch.device) -> torch.Generator:
+        key = str(device)
+        if key not in self._generators:
+            g = torch.Generator(device=device)
+            g.manual_seed(self.seed + rank())
+            self._generators[key] = g
+        return self._generators[key]
+
+    def reset(self) -> None:
+        """Forget the generators: the next draw starts again from the seed."""
+        self._generators.clear()
+
+
+class ClassificationLoss(nn.Module):
+    """Base of the box-classification losses: ``loss(logits [N, C'], labels [N]) -> scalar``.
+
+    Subclasses set :attr:`extra_logits` (``C' = K + extra_logits``), implement ``forward``
+    and :meth:`scores`. Buffers hold any per-class statistic, so it moves with the model and
+    is saved in ``state_dict``; loading a state built for another ``K`` raises
+    :class:`loce.errors.CheckpointError` naming the key.
+
+    Args:
+        num_classes: ``K``, the number of foreground classes.
+        loss_weight: factor applied to the returned loss.
+    """
+
+    #: Predictor columns beyond ``K``: 1 for ``K + 1`` (background/objectness at column 0).
+    extra_logits: ClassVar[int] = 1
+
+    def __init__(self, num_classes: int, loss_weight: float = 1.0) -> None:
+        super().__init__()
+        if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        self.num_classes = int(num_classes)
+        self.loss_weight = float(loss_weight)
+
+    @classmethod
+    def num_logits(cls, num_classes: int) -> int:
+        """Width ``C'`` of the classifier output this loss expects for ``K`` classes."""
+        return int(num_classes) + cls.extra_logits
+
+    @classmethod
+    def init_classifier_(cls, weight: Tensor, bias: Tensor | None) -> None:
+        """Initialise the final classifier layer in place as the method's original code does.
+
+        The default keeps the predictor's own initialisation.
+
+        Args:
+            weight: ``[C', F]`` classifier weight.
+            bias: ``[C']`` classifier bias, or ``None``.
+        """
+
+    def scores(self, logits: Tensor) -> Tensor:
+        """Inference scores ``[N, K + 1]`` (column 0 background) from ``logits [N, C']``."""
+        raise NotImplementedError
+
+    def _check(self, logits: Tensor, labels: Tensor) -> None:
+        check_logits_labels(logits, labels, width=self.num_logits(self.num_classes))
+        check_label_range(labels, self.num_classes)
+
+    def _weighted(self, loss: Tensor) -> Tensor:
+        return loss * self.loss_weight if self.loss_weight != 1.0 else loss
+
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        for name, buf in self._buffers.items():
+            key = prefix + name
+            if buf is None or key not in state_dict:
+                continue
+            found = tuple(state_dict[key].shape)
+            if found != tuple(buf.shape):
+                raise CheckpointError(
+                    f"checkpoint key {key!r} holds a {type(self).__name__} statistic of shape "
+                    f"{list(found)}, but this loss has {self.num_classes} foreground classes "
+                    f"(shape {list(buf.shape)}); use a checkpoint trained on the same category "
+                    f"set or build the model with the matching num_classes"
+                )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, loss_weight={self.loss_weight}"
+
+
+#: Names of the classification losses, as the config and :func:`loce.losses.factory` spell them.
+LossName = Literal[
+    "cross_entropy", "equilibrium", "eql", "eqlv2", "seesaw", "federated", "ecm", "gumbel"
+]
+LOSS_NAMES: tuple[str, ...] = get_args(LossName)

@@ -1,0 +1,167 @@
+"""Equalization Loss (EQL; Tan et al., CVPR 2020), peer-method spec §1.
+
+Shape shorthand:
+    N: sampled RoIs on this rank.
+    K: foreground classes.
+    C: logits per row, ``C = K + 1``. Column 0 is unused: it gets no loss and no gradient, and
+       scores 0 at inference. (The original predictor has ``K`` columns; the extra column
+       keeps one predictor shape for every method, spec §0.1.)
+
+Sigmoid binary cross-entropy over the foreground classes in which, for a foreground RoI, the
+negative terms of *tail* classes are ignored (spec §1.1)::
+
+    E_i   = 1[y_i != 0]
+    T_c   = 1[f_c < lambda]                    c = 1..K, f_c = image frequency
+    w_ic  = 1 - E_i * T_c * (1 - t_ic)
+    L     = (1/N) * sum_i sum_{c=1..K} w_ic * BCE(z_ic, t_ic)
+
+Background RoIs still push every class down, positives always count. ``lambda = 0`` gives
+plain sigmoid BCE.
+
+State: none that changes. The tail set ``T`` is fixed at construction from the image
+frequencies and kept in the buffer ``tail`` so it is saved with the checkpoint; it is the same
+on every rank, so nothing is synchronised.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from loce.losses._common import (
+    ClassificationLoss,
+    check_label_range,
+    check_logits_labels,
+    class_vector,
+    empty_loss,
+)
+from loce.losses.scoring import sigmoid_scores
+
+__all__ = ["EQLLoss", "eql_loss", "tail_classes"]
+
+#: Prior probability of the sigmoid classifier at initialisation (spec §1.1): bias -ln(999).
+PRIOR_PROB = 0.001
+
+
+def tail_classes(image_frequency: Tensor | Sequence[float], threshold: float) -> Tensor:
+    """Tail indicator ``T_c = 1[f_c < threshold]`` of the foreground classes.
+
+    Args:
+        image_frequency: ``[K]`` float ``f_c = image_count_c / N_img`` for labels 1..K (an
+            image frequency, not an instance frequency: spec §1.5).
+        threshold: ``lambda``.
+
+    Returns:
+        ``[K]`` float32, 1.0 for tail classes and 0.0 otherwise.
+    """
+    f = class_vector(image_frequency, len(image_frequency), "image_frequency")
+    return (f < threshold).to(torch.float32)
+
+
+def _check_tail(tail: Tensor, k: int) -> None:
+    if tail.shape != (k,):
+        raise ValueError(
+            f"tail must have shape [K] = [{k}] (one entry per foreground class, label 1 "
+            f"first), got shape {list(tail.shape)}"
+        )
+
+
+def eql_loss(logits: Tensor, labels: Tensor, tail: Tensor) -> Tensor:
+    """Equalization Loss of one batch (spec §1.1), divided by the number of rows ``N``.
+
+    Args:
+        logits: ``[N, K + 1]`` float (fp32/fp16/bf16); column 0 is ignored.
+        labels: ``[N]`` int64 in ``0..K`` (0 = background).
+        tail: ``[K]`` float or bool, 1 for tail classes (labels 1..K), e.g. from
+            :func:`tail_classes`. Treated as a constant.
+
+    Returns:
+        float32 scalar. With ``N = 0`` it is 0 and still connected to ``logits``.
+
+    Raises:
+        ValueError: shapes or dtypes that do not match, or a label outside ``0..K``.
+    """
+    c = check_logits_labels(logits, labels)
+    k = c - 1
+    check_label_range(labels, k)
+    _check_tail(tail, k)
+    n = logits.shape[0]
+    if n == 0:
+        return empty_loss(logits)
+    z = logits.float()[:, 1:]
+    t = F.one_hot(labels.long(), c)[:, 1:].to(torch.float32)
+    fg = (labels > 0).to(torch.float32)[:, None]
+    tail_row = tail.detach().to(device=z.device, dtype=torch.float32)[None, :]
+    weight = 1.0 - fg * tail_row * (1.0 - t)
+    bce = F.binary_cross_entropy_with_logits(z, t, reduction="none")
+    return (weight * bce).sum() / n
+
+
+class EQLLoss(ClassificationLoss):
+    """Module form of :func:`eql_loss`, with the tail set built from image frequencies.
+
+    Args:
+        num_classes: ``K``; the classifier has ``K + 1`` outputs, column 0 unused.
+        image_frequency: ``[K]`` image frequency ``f_c`` of labels 1..K in the training set.
+        freq_threshold: ``lambda``. The default 0.00177 is the published value for LVIS v0.5
+            (it selects exactly the rare and common classes there); LVIS v1 uses **0.0011**
+            (spec §1.1, §1.5: reusing 0.00177 on v1 silently widens the tail set).
+        loss_weight: factor applied to the loss (1.0).
+
+    Attributes:
+        tail: ``[K]`` float32 buffer, 1.0 for tail classes.
+    """
+
+    tail: Tensor
+
+    def __init__(
+        self,
+        num_classes: int,
+        image_frequency: Tensor | Sequence[float],
+        freq_threshold: float = 0.00177,
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__(num_classes, loss_weight)
+        if not freq_threshold >= 0.0:
+            raise ValueError(f"freq_threshold must be >= 0, got {freq_threshold!r}")
+        self.freq_threshold = float(freq_threshold)
+        f = class_vector(image_frequency, self.num_classes, "image_frequency")
+        self.register_buffer("tail", (f < self.freq_threshold).to(torch.float32))
+
+    @classmethod
+    def init_classifier_(cls, weight: Tensor, bias: Tensor | None) -> None:
+        """Weights N(0, 0.01), bias ``-ln((1 - p)/p)`` with prior ``p = 0.001`` (spec §1.1).
+
+        Without the prior, the first losses are about ``K * ln 2`` per RoI (spec §1.5).
+        """
+        with torch.no_grad():
+            nn.init.normal_(weight, mean=0.0, std=0.01)
+            if bias is not None:
+                bias.fill_(-math.log((1.0 - PRIOR_PROB) / PRIOR_PROB))
+
+    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Loss of one batch.
+
+        Args:
+            logits: ``[N, K + 1]`` float, column 0 unused.
+            labels: ``[N]`` int64 in ``0..K``.
+
+        Returns:
+            float32 scalar.
+        """
+        self._check(logits, labels)
+        return self._weighted(eql_loss(logits, labels, self.tail))
+
+    def scores(self, logits: Tensor) -> Tensor:
+        """``[N, K + 1]`` float32 ``sigmoid(z_c)``, column 0 zero (spec §1.3)."""
+        return sigmoid_scores(logits)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, freq_threshold={self.freq_threshold}, "
+            f"tail_classes={int(self.tail.sum())}"
+        )

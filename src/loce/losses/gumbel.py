@@ -1,0 +1,190 @@
+"""Gumbel Optimised Loss (GOL; Alexandridis et al., ECCV 2022), peer-method spec §7.
+
+Shape shorthand:
+    N: sampled RoIs on this rank.
+    K: foreground classes.
+    C: logits per row, ``C = K + 1``. Column 0 is unused: no loss, no gradient, score 0 (the
+       original has ``K`` columns).
+
+The final GOL: binary cross-entropy under the Gumbel CDF activation ``phi(z) = exp(-exp(-z))``
+with DropLoss's rule for which negatives count (spec §7.1)::
+
+    z^ = clamp(z, -4, 10);  p = phi(z^)
+    T_c   = 1[f_c < lambda]                     image frequency, as in EQL
+    rho   = mean over foreground RoIs of T_{y_i}   (no foreground RoI: nothing dropped)
+    u_ic ~ U(0, 1)
+    fg RoI: d_ic = 1 - T_c * (1 - t_ic)           EQL's exclusion of tail negatives
+    bg RoI: d_ic = 1 - T_c * 1[u_ic > rho]        a tail negative is dropped w.p. 1 - rho
+    L = (1/N) * sum_i sum_{c=1..K} d_ic * (-t ln p - (1 - t) ln(1 - p))
+
+``-ln p = exp(-z^)`` and ``-ln(1 - p) = -ln(-expm1(-exp(-z^)))`` are computed directly, in
+float32, so nothing overflows (spec §7.5, §10.6). The clamp is the original's and is kept on
+purpose: outside ``[-4, 10]`` the gradient is zero (a positive at ``z < -4`` costs a constant
+``e^4``). Inference applies ``phi`` without the clamp.
+
+Only the DropLoss + Gumbel form is implemented; the activation-only variant (``GumbelCE``, a
+background column trained as a class and a loss clamp of [0, 20]) is not.
+
+State: none persistent. The tail set is a constant buffer ``tail`` from the image frequencies
+(the original keeps it as a plain attribute, out of the checkpoint; here it is saved, which
+changes nothing in training). ``rho`` and ``u`` are drawn per batch on each rank with no
+synchronisation, as in the original; ``u`` comes from a ``torch.Generator`` on the logits'
+device seeded with ``seed + rank``, whose state is not checkpointed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from loce.losses._common import (
+    ClassificationLoss,
+    RankGenerator,
+    check_label_range,
+    check_logits_labels,
+    class_vector,
+    empty_loss,
+)
+from loce.losses.scoring import gumbel_scores
+
+__all__ = ["GumbelLoss", "gumbel_bce", "gumbel_loss"]
+
+#: Logit clamp of the training loss (spec §7.1).
+CLAMP_MIN, CLAMP_MAX = -4.0, 10.0
+
+
+def gumbel_bce(logits: Tensor, targets: Tensor) -> Tensor:
+    """Elementwise Gumbel binary cross-entropy on clamped logits.
+
+    Args:
+        logits: ``[...]`` float logits ``z``.
+        targets: ``[...]`` float targets in ``{0, 1}``, same shape.
+
+    Returns:
+        ``[...]`` float32 ``-t ln phi(z^) - (1 - t) ln(1 - phi(z^))``, ``z^ = clamp(z, -4, 10)``.
+    """
+    z = logits.float().clamp(CLAMP_MIN, CLAMP_MAX)
+    e = torch.exp(-z)  # -ln phi(z), at most e^4
+    neg = -torch.log(-torch.expm1(-e))  # -ln(1 - phi(z)), >= 4.5e-5 inside the clamp
+    t = targets.to(torch.float32)
+    return t * e + (1.0 - t) * neg
+
+
+def gumbel_loss(
+    logits: Tensor, labels: Tensor, tail: Tensor, uniform: Tensor | None = None
+) -> Tensor:
+    """GOL of one batch (spec §7.1), divided by ``N``.
+
+    Args:
+        logits: ``[N, K + 1]`` float (fp32/fp16/bf16); column 0 is ignored.
+        labels: ``[N]`` int64 in ``0..K`` (0 = background).
+        tail: ``[K]`` float or bool, 1 for tail classes (labels 1..K).
+        uniform: ``[N, K]`` float draws ``u ~ U(0, 1)`` for the background rows' drop test;
+            ``None`` drops nothing (the same as ``rho = 1``).
+
+    Returns:
+        float32 scalar. With ``N = 0`` it is 0 and still connected to ``logits``.
+
+    Raises:
+        ValueError: shapes or dtypes that do not match, or a label outside ``0..K``.
+    """
+    c = check_logits_labels(logits, labels)
+    k = c - 1
+    check_label_range(labels, k)
+    if tail.shape != (k,):
+        raise ValueError(
+            f"tail must have shape [K] = [{k}] (one entry per foreground class, label 1 "
+            f"first), got shape {list(tail.shape)}"
+        )
+    n = logits.shape[0]
+    if uniform is not None and uniform.shape != (n, k):
+        raise ValueError(
+            f"uniform must have shape [N, K] = [{n}, {k}] to match logits "
+            f"{list(logits.shape)}, got shape {list(uniform.shape)}"
+        )
+    if n == 0:
+        return empty_loss(logits)
+    z = logits[:, 1:]
+    t = F.one_hot(labels.long(), c)[:, 1:].to(torch.float32)
+    tail_row = tail.detach().to(device=z.device, dtype=torch.float32)[None, :]
+    fg = labels > 0
+    keep = 1.0 - tail_row * (1.0 - t)  # foreground rows: EQL exclusion
+    if uniform is not None:
+        tail_labels = tail_row[0][(labels[fg] - 1).long()]
+        # rho = share of foreground RoIs whose class is tail; with no foreground RoI the
+        # original's mean is NaN and "u > NaN" is false, so nothing is dropped.
+        rho = tail_labels.mean() if tail_labels.numel() else torch.tensor(2.0, device=z.device)
+        dropped = (uniform.to(device=z.device, dtype=torch.float32) > rho).to(torch.float32)
+        bg_keep = 1.0 - tail_row * dropped
+        keep = torch.where(fg[:, None], keep, bg_keep)
+    return (keep * gumbel_bce(z, t)).sum() / n
+
+
+class GumbelLoss(ClassificationLoss):
+    """GOL (DropLoss with the Gumbel activation) with the tail set from image frequencies.
+
+    Args:
+        num_classes: ``K``; the classifier has ``K + 1`` outputs, column 0 unused.
+        image_frequency: ``[K]`` image frequency ``f_c`` of labels 1..K.
+        freq_threshold: ``lambda``; 0.00177 is the published default (LVIS v0.5); LVIS v1
+            uses **0.0011** (spec §7.1).
+        seed: base seed of the drop draws; rank ``r`` uses ``seed + r``.
+        loss_weight: factor applied to the loss (1.0).
+
+    Attributes:
+        tail: ``[K]`` float32 buffer, 1.0 for tail classes.
+    """
+
+    tail: Tensor
+
+    def __init__(
+        self,
+        num_classes: int,
+        image_frequency: Tensor | Sequence[float],
+        freq_threshold: float = 0.00177,
+        seed: int = 0,
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__(num_classes, loss_weight)
+        if not freq_threshold >= 0.0:
+            raise ValueError(f"freq_threshold must be >= 0, got {freq_threshold!r}")
+        self.freq_threshold = float(freq_threshold)
+        f = class_vector(image_frequency, self.num_classes, "image_frequency")
+        self.register_buffer("tail", (f < self.freq_threshold).to(torch.float32))
+        self._rng = RankGenerator(seed)
+
+    @classmethod
+    def init_classifier_(cls, weight: Tensor, bias: Tensor | None) -> None:
+        """Weights constant 0.001, bias -2: ``phi`` starts near ``exp(-e^2) = 6.2e-4``."""
+        with torch.no_grad():
+            nn.init.constant_(weight, 0.001)
+            if bias is not None:
+                bias.fill_(-2.0)
+
+    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Loss of one batch, with fresh drop draws.
+
+        Args:
+            logits: ``[N, K + 1]`` float, column 0 unused.
+            labels: ``[N]`` int64 in ``0..K``.
+
+        Returns:
+            float32 scalar.
+        """
+        self._check(logits, labels)
+        n, k = logits.shape[0], self.num_classes
+        u = torch.rand((n, k), generator=self._rng.get(logits.device), device=logits.device)
+        return self._weighted(gumbel_loss(logits, labels, self.tail, u))
+
+    def scores(self, logits: Tensor) -> Tensor:
+        """``[N, K + 1]`` float32 ``exp(-exp(-z_c))``, column 0 zero (spec §7.3)."""
+        return gumbel_scores(logits)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, freq_threshold={self.freq_threshold}, "
+            f"tail_classes={int(self.tail.sum())}"
+        )

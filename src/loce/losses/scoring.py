@@ -1,0 +1,164 @@
+"""Inference scores per classification loss: logits -> per-class probabilities.
+
+Shape shorthand:
+    N: detections (RoIs) to score.
+    K: foreground classes.
+    C': logits per row: ``K + 1``, or ``K + 2`` for Seesaw.
+
+Every function returns ``[N, K + 1]`` float32 scores with column 0 the background score and
+columns 1..K the class scores ``s_c`` (peer-method spec §0.3, hook 3). The detector drops
+column 0, as torchvision does after its hard-coded softmax, so only columns 1..K rank
+detections. The rule of each method (spec §0.4, table A):
+
+==================  ==========================================  ======================
+method              class score ``s_c``, c >= 1                  column 0
+==================  ==========================================  ======================
+cross_entropy,      ``softmax(z)_c``                             ``softmax(z)_0``
+equilibrium
+eql, federated      ``sigmoid(z_c)``                             0 (column 0 unused)
+eqlv2, ecm          ``sigmoid(z_c) * (1 - sigmoid(z_0))``        ``sigmoid(z_0)``
+seesaw              ``softmax(u)_c * softmax(o)_fg``             ``softmax(o)_bg``
+gumbel              ``exp(-exp(-z_c))``                          0 (column 0 unused)
+==================  ==========================================  ======================
+
+Seesaw's layout is ``[o_bg | u_1..u_K | o_fg]`` (see :mod:`loce.losses.seesaw`); a plain
+softmax over its ``K + 2`` logits would be wrong (spec §3.3). ECM scores with ``sigmoid(z)``,
+not with its training margins ``sigmoid(2z + delta)``: dropping the margin at test time is the
+method (spec §6.3).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from loce.losses._common import LOSS_NAMES, LossName
+
+__all__ = [
+    "gumbel_scores",
+    "objectness_sigmoid_scores",
+    "scores_from_logits",
+    "seesaw_scores",
+    "sigmoid_scores",
+    "softmax_scores",
+]
+
+
+def _check(logits: Tensor, min_width: int = 2) -> Tensor:
+    if logits.dim() != 2 or logits.shape[1] < min_width:
+        raise ValueError(
+            f"logits must have shape [N, C'] with C' >= {min_width}, got shape {list(logits.shape)}"
+        )
+    if not logits.is_floating_point():
+        raise ValueError(f"logits must be a floating point tensor, got dtype {logits.dtype}")
+    # Scores in fp32 whatever the autocast dtype: fp16 rounds small probabilities to 0.
+    return logits.float()
+
+
+def softmax_scores(logits: Tensor) -> Tensor:
+    """Softmax over all ``K + 1`` columns (cross-entropy, equilibrium loss).
+
+    Args:
+        logits: ``[N, K + 1]`` float, background at column 0.
+
+    Returns:
+        ``[N, K + 1]`` float32, rows summing to 1.
+    """
+    return torch.softmax(_check(logits), dim=1)
+
+
+def sigmoid_scores(logits: Tensor) -> Tensor:
+    """``sigmoid(z_c)`` per class; column 0 is unused and scores 0 (EQL, federated loss).
+
+    Args:
+        logits: ``[N, K + 1]`` float; column 0 is ignored.
+
+    Returns:
+        ``[N, K + 1]`` float32 with column 0 all zero.
+    """
+    z = _check(logits)
+    return torch.cat([torch.zeros_like(z[:, :1]), torch.sigmoid(z[:, 1:])], dim=1)
+
+
+def objectness_sigmoid_scores(logits: Tensor, test_with_obj: bool = True) -> Tensor:
+    """``sigmoid(z_c) * (1 - sigmoid(z_0))``; column 0 holds ``sigmoid(z_0)`` (EQLv2, ECM).
+
+    Column 0 is trained as "this RoI is background" (target ``1[y = 0]``), so the class score
+    is the class probability times the probability of not being background.
+
+    Args:
+        logits: ``[N, K + 1]`` float, background logit at column 0.
+        test_with_obj: multiply by ``1 - sigmoid(z_0)`` (EQLv2's default ``True``); ``False``
+            scores classes with ``sigmoid(z_c)`` alone.
+
+    Returns:
+        ``[N, K + 1]`` float32.
+    """
+    z = _check(logits)
+    cls = torch.sigmoid(z[:, 1:])
+    if test_with_obj:
+        # 1 - sigmoid(z_0) computed as sigmoid(-z_0): no cancellation when z_0 is large.
+        cls = cls * torch.sigmoid(-z[:, :1])
+    return torch.cat([torch.sigmoid(z[:, :1]), cls], dim=1)
+
+
+def seesaw_scores(logits: Tensor) -> Tensor:
+    """Seesaw's objectness product over the ``[o_bg | u_1..u_K | o_fg]`` layout (spec §3.3).
+
+    Args:
+        logits: ``[N, K + 2]`` float: background objectness logit at column 0, class logits at
+            columns 1..K, foreground objectness logit at the last column.
+
+    Returns:
+        ``[N, K + 1]`` float32: column 0 ``softmax(o)_bg``, columns 1..K
+        ``softmax(u)_c * softmax(o)_fg``.
+    """
+    z = _check(logits, min_width=3)
+    obj_bg, cls, obj_fg = z[:, 0], z[:, 1:-1], z[:, -1]
+    # Two-way softmax of (o_fg, o_bg) = sigmoid of the difference.
+    p_fg = torch.sigmoid(obj_fg - obj_bg)
+    p_bg = torch.sigmoid(obj_bg - obj_fg)
+    return torch.cat([p_bg[:, None], torch.softmax(cls, dim=1) * p_fg[:, None]], dim=1)
+
+
+def gumbel_scores(logits: Tensor) -> Tensor:
+    """Gumbel CDF ``exp(-exp(-z_c))`` per class, no clamp; column 0 unused, scores 0 (GOL).
+
+    Args:
+        logits: ``[N, K + 1]`` float; column 0 is ignored.
+
+    Returns:
+        ``[N, K + 1]`` float32 with column 0 all zero. Finite for any finite logit:
+        ``exp(-z)`` overflows to ``inf`` for ``z << 0`` and ``exp(-inf) = 0``.
+    """
+    z = _check(logits)
+    return torch.cat([torch.zeros_like(z[:, :1]), torch.exp(-torch.exp(-z[:, 1:]))], dim=1)
+
+
+def scores_from_logits(method: LossName, logits: Tensor, test_with_obj: bool = True) -> Tensor:
+    """Scores of ``method``'s classifier output, by the rule in this module's table.
+
+    Args:
+        method: the classification loss the model was trained with (see
+            :data:`loce.losses.factory.LOSS_NAMES`).
+        logits: ``[N, C']`` float: ``C' = K + 2`` for ``"seesaw"``, ``K + 1`` otherwise.
+        test_with_obj: for ``"eqlv2"`` and ``"ecm"`` only; see
+            :func:`objectness_sigmoid_scores`.
+
+    Returns:
+        ``[N, K + 1]`` float32 scores, background at column 0.
+
+    Raises:
+        ValueError: unknown ``method`` (the message lists the valid names) or bad logits shape.
+    """
+    if method in ("cross_entropy", "equilibrium"):
+        return softmax_scores(logits)
+    if method in ("eql", "federated"):
+        return sigmoid_scores(logits)
+    if method in ("eqlv2", "ecm"):
+        return objectness_sigmoid_scores(logits, test_with_obj=test_with_obj)
+    if method == "seesaw":
+        return seesaw_scores(logits)
+    if method == "gumbel":
+        return gumbel_scores(logits)
+    raise ValueError(f"unknown classification loss {method!r}; valid: {', '.join(LOSS_NAMES)}")
