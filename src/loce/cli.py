@@ -17,7 +17,10 @@ from loce.errors import LoceError
 # command name -> module under loce.commands
 COMMANDS: dict[str, str] = {
     "synth": "loce.commands.synth",
+    "train": "loce.commands.train",
+    "predict": "loce.commands.predict",
     "eval": "loce.commands.eval",
+    "configs": "loce.commands.configs",
 }
 
 

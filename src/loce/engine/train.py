@@ -211,7 +211,8 @@ def train(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
             "rng": rng,
             "config": config_to_dict(cfg),
             "num_classes": train_set.num_classes,
-            "category_ids": list(train_set.category_ids),
+            "category_ids": list(train_set.cat_ids),
+            "category_names": [c["name"] for c in train_set.categories],
         }
         save_checkpoint(state, ckpt_dir, name)
 

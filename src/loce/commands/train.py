@@ -1,0 +1,37 @@
+"""``loce train CONFIG [--set key=value ...] [--resume]``: train and evaluate a detector."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Train a detector from a config (one process, or many under torchrun) and evaluate it."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="a YAML config file or the name of a bundled config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set solver.lr=0.01 (repeatable)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the run directory's last checkpoint")
+    parser.add_argument("--output-dir", default=None,
+                        help="run directory (same as --set train.output_dir=DIR)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from loce.config import load_config
+    from loce.engine import distributed as dist_utils
+    from loce.engine.train import train
+    from loce.evaluation.lvis_eval import format_metrics_table
+
+    overrides = list(args.overrides)
+    if args.output_dir is not None:
+        overrides.append(f"train.output_dir={args.output_dir}")
+    cfg = load_config(args.config, overrides)
+    try:
+        metrics = train(cfg, resume=args.resume)
+    finally:
+        dist_utils.cleanup_distributed()
+    if dist_utils.get_rank() == 0 and metrics:
+        print(format_metrics_table(metrics))
+        print(f"run directory: {cfg.train.output_dir}")
+    return 0

@@ -1,0 +1,327 @@
+"""Typed configuration of the detector (the ``model`` section of a config).
+
+Defaults reproduce the original LOCE stage-1 model on LVIS (method spec, sections b and d):
+Mask R-CNN with a ResNet-50-FPN backbone initialised from ImageNet, first stage frozen,
+BatchNorm statistics frozen, the normed (cosine x 20) mask predictor, the LVIS test settings
+(score threshold 1e-4, class-wise NMS 0.5, 300 detections per image) and every
+torchvision-vs-MMDetection difference switched to the original's behaviour (``parity``,
+see docs/mmdet-parity.md). :meth:`ParityConfig.torchvision` gives torchvision's own behaviour.
+
+The number of classes is not part of the model config: it comes from the dataset and is
+passed to :func:`loce.models.build_mask_rcnn`.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Literal
+
+from loce.errors import ConfigError
+
+__all__ = [
+    "BACKBONES",
+    "MaskConfig",
+    "ModelConfig",
+    "ParityConfig",
+    "RoIConfig",
+    "RPNConfig",
+    "TestConfig",
+]
+
+BackboneName = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
+BACKBONES: tuple[str, ...] = typing.get_args(BackboneName)
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key} {msg}")
+
+
+def _check_fraction(value: float, key: str, *, open_low: bool = True) -> None:
+    ok = (0.0 < value <= 1.0) if open_low else (0.0 <= value <= 1.0)
+    interval = "(0, 1]" if open_low else "[0, 1]"
+    _check(ok, key, f"must be in {interval}, got {value}")
+
+
+def _check_literals(obj: object, prefix: str) -> None:
+    """Check every ``Literal`` field of the dataclass ``obj`` (OmegaConf does it on load; a
+    config built in Python is checked here). Raises ConfigError listing the valid choices."""
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):  # type: ignore[arg-type]
+        hint = hints[f.name]
+        if typing.get_origin(hint) is Literal:
+            choices = typing.get_args(hint)
+            value = getattr(obj, f.name)
+            if value not in choices:
+                valid = ", ".join(repr(c) for c in choices)
+                raise ConfigError(f"{prefix}.{f.name} must be one of {valid}, got {value!r}")
+
+
+@dataclass
+class RPNConfig:
+    """Region proposal network: anchors, anchor sampling and proposal selection."""
+
+    # Anchor side = level stride x this scale, i.e. 32..512 px on P2..P6 (mmdet octave_base_scale).
+    anchor_scale: float = 8.0
+    # Anchor aspect ratios (height / width), in this order (key map §3.3 relies on it).
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
+    # IoU thresholds for positive / negative anchors (between: ignored).
+    fg_iou_thresh: float = 0.7
+    bg_iou_thresh: float = 0.3
+    # Anchors sampled per image for the RPN loss, and the positive share of them.
+    batch_size_per_image: int = 256
+    positive_fraction: float = 0.5
+    # Proposals kept per FPN level before NMS, and per image after NMS. Training keeps 1000
+    # after NMS as the original does (torchvision's default is 2000; parity doc §8).
+    pre_nms_top_n_train: int = 2000
+    post_nms_top_n_train: int = 1000
+    pre_nms_top_n_test: int = 1000
+    post_nms_top_n_test: int = 1000
+    nms_thresh: float = 0.7
+    # Proposals with a lower objectness probability are dropped (0: keep all).
+    score_thresh: float = 0.0
+
+    def validate(self, prefix: str = "model.rpn") -> None:
+        _check(self.anchor_scale > 0, f"{prefix}.anchor_scale", f"must be positive, got {self.anchor_scale}")
+        _check(len(self.aspect_ratios) > 0, f"{prefix}.aspect_ratios", "must list at least one ratio")
+        for i, r in enumerate(self.aspect_ratios):
+            _check(r > 0, f"{prefix}.aspect_ratios[{i}]", f"must be positive, got {r}")
+        _check_fraction(self.fg_iou_thresh, f"{prefix}.fg_iou_thresh", open_low=False)
+        _check_fraction(self.bg_iou_thresh, f"{prefix}.bg_iou_thresh", open_low=False)
+        _check(self.bg_iou_thresh <= self.fg_iou_thresh, f"{prefix}.bg_iou_thresh",
+               f"must be <= fg_iou_thresh ({self.fg_iou_thresh}), got {self.bg_iou_thresh}")
+        _check(self.batch_size_per_image >= 1, f"{prefix}.batch_size_per_image",
+               f"must be >= 1, got {self.batch_size_per_image}")
+        _check_fraction(self.positive_fraction, f"{prefix}.positive_fraction")
+        for name in ("pre_nms_top_n_train", "post_nms_top_n_train", "pre_nms_top_n_test",
+                     "post_nms_top_n_test"):
+            value = getattr(self, name)
+            _check(value >= 1, f"{prefix}.{name}", f"must be >= 1, got {value}")
+        _check_fraction(self.nms_thresh, f"{prefix}.nms_thresh")
+        _check(0.0 <= self.score_thresh < 1.0, f"{prefix}.score_thresh",
+               f"must be in [0, 1), got {self.score_thresh}")
+
+
+@dataclass
+class RoIConfig:
+    """Box branch of the RoI heads: proposal sampling, box head and box predictor."""
+
+    # IoU thresholds for positive / background proposals.
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh: float = 0.5
+    # RoIs sampled per image for the box loss, and the positive share of them.
+    batch_size_per_image: int = 512
+    positive_fraction: float = 0.25
+    # Box delta weights (wx, wy, ww, wh); the inverse of mmdet's target stds (0.1, 0.1, 0.2, 0.2).
+    bbox_reg_weights: list[float] = field(default_factory=lambda: [10.0, 10.0, 5.0, 5.0])
+    # Width of the two shared fully connected layers (fc6, fc7).
+    representation_size: int = 1024
+    # Box classifier: "linear" (the original, a plain linear layer with bias) or "cosine"
+    # (scale x cosine similarity, used by some long-tail methods).
+    classifier: Literal["linear", "cosine"] = "linear"
+    # Scale of the cosine classifier's logits.
+    cosine_scale: float = 20.0
+    # beta of the smooth L1 box loss, used when parity.box_loss is "smooth_l1".
+    smooth_l1_beta: float = 1.0 / 9.0
+
+    def validate(self, prefix: str = "model.roi") -> None:
+        _check_fraction(self.fg_iou_thresh, f"{prefix}.fg_iou_thresh", open_low=False)
+        _check_fraction(self.bg_iou_thresh, f"{prefix}.bg_iou_thresh", open_low=False)
+        _check(self.bg_iou_thresh <= self.fg_iou_thresh, f"{prefix}.bg_iou_thresh",
+               f"must be <= fg_iou_thresh ({self.fg_iou_thresh}), got {self.bg_iou_thresh}")
+        _check(self.batch_size_per_image >= 1, f"{prefix}.batch_size_per_image",
+               f"must be >= 1, got {self.batch_size_per_image}")
+        _check_fraction(self.positive_fraction, f"{prefix}.positive_fraction")
+        _check(len(self.bbox_reg_weights) == 4, f"{prefix}.bbox_reg_weights",
+               f"must have 4 values (wx, wy, ww, wh), got {len(self.bbox_reg_weights)}")
+        for i, w in enumerate(self.bbox_reg_weights):
+            _check(w > 0, f"{prefix}.bbox_reg_weights[{i}]", f"must be positive, got {w}")
+        _check(self.representation_size >= 1, f"{prefix}.representation_size",
+               f"must be >= 1, got {self.representation_size}")
+        _check(self.cosine_scale > 0, f"{prefix}.cosine_scale", f"must be positive, got {self.cosine_scale}")
+        _check(self.smooth_l1_beta >= 0, f"{prefix}.smooth_l1_beta",
+               f"must be >= 0, got {self.smooth_l1_beta}")
+
+
+@dataclass
+class MaskConfig:
+    """Mask branch: head and predictor."""
+
+    # "normed": logit = scale * cos(pixel feature, class weight) + bias (method spec d);
+    # "plain": torchvision's 1x1 convolution.
+    predictor: Literal["normed", "plain"] = "normed"
+    # Scale of the normed predictor's cosine logits (20 in the original).
+    normed_scale: float = 20.0
+    # Output channels of the 3x3 convolutions before the predictor (4 x 256 in the original).
+    head_layers: list[int] = field(default_factory=lambda: [256, 256, 256, 256])
+    # Compute only the channel each RoI needs (its ground-truth class in training, its
+    # predicted class at inference) instead of all K+1: the same numbers, a fraction of the
+    # memory ([R, K+1, 28, 28] is about 1 GB for 256 RoIs at K = 1203).
+    select_channels: bool = True
+
+    def validate(self, prefix: str = "model.mask") -> None:
+        _check(self.normed_scale > 0, f"{prefix}.normed_scale", f"must be positive, got {self.normed_scale}")
+        _check(len(self.head_layers) >= 1, f"{prefix}.head_layers", "must list at least one layer")
+        for i, c in enumerate(self.head_layers):
+            _check(c >= 1, f"{prefix}.head_layers[{i}]", f"must be >= 1, got {c}")
+
+
+@dataclass
+class TestConfig:
+    """Inference settings (the original's LVIS test settings)."""
+
+    # Detections whose class probability is not above this are dropped (strict ">").
+    score_thresh: float = 1e-4
+    # IoU threshold of the class-wise NMS.
+    nms_thresh: float = 0.5
+    # Detections kept per image after NMS (LVIS evaluates up to 300).
+    detections_per_img: int = 300
+    # Mask pixels with probability >= this are foreground.
+    mask_threshold: float = 0.5
+    # Return boolean masks (thresholded) instead of probabilities; probabilities of 300
+    # full-size masks take 4x the memory.
+    binarize_masks: bool = True
+
+    # Not a test case for pytest (the class name starts with "Test").
+    __test__ = False
+
+    def validate(self, prefix: str = "model.test") -> None:
+        _check(0.0 <= self.score_thresh < 1.0, f"{prefix}.score_thresh",
+               f"must be in [0, 1), got {self.score_thresh}")
+        _check_fraction(self.nms_thresh, f"{prefix}.nms_thresh")
+        _check(self.detections_per_img >= 1, f"{prefix}.detections_per_img",
+               f"must be >= 1, got {self.detections_per_img}")
+        _check(0.0 < self.mask_threshold < 1.0, f"{prefix}.mask_threshold",
+               f"must be in (0, 1), got {self.mask_threshold}")
+
+
+@dataclass
+class ParityConfig:
+    """Where torchvision's Mask R-CNN computes differently from the original (MMDetection
+    2.8), which behaviour to use. Defaults follow the original; :meth:`torchvision` returns
+    torchvision's behaviour. Sections refer to docs/mmdet-parity.md.
+
+    Not here because it is not the model's job: the resize rounding (§4 #7), done by the data
+    transforms with mmcv's ``int(x * s + 0.5)`` rule.
+    """
+
+    # RoI feature pooling (§4 #4): "mmdet" = RoIAlign aligned=True with adaptive sampling
+    # (sampling_ratio 0), mmdet's level rule floor(log2(sqrt(area)/56 + 1e-6)) and fixed
+    # strides 4..32; "torchvision" = MultiScaleRoIAlign (aligned=False, sampling_ratio 2).
+    roi_align: Literal["mmdet", "torchvision"] = "mmdet"
+    # Anchors (§4 #5, #8): "mmdet" = fixed strides 4..64 and unrounded base anchors;
+    # "torchvision" infers the stride from the padded size (61 instead of 64 on P6 for
+    # 800-px sides) and rounds base anchors to integers.
+    anchors: Literal["mmdet", "torchvision"] = "mmdet"
+    # Mask pasting into the image (§4 #6): "grid_sample" samples the 28x28 mask at pixel
+    # centres over the float box; "legacy" is torchvision's integer-box paste (masks ~13 %
+    # larger).
+    mask_paste: Literal["grid_sample", "legacy"] = "grid_sample"
+    # Box regression loss of the RPN and the R-CNN (§8): "l1" (original) or torchvision's
+    # "smooth_l1" (beta 1/9; the R-CNN's beta is model.roi.smooth_l1_beta).
+    box_loss: Literal["l1", "smooth_l1"] = "l1"
+    # Backbone BatchNorm (§8): "frozen_stats" = trainable affine weights with frozen
+    # statistics (mmdet requires_grad=True, norm_eval=True); "frozen" = torchvision's
+    # FrozenBatchNorm2d (affine weights frozen too). Frozen stages are frozen either way.
+    backbone_norm: Literal["frozen_stats", "frozen"] = "frozen_stats"
+    # Mask targets (§8): "aligned_binary" = RoIAlign(aligned=True, sampling_ratio=0) of the
+    # binary mask, then >= 0.5; "legacy" = torchvision's unaligned, soft targets.
+    mask_targets: Literal["aligned_binary", "legacy"] = "aligned_binary"
+    # Proposals smaller than this (px) are dropped before the RPN's NMS (§4 #9); mmdet: none
+    # (0), torchvision: 1e-3.
+    rpn_min_size: float = 0.0
+    # Detections smaller than this (px) are dropped before the final NMS (§4 #10); mmdet:
+    # none (0), torchvision: 1e-2.
+    det_min_size: float = 0.0
+    # Initialisation of the layers not loaded from a backbone file: "mmdet" = the original's
+    # (FPN xavier-uniform, box head fc6/fc7 xavier-uniform, classifier normal std 0.01, box
+    # deltas normal std 0.001, all biases 0); "torchvision" = torchvision's defaults.
+    init: Literal["mmdet", "torchvision"] = "mmdet"
+
+    @classmethod
+    def torchvision(cls) -> ParityConfig:
+        """torchvision 0.29's own behaviour for every switch."""
+        return cls(
+            roi_align="torchvision",
+            anchors="torchvision",
+            mask_paste="legacy",
+            box_loss="smooth_l1",
+            backbone_norm="frozen",
+            mask_targets="legacy",
+            rpn_min_size=1e-3,
+            det_min_size=1e-2,
+            init="torchvision",
+        )
+
+    def validate(self, prefix: str = "model.parity") -> None:
+        _check(self.rpn_min_size >= 0, f"{prefix}.rpn_min_size", f"must be >= 0, got {self.rpn_min_size}")
+        _check(self.det_min_size >= 0, f"{prefix}.det_min_size", f"must be >= 0, got {self.det_min_size}")
+
+
+_WEIGHT_NAME = re.compile(r"^ResNet(\d+)_Weights\.\w+$")
+
+
+@dataclass
+class ModelConfig:
+    """Mask R-CNN with a ResNet-FPN backbone (LOCE stage 1)."""
+
+    # Backbone network.
+    backbone: BackboneName = "resnet50"
+    # Backbone initialisation: "imagenet" (torchvision's ImageNet weights for the chosen
+    # depth, ResNet{depth}_Weights.IMAGENET1K_V1 as in the original), a torchvision weight
+    # name such as "ResNet50_Weights.IMAGENET1K_V2", a local file holding a torchvision ResNet
+    # state dict (the way to go without network access), or "none" (random initialisation).
+    backbone_weights: str = "imagenet"
+    # ResNet stages frozen from the input side: 1 = stem and layer1 (the original's
+    # frozen_stages=1), 0 = stem only, -1 = nothing, up to 4 = the whole ResNet.
+    frozen_stages: int = 1
+    # Input normalisation on [0, 1] RGB images (ImageNet mean and std).
+    image_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    image_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # Batched images are zero-padded bottom/right to a multiple of this.
+    size_divisible: int = 32
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi: RoIConfig = field(default_factory=RoIConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    parity: ParityConfig = field(default_factory=ParityConfig)
+
+    def validate(self, prefix: str = "model") -> None:
+        """Check for impossible values.
+
+        Raises:
+            ConfigError: naming the key path, e.g.
+                ``model.roi.positive_fraction must be in (0, 1], got 1.5``.
+        """
+        _validate_tree(self, prefix)
+        _check(-1 <= self.frozen_stages <= 4, f"{prefix}.frozen_stages",
+               f"must be in -1..4, got {self.frozen_stages}")
+        _check(len(self.image_mean) == 3, f"{prefix}.image_mean",
+               f"must have 3 values (RGB), got {len(self.image_mean)}")
+        _check(len(self.image_std) == 3, f"{prefix}.image_std",
+               f"must have 3 values (RGB), got {len(self.image_std)}")
+        for i, s in enumerate(self.image_std):
+            _check(s > 0, f"{prefix}.image_std[{i}]", f"must be positive, got {s}")
+        _check(self.size_divisible >= 1, f"{prefix}.size_divisible",
+               f"must be >= 1, got {self.size_divisible}")
+        weights = self.backbone_weights
+        _check(bool(weights.strip()), f"{prefix}.backbone_weights",
+               "must be 'none', 'imagenet', a torchvision weight name or a file path, got ''")
+        match = _WEIGHT_NAME.match(weights)
+        if match is not None:
+            depth = self.backbone.removeprefix("resnet")
+            _check(match.group(1) == depth, f"{prefix}.backbone_weights",
+                   f"names ResNet-{match.group(1)} weights but {prefix}.backbone is "
+                   f"{self.backbone!r}; use ResNet{depth}_Weights.IMAGENET1K_V1 or 'imagenet'")
+
+
+def _validate_tree(obj: object, prefix: str) -> None:
+    """Literal checks on ``obj`` and its nested dataclasses, then their ``validate``."""
+    _check_literals(obj, prefix)
+    for f in fields(obj):  # type: ignore[arg-type]
+        value = getattr(obj, f.name)
+        if is_dataclass(value) and not isinstance(value, type):
+            _validate_tree(value, f"{prefix}.{f.name}")
+            value.validate(prefix=f"{prefix}.{f.name}")

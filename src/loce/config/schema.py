@@ -1,0 +1,181 @@
+"""Typed configuration schema for everything except the model (see :mod:`loce.config.model`).
+
+Defaults reproduce the original LOCE stage-1 recipe on LVIS (method spec, section b): SGD at
+lr 0.02 for 16 images per batch, 24 epochs with steps at 16 and 22, 500 warmup iterations,
+multi-scale training with short sides 640-800 and the long side capped at 1333, random image
+sampling. A YAML file lists only what it changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from loce.config.model import ModelConfig
+from loce.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "DataConfig",
+    "EvalConfig",
+    "SolverConfig",
+    "TrainConfig",
+]
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key} {msg}")
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is loaded and augmented."""
+
+    # LVIS v0.5/v1 or COCO annotation files and the folders their images are found under
+    # (LVIS v1 images are looked up by the last components of `coco_url`, v0.5/COCO by
+    # `file_name`).
+    train_ann: str = "data/lvis_v1/annotations/lvis_v1_train.json"
+    train_images: str = "data/lvis_v1"
+    val_ann: str = "data/lvis_v1/annotations/lvis_v1_val.json"
+    val_images: str = "data/lvis_v1"
+    # Multi-scale training: one short side drawn from the list per image, long side capped.
+    train_scales: list[int] = field(default_factory=lambda: [640, 672, 704, 736, 768, 800])
+    max_size: int = 1333
+    # Single-scale test resize.
+    test_scale: int = 800
+    test_max_size: int = 1333
+    flip_prob: float = 0.5
+    # Image sampling: "random" (LOCE's default) or LVIS repeat factor sampling.
+    sampler: Literal["random", "repeat_factor"] = "random"
+    repeat_threshold: float = 0.001
+    # Images per process (per GPU) in one step; the global batch is this times the world size.
+    images_per_gpu: int = 2
+    # Batches of images with the same aspect-ratio orientation (landscape/portrait).
+    aspect_ratio_grouping: bool = True
+    # DataLoader worker processes per training process.
+    workers: int = 2
+
+    def validate(self, prefix: str = "data") -> None:
+        _check(len(self.train_scales) > 0, f"{prefix}.train_scales", "must list at least one size")
+        for i, s in enumerate(self.train_scales):
+            _check(s > 0, f"{prefix}.train_scales[{i}]", f"must be positive, got {s}")
+        _check(self.max_size > 0, f"{prefix}.max_size", f"must be positive, got {self.max_size}")
+        _check(self.test_scale > 0, f"{prefix}.test_scale", "must be positive")
+        _check(0.0 <= self.flip_prob <= 1.0, f"{prefix}.flip_prob", f"must be in [0, 1], got {self.flip_prob}")
+        _check(self.repeat_threshold > 0, f"{prefix}.repeat_threshold", "must be positive")
+        _check(self.images_per_gpu >= 1, f"{prefix}.images_per_gpu", f"must be >= 1, got {self.images_per_gpu}")
+        _check(self.workers >= 0, f"{prefix}.workers", f"must be >= 0, got {self.workers}")
+
+
+@dataclass
+class SolverConfig:
+    """SGD with momentum, linear warmup and step decay by epoch.
+
+    The learning rate is for the *global* batch: the original uses lr 0.02 for 16 images
+    (2 per GPU x 8 GPUs). For another global batch B scale it linearly: lr = 0.02 * B / 16.
+    """
+
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    epochs: int = 24
+    # Epochs after which the learning rate is multiplied by `gamma`.
+    steps: list[int] = field(default_factory=lambda: [16, 22])
+    gamma: float = 0.1
+    # Linear warmup from lr * warmup_ratio to lr over the first `warmup_iters` iterations.
+    warmup_iters: int = 500
+    warmup_ratio: float = 0.001
+    # Clip the global gradient norm to this value; null disables clipping (the original's choice).
+    grad_clip: float | None = None
+    # Mixed precision on CUDA: "none", "bf16" or "fp16" (fp16 uses a gradient scaler).
+    # Ignored (with a warning) on the CPU.
+    amp: Literal["none", "bf16", "fp16"] = "none"
+
+    def validate(self, prefix: str = "solver") -> None:
+        _check(self.lr > 0, f"{prefix}.lr", f"must be positive, got {self.lr}")
+        _check(0 <= self.momentum < 1, f"{prefix}.momentum", f"must be in [0, 1), got {self.momentum}")
+        _check(self.weight_decay >= 0, f"{prefix}.weight_decay", "must be >= 0")
+        _check(self.epochs >= 1, f"{prefix}.epochs", f"must be >= 1, got {self.epochs}")
+        for i, s in enumerate(self.steps):
+            _check(0 < s <= self.epochs, f"{prefix}.steps[{i}]",
+                   f"must be in 1..epochs ({self.epochs}), got {s}")
+        _check(list(self.steps) == sorted(self.steps), f"{prefix}.steps", "must be increasing")
+        _check(0 < self.gamma <= 1, f"{prefix}.gamma", "must be in (0, 1]")
+        _check(self.warmup_iters >= 0, f"{prefix}.warmup_iters", "must be >= 0")
+        _check(0 < self.warmup_ratio <= 1, f"{prefix}.warmup_ratio", "must be in (0, 1]")
+        _check(self.grad_clip is None or self.grad_clip > 0, f"{prefix}.grad_clip",
+               "must be positive or null")
+
+
+@dataclass
+class TrainConfig:
+    """Run-level settings: where outputs go, seeding, checkpoints, logging."""
+
+    # Run directory: config.yaml, metrics.jsonl, checkpoints, predictions and metrics.json.
+    output_dir: str = "runs/default"
+    seed: int = 0
+    # "auto" picks CUDA when available (the local GPU of this process under torchrun).
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Initialise the model from this checkpoint (a loce checkpoint or a plain state dict);
+    # used by fine-tuning stages. Null: start from the backbone weights in `model`.
+    init_from: str | None = None
+    # Save a checkpoint every N iterations in addition to every epoch (0: epochs only).
+    checkpoint_every_iters: int = 0
+    # Evaluate every N epochs in addition to the end of training (0: only at the end).
+    eval_every_epochs: int = 0
+    # Write a metrics.jsonl line (and refresh the progress bar) every N iterations.
+    log_every_iters: int = 20
+    # Stop each epoch after this many iterations (null: the whole epoch). For smoke tests.
+    max_iters_per_epoch: int | None = None
+    # CPU threads per process (null: leave torch's default).
+    threads: int | None = None
+
+    def validate(self, prefix: str = "train") -> None:
+        _check(self.checkpoint_every_iters >= 0, f"{prefix}.checkpoint_every_iters", "must be >= 0")
+        _check(self.eval_every_epochs >= 0, f"{prefix}.eval_every_epochs", "must be >= 0")
+        _check(self.log_every_iters >= 1, f"{prefix}.log_every_iters", "must be >= 1")
+        _check(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
+               f"{prefix}.max_iters_per_epoch", "must be >= 1 or null")
+        _check(self.threads is None or self.threads >= 1, f"{prefix}.threads", "must be >= 1 or null")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation settings (LVIS protocol)."""
+
+    iou_types: list[str] = field(default_factory=lambda: ["bbox", "segm"])
+    max_dets: int = 300
+    protocol: Literal["standard", "fixed"] = "standard"
+    # Images per process during inference.
+    images_per_gpu: int = 1
+
+    def validate(self, prefix: str = "eval") -> None:
+        for i, t in enumerate(self.iou_types):
+            _check(t in ("bbox", "segm"), f"{prefix}.iou_types[{i}]",
+                   f"must be 'bbox' or 'segm', got {t!r}")
+        _check(self.max_dets >= 1, f"{prefix}.max_dets", "must be >= 1")
+        _check(self.images_per_gpu >= 1, f"{prefix}.images_per_gpu", "must be >= 1")
+
+
+@dataclass
+class Config:
+    """A whole experiment. Defaults: Mask R-CNN R50-FPN stage 1 on LVIS v1 (original recipe)."""
+
+    # Free-form experiment name (defaults to the YAML file's stem).
+    name: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> None:
+        for name in ("model", "data", "solver", "train", "eval"):
+            section = getattr(self, name)
+            validate = getattr(section, "validate", None)
+            if validate is not None:
+                try:
+                    validate(prefix=name)
+                except TypeError:
+                    validate()

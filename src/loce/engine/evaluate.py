@@ -1,0 +1,223 @@
+"""Inference over a dataset, LVIS result files, and evaluation; one process or many.
+
+Each rank runs the model on its share of the images (every ``world``-th image) and streams
+its detections to ``predictions.rank{R}.json``; rank 0 then concatenates the shards into
+``predictions.json`` (streaming, shard by shard) and evaluates it with the LVIS protocol. No
+process ever gathers every rank's detections in memory over the network.
+
+Result dicts follow the LVIS format: ``image_id``, ``category_id``, ``score``, ``bbox``
+``[x, y, w, h]`` in original-image pixels (``w = x2 - x1``, no +1), and for masks
+``segmentation`` = compressed RLE with ``counts`` as a str; a mask's score is its box's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from loce.engine import distributed as dist_utils
+
+METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
+
+__all__ = [
+    "METRIC_KEYS",
+    "detections_to_results",
+    "evaluate",
+    "merge_result_shards",
+    "predict_to_file",
+]
+
+
+def detections_to_results(
+    det: dict[str, torch.Tensor],
+    image_id: int,
+    category_ids: Sequence[int],
+    with_masks: bool = True,
+) -> list[dict[str, Any]]:
+    """One image's detections → LVIS result dicts.
+
+    Args:
+        det: ``boxes [n, 4]`` float xyxy (original frame), ``labels [n]`` int64 in 1..K,
+            ``scores [n]`` float, optionally ``masks [n, 1, H, W]`` bool or float.
+        image_id: the dataset's image id.
+        category_ids: label ``i`` ↔ ``category_ids[i - 1]``.
+        with_masks: encode masks as RLE when present.
+    """
+    from pycocotools import mask as mask_utils
+
+    boxes = det["boxes"].detach().float().cpu().numpy()
+    labels = det["labels"].detach().cpu().numpy()
+    scores = det["scores"].detach().float().cpu().numpy()
+    n = len(scores)
+    if n == 0:
+        return []
+    xywh = boxes.copy()
+    xywh[:, 2:] -= xywh[:, :2]
+    cats = np.asarray(category_ids, dtype=np.int64)[labels - 1]
+    rles = None
+    if with_masks and "masks" in det:
+        masks = det["masks"].detach()
+        if masks.dtype != torch.bool:
+            masks = masks >= 0.5
+        masks = masks.reshape(n, masks.shape[-2], masks.shape[-1]).cpu().numpy()
+        rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
+    out = []
+    for i in range(n):
+        r: dict[str, Any] = {
+            "image_id": int(image_id),
+            "category_id": int(cats[i]),
+            "bbox": [round(float(v), 3) for v in xywh[i]],
+            "score": float(scores[i]),
+        }
+        if rles is not None:
+            rle = rles[i]
+            r["segmentation"] = {"size": [int(s) for s in rle["size"]],
+                                 "counts": rle["counts"].decode("ascii")}
+        out.append(r)
+    return out
+
+
+class _ResultWriter:
+    """Streams result dicts into a JSON list file without holding them all."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.f = self.tmp.open("w")
+        self.f.write("[")
+        self.count = 0
+
+    def extend(self, results: Iterable[dict[str, Any]]) -> None:
+        for r in results:
+            self.f.write(("," if self.count else "") + "\n" + json.dumps(r, separators=(",", ":")))
+            self.count += 1
+
+    def close(self) -> None:
+        self.f.write("\n]\n")
+        self.f.close()
+        os.replace(self.tmp, self.path)
+
+
+@torch.no_grad()
+def predict_to_file(
+    model: nn.Module,
+    dataset,
+    out_path: str | os.PathLike,
+    *,
+    device: torch.device,
+    indices: Sequence[int] | None = None,
+    with_masks: bool = True,
+    workers: int = 2,
+    progress: bool = True,
+    on_image=None,
+) -> int:
+    """Run the model on ``dataset[i]`` for ``i`` in ``indices`` and write LVIS results.
+
+    Args:
+        model: a detector in the torchvision contract (``model(images,
+            original_image_sizes=...)`` → per-image dicts in the original frame).
+        dataset: an :class:`~loce.data.lvis.LVISDataset` with test-time transforms.
+        out_path: the JSON list file to write (atomically).
+        device: where to run.
+        indices: which items (default: all).
+        with_masks: also write RLE masks.
+        workers: DataLoader worker processes.
+        progress: show a progress bar.
+        on_image: optional callback ``(image_index, image, detection)`` (e.g. visualisation).
+
+    Returns:
+        The number of result dicts written.
+    """
+    from tqdm.auto import tqdm
+
+    from loce.data.samplers import collate_fn
+
+    was_training = model.training
+    model.eval()
+    idx = list(range(len(dataset))) if indices is None else list(indices)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.Subset(dataset, idx), batch_size=1, shuffle=False,
+        num_workers=workers, collate_fn=collate_fn,
+    )
+    writer = _ResultWriter(Path(out_path))
+    cat_ids = list(dataset.cat_ids)
+    try:
+        for k, (images, targets) in enumerate(
+            tqdm(loader, total=len(idx), desc="inference", disable=not progress, leave=False,
+                 dynamic_ncols=True, mininterval=1.0)
+        ):
+            images = [im.to(device) for im in images]
+            sizes = [tuple(int(s) for s in t["orig_size"]) for t in targets]
+            dets = model(images, original_image_sizes=sizes)
+            for t, d, im in zip(targets, dets, images):
+                writer.extend(detections_to_results(d, int(t["image_id"]), cat_ids, with_masks))
+                if on_image is not None:
+                    on_image(idx[k], im, d)
+    finally:
+        writer.close()
+        model.train(was_training)
+    return writer.count
+
+
+def merge_result_shards(shards: Sequence[Path], out_path: Path) -> int:
+    """Concatenate JSON-list shard files into one JSON list, one shard in memory at a time."""
+    writer = _ResultWriter(out_path)
+    for shard in shards:
+        with shard.open() as f:
+            writer.extend(json.load(f))
+    writer.close()
+    return writer.count
+
+
+def evaluate(model: nn.Module, cfg, out_dir: str | os.PathLike, *, device: torch.device,
+             dataset=None) -> dict[str, Any]:
+    """Predict on the validation set (sharded over ranks) and evaluate on rank 0.
+
+    Writes ``out_dir/predictions.json`` and ``out_dir/metrics.json``; returns the metrics
+    (``{"bbox": {...}, "segm": {...}}``) on rank 0 and ``{}`` on other ranks.
+    """
+    from loce import build
+    from loce.evaluation.lvis_eval import evaluate_lvis_multi
+
+    rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
+    out = Path(out_dir)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    dist_utils.barrier()
+    if dataset is None:
+        dataset = build.build_val_dataset(cfg)
+    iou_types = list(cfg.eval.iou_types)
+    with_masks = "segm" in iou_types
+    shard = out / f"predictions.rank{rank}.json"
+    predict_to_file(model, dataset, shard, device=device,
+                    indices=range(rank, len(dataset), world), with_masks=with_masks,
+                    workers=cfg.data.workers, progress=rank == 0)
+    dist_utils.barrier()
+    metrics: dict[str, Any] = {}
+    if rank == 0:
+        shards = [out / f"predictions.rank{r}.json" for r in range(world)]
+        merged = out / "predictions.json"
+        count = merge_result_shards(shards, merged)
+        for s in shards:
+            s.unlink()
+        if count == 0:
+            # A model that detects nothing scores zero everywhere (an empty results file is
+            # an error for `loce eval`, where it usually means a broken pipeline).
+            metrics = {t: {**dict.fromkeys(METRIC_KEYS, 0.0), "num_detections": 0}
+                       for t in iou_types}
+        else:
+            metrics = evaluate_lvis_multi(cfg.data.val_ann, str(merged), iou_types=iou_types,
+                                          max_dets=cfg.eval.max_dets,
+                                          protocol=cfg.eval.protocol)
+        tmp = out / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
+        tmp.replace(out / "metrics.json")
+    dist_utils.barrier()
+    return metrics
