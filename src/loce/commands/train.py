@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"train.output_dir={args.output_dir}")
     cfg = load_config(args.config, overrides)
     try:
-        metrics = train(cfg, resume=args.resume)
+        metrics = train(cfg, resume=args.resume).metrics
     finally:
         dist_utils.cleanup_distributed()
     if dist_utils.get_rank() == 0 and metrics:

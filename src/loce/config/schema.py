@@ -122,8 +122,9 @@ class TrainConfig:
     init_from: str | None = None
     # Save a checkpoint every N iterations in addition to every epoch (0: epochs only).
     checkpoint_every_iters: int = 0
-    # Evaluate every N epochs in addition to the end of training (0: only at the end).
+    # Evaluate every N epochs (0: never during training) and/or after the last epoch.
     eval_every_epochs: int = 0
+    eval_at_end: bool = True
     # Write a metrics.jsonl line (and refresh the progress bar) every N iterations.
     log_every_iters: int = 20
     # Stop each epoch after this many iterations (null: the whole epoch). For smoke tests.

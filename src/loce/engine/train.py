@@ -21,6 +21,7 @@ import json
 import math
 import time
 import warnings
+from dataclasses import dataclass
 from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
@@ -43,7 +44,18 @@ from loce.engine.checkpoint import (
 from loce.engine.schedule import WarmupStepSchedule
 from loce.errors import LoceError
 
-__all__ = ["NonFiniteLossError", "train", "unwrap"]
+__all__ = ["NonFiniteLossError", "TrainResult", "train", "unwrap"]
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the final metrics (rank 0; ``{}`` elsewhere or when no
+    evaluation ran), the trained (unwrapped) model and the run directory."""
+
+    metrics: dict[str, Any]
+    model: nn.Module
+    output_dir: Path
+    global_iter: int
 
 
 class NonFiniteLossError(LoceError):
@@ -102,7 +114,7 @@ def _check_finite(total: torch.Tensor, loss_dict: Mapping[str, torch.Tensor], ep
     if dist_utils.is_distributed():
         torch.distributed.all_reduce(bad)
     if bad.item() > 0:
-        parts = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(loss_dict.items()))
+        parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in sorted(loss_dict.items()))
         raise NonFiniteLossError(
             f"non-finite loss at epoch {epoch + 1}, iteration {it + 1} (global {global_iter + 1}): "
             f"{parts}. The last good checkpoint is kept; lower solver.lr or set solver.grad_clip."
@@ -116,8 +128,8 @@ def _progress(iterable, total: int, desc: str, enabled: bool, initial: int = 0):
                 dynamic_ncols=True, leave=False, mininterval=1.0)
 
 
-def train(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
-    """Train (and evaluate) a model as configured. Returns the final metrics.
+def train(cfg: Config, *, resume: bool = False) -> TrainResult:
+    """Train (and evaluate) a model as configured.
 
     Args:
         cfg: a validated config.
@@ -267,7 +279,7 @@ def train(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
         checkpoint(f"epoch_{epoch + 1}.pth", epoch + 1, 0, global_iter)
         last_epoch = epoch + 1 == epochs
         every_e = cfg.train.eval_every_epochs
-        if last_epoch or (every_e and (epoch + 1) % every_e == 0):
+        if (last_epoch and cfg.train.eval_at_end) or (every_e and (epoch + 1) % every_e == 0):
             metrics = evaluate(model, cfg, out / f"eval_epoch_{epoch + 1}", device=device)
             log.write({"type": "eval", "epoch": epoch + 1, **_flat(metrics)})
     if main and metrics:
@@ -275,7 +287,7 @@ def train(cfg: Config, *, resume: bool = False) -> dict[str, Any]:
         tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
         tmp.replace(out / "metrics.json")
     dist_utils.barrier()
-    return metrics
+    return TrainResult(metrics=metrics, model=model, output_dir=out, global_iter=global_iter)
 
 
 def resume_available(ckpt_dir: Path, resume: bool) -> bool:

@@ -1,0 +1,36 @@
+"""Detection models: Mask R-CNN (torchvision) with LOCE's RoI heads and predictors.
+
+``build_mask_rcnn(cfg.model, num_classes=K)`` is the entry point; see
+:mod:`loce.models.mask_rcnn` for the input/output frames and
+:mod:`loce.models.mmdet_compat` for the switches that reproduce the original MMDetection
+computations.
+"""
+
+from loce.models.mask_rcnn import (
+    LoceMaskRCNN,
+    LoceTransform,
+    build_mask_rcnn,
+    load_backbone_weights,
+)
+from loce.models.predictors import (
+    CosineBoxPredictor,
+    CosineLinear,
+    MaskPredictor,
+    NormedMaskPredictor,
+)
+from loce.models.roi_heads import BoxRows, BoxTrainingOutput, LoceRoIHeads, RoISamples
+
+__all__ = [
+    "BoxRows",
+    "BoxTrainingOutput",
+    "CosineBoxPredictor",
+    "CosineLinear",
+    "LoceMaskRCNN",
+    "LoceRoIHeads",
+    "LoceTransform",
+    "MaskPredictor",
+    "NormedMaskPredictor",
+    "RoISamples",
+    "build_mask_rcnn",
+    "load_backbone_weights",
+]

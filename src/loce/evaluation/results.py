@@ -1,0 +1,498 @@
+"""Detection results files: reading, validation and column form.
+
+A results file is the LVIS/COCO results format: a JSON list with one dict per detection,
+``{"image_id": int, "category_id": int, "score": float, "bbox": [x, y, w, h]}`` plus, for
+mask evaluation, ``"segmentation": {"size": [h, w], "counts": str}`` (compressed RLE, as
+``pycocotools.mask.encode`` writes it once ``counts`` is decoded to ``str``).
+
+Validation turns every problem into one :class:`~loce.errors.ResultsError` that names the
+file, the detection's index in the list, the key, and the fix. What is checked:
+
+- the file exists and holds a JSON list, and the list is not empty;
+- every detection is a dict with ``image_id``, ``category_id``, ``score``, and ``bbox`` for box
+  evaluation or ``segmentation`` for mask evaluation;
+- ids are integers that exist in the ground truth (the message names one bad detection and
+  counts them all);
+- scores and box coordinates are finite numbers; box width and height are not negative. A
+  box with zero width or height is legal; like lvis-api, evaluation drops detections of zero
+  area after the per-image cap;
+- masks are compressed RLE (polygons and uncompressed RLE are refused with the
+  ``pycocotools.mask`` call that converts them) whose ``size`` is the image's ``[h, w]``
+  (a mask of another size would be compared pixel-by-pixel with the wrong image);
+- for masks, either every detection has a ``bbox`` or none has: lvis-api takes the area that
+  decides small/medium/large from the box when there is one and from the mask otherwise.
+
+Everything is checked column-wise with numpy; the only per-detection Python loops are the
+list comprehensions that pull one key out of each dict, and the type checks of masks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loce.errors import ResultsError
+
+RESULT_KEYS = ("image_id", "category_id", "score")
+"""Keys every detection needs; ``bbox`` or ``segmentation`` come on top, by IoU type."""
+
+
+@dataclass
+class DetectionColumns:
+    """Validated detections in column form, in results-file order.
+
+    Attributes:
+        image_ids: ``[N]`` int64.
+        category_ids: ``[N]`` int64.
+        scores: ``[N]`` float64, finite.
+        boxes: ``[N, 4]`` float64 ``[x, y, w, h]`` with ``w, h >= 0``, or None when the
+            detections carry no boxes (mask results without ``bbox``).
+        segmentations: N compressed RLE dicts, or None when masks were not asked for.
+    """
+
+    image_ids: np.ndarray
+    category_ids: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray | None = None
+    segmentations: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return int(self.image_ids.shape[0])
+
+    def subset(self, keep: np.ndarray) -> DetectionColumns:
+        """The detections where ``keep`` (``[N]`` bool) is true, in the same order."""
+        index = np.flatnonzero(keep)
+        return DetectionColumns(
+            image_ids=self.image_ids[index],
+            category_ids=self.category_ids[index],
+            scores=self.scores[index],
+            boxes=None if self.boxes is None else self.boxes[index],
+            segmentations=(
+                None if self.segmentations is None else [self.segmentations[i] for i in index]
+            ),
+        )
+
+
+def load_results_json(path: str | os.PathLike[str]) -> Any:
+    """Read a results file with the standard JSON parser.
+
+    Returns:
+        The parsed JSON value (a list for a well-formed file; the caller validates it).
+
+    Raises:
+        ResultsError: the file is missing, unreadable or not JSON.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsError(
+            f"{path}: results file not found; pass the JSON file written by prediction "
+            "(a list of {image_id, category_id, score, bbox[, segmentation]})."
+        )
+    try:
+        with path.open("rb") as f:
+            return json.load(f)
+    except (OSError, UnicodeDecodeError) as err:
+        raise ResultsError(f"{path}: cannot read the results file ({err}).") from None
+    except json.JSONDecodeError as err:
+        raise ResultsError(
+            f"{path}: not valid JSON ({err.msg} at line {err.lineno} column {err.colno}); "
+            "a results file is a JSON list of detection dicts."
+        ) from None
+
+
+def top_k_per_group(groups: np.ndarray, scores: np.ndarray, k: int) -> np.ndarray:
+    """Select the ``k`` highest-scoring detections of each group.
+
+    With ``groups`` = image ids this is LVIS's per-image cap (across categories); with
+    category ids it is AP_fixed's per-category cap over the dataset. Ties in score keep the
+    earlier detection (results-file order), as lvis-api's stable sort does.
+
+    Args:
+        groups: ``[N]`` int, the group of each detection.
+        scores: ``[N]`` float, the score of each detection.
+        k: detections kept per group, >= 1.
+
+    Returns:
+        ``[N]`` bool mask of the kept detections.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    n = groups.shape[0]
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    # Sort by group, then score descending, then position (lexsort: last key is primary).
+    order = np.lexsort((np.arange(n), -scores, groups))
+    sorted_groups = groups[order]
+    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
+    # Rank of each sorted detection within its group.
+    rank = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    keep = np.zeros(n, dtype=bool)
+    keep[order[rank < k]] = True
+    return keep
+
+
+# --------------------------------------------------------------------------------------
+# Validation of a results list
+# --------------------------------------------------------------------------------------
+
+_FORMAT_HINT = "every detection needs image_id, category_id, score and bbox [x, y, w, h]"
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _column(results: list[Any], key: str, source: str, fix: str) -> list[Any]:
+    """``[d[key] for d in results]`` with an error naming the first detection that lacks it."""
+    try:
+        return [d[key] for d in results]
+    except (KeyError, TypeError, IndexError):
+        pass
+    for i, d in enumerate(results):
+        if not isinstance(d, dict):
+            raise ResultsError(
+                f"{source}: detection {i} is a {type(d).__name__} ({_describe(d)}), not a dict; "
+                f"{_FORMAT_HINT}."
+            )
+        if key not in d:
+            keys = ", ".join(map(str, d)) or "none"
+            raise ResultsError(f"{source}: detection {i} has no '{key}' (its keys: {keys}); {fix}.")
+    raise AssertionError("unreachable: the comprehension failed but every item has the key")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _numeric_array(values: list[Any], kinds: str) -> np.ndarray | None:
+    """``np.asarray(values)`` if it is numeric of one of the dtype ``kinds``, else None.
+
+    The dtype is inferred, not forced, so strings such as ``"0.5"`` are refused rather than
+    converted.
+    """
+    try:
+        arr = np.asarray(values)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    return arr if arr.dtype.kind in kinds else None
+
+
+def _int_column(values: list[Any], key: str, source: str) -> np.ndarray:
+    arr = _numeric_array(values, "iu")
+    if arr is None or arr.ndim != 1:
+        for i, v in enumerate(values):
+            if not _is_int(v):
+                raise ResultsError(
+                    f"{source}: detection {i} has '{key}' = {_describe(v)}; "
+                    f"'{key}' must be an integer id."
+                )
+    try:
+        return np.asarray(values if arr is None else arr, dtype=np.int64)
+    except OverflowError:
+        raise ResultsError(
+            f"{source}: some '{key}' values do not fit in a 64-bit integer; ids must be "
+            "the integer ids of the annotation file."
+        ) from None
+
+
+def _check_known_ids(
+    ids: np.ndarray, known: np.ndarray, key: str, source: str, gt_source: str
+) -> None:
+    unknown = ~np.isin(ids, known)
+    if unknown.any():
+        first = int(np.argmax(unknown))
+        count = int(unknown.sum())
+        what = "image" if key == "image_id" else "category"
+        raise ResultsError(
+            f"{source}: detection {first} has {key} {int(ids[first])}, which is not a {what} of "
+            f"the ground truth {gt_source} ({count} detection(s) in all have unknown {key}s); "
+            "evaluate against the annotation file the detections were made for."
+        )
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(
+        v, (bool, np.bool_)
+    )
+
+
+def _float_column(values: list[Any], key: str, source: str) -> np.ndarray:
+    arr = _numeric_array(values, "iuf")
+    if arr is None or arr.ndim != 1:
+        for i, v in enumerate(values):
+            if not _is_number(v):
+                raise ResultsError(
+                    f"{source}: detection {i} has '{key}' = {_describe(v)}; "
+                    f"'{key}' must be a number."
+                )
+        raise AssertionError("unreachable: conversion failed but every value is a number")
+    arr = arr.astype(np.float64, copy=False)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ResultsError(
+            f"{source}: detection {i} has '{key}' = {arr[i]} ({int(bad.sum())} non-finite "
+            f"'{key}' value(s) in all); drop or repair these detections before evaluating."
+        )
+    return arr
+
+
+def _box_column(values: list[Any], source: str) -> np.ndarray:
+    boxes = _numeric_array(values, "iuf")
+    if boxes is None or boxes.ndim != 2 or boxes.shape[1] != 4:
+        for i, v in enumerate(values):
+            ok = (
+                isinstance(v, (list, tuple, np.ndarray))
+                and len(v) == 4
+                and all(_is_number(x) for x in v)
+            )
+            if not ok:
+                raise ResultsError(
+                    f"{source}: detection {i} has 'bbox' = {_describe(v)}; 'bbox' must be four "
+                    "numbers [x, y, w, h] (COCO xywh, not xyxy)."
+                )
+        raise AssertionError("unreachable: conversion failed but every box is 4 numbers")
+    boxes = boxes.astype(np.float64, copy=False)
+    bad = ~np.isfinite(boxes).all(axis=1)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise ResultsError(
+            f"{source}: detection {i} has 'bbox' = {boxes[i].tolist()} ({int(bad.sum())} "
+            "box(es) with NaN or infinite coordinates in all); drop or repair these detections."
+        )
+    negative = (boxes[:, 2:] < 0).any(axis=1)
+    if negative.any():
+        i = int(np.argmax(negative))
+        raise ResultsError(
+            f"{source}: detection {i} has 'bbox' = {boxes[i].tolist()} with a negative width or "
+            f"height ({int(negative.sum())} such box(es)); boxes are [x, y, w, h]: convert "
+            "[x1, y1, x2, y2] boxes with w = x2 - x1, h = y2 - y1."
+        )
+    return boxes
+
+
+def _segm_column(
+    values: list[Any],
+    image_ids: np.ndarray,
+    gt_image_ids: np.ndarray,
+    gt_sizes: np.ndarray,
+    source: str,
+) -> list[dict[str, Any]]:
+    sizes = np.zeros((len(values), 2), dtype=np.int64)
+    for i, s in enumerate(values):
+        if isinstance(s, list):
+            raise ResultsError(
+                f"{source}: detection {i} has a polygon 'segmentation'; results need compressed "
+                "RLE masks: encode them with pycocotools.mask.encode(np.asfortranarray(mask)) "
+                "(or mask.frPyObjects(polygons, h, w)) and store counts as str."
+            )
+        if not isinstance(s, dict) or "counts" not in s or "size" not in s:
+            raise ResultsError(
+                f"{source}: detection {i} has 'segmentation' = {_describe(s)}; expected a "
+                "compressed RLE dict {'size': [h, w], 'counts': str} from pycocotools.mask.encode."
+            )
+        counts, size = s["counts"], s["size"]
+        if not isinstance(counts, (str, bytes)):
+            raise ResultsError(
+                f"{source}: detection {i} has an uncompressed RLE 'segmentation' (counts is a "
+                f"{type(counts).__name__}); compress it with "
+                "pycocotools.mask.frPyObjects(rle, h, w) and store counts as str."
+            )
+        if (
+            not isinstance(size, (list, tuple))
+            or len(size) != 2
+            or not all(_is_int(x) for x in size)
+        ):
+            raise ResultsError(
+                f"{source}: detection {i} has 'segmentation.size' = {_describe(size)}; "
+                "expected [height, width] as two integers."
+            )
+        sizes[i] = size
+    expected = gt_sizes[np.searchsorted(gt_image_ids, image_ids)]
+    wrong = (sizes != expected).any(axis=1)
+    if wrong.any():
+        i = int(np.argmax(wrong))
+        raise ResultsError(
+            f"{source}: detection {i} has a mask of size {sizes[i].tolist()} but image "
+            f"{int(image_ids[i])} is {expected[i].tolist()} (h, w) ({int(wrong.sum())} such "
+            "mask(s)); encode masks at the image's original size, not the network's input size."
+        )
+    return values
+
+
+def validate_results(
+    results: Any,
+    *,
+    gt_image_ids: np.ndarray,
+    gt_image_sizes: np.ndarray,
+    gt_category_ids: np.ndarray,
+    iou_types: Sequence[str],
+    source: str = "results",
+    gt_source: str = "annotation file",
+) -> DetectionColumns:
+    """Validate a results list and return it in column form.
+
+    Args:
+        results: the parsed results (should be a list of dicts).
+        gt_image_ids: ``[I]`` int64, sorted ids of the ground-truth images.
+        gt_image_sizes: ``[I, 2]`` int64, ``(height, width)`` of each image in ``gt_image_ids``.
+        gt_category_ids: ``[C]`` int64, ids of the ground-truth categories.
+        iou_types: the evaluations that will run (``"bbox"``, ``"segm"``); decides whether
+            boxes and masks are required.
+        source: name of the results in messages (the file path, or "results").
+        gt_source: name of the ground truth in messages.
+
+    Returns:
+        The detections as :class:`DetectionColumns`; ``boxes`` is None only for mask results
+        without boxes, ``segmentations`` is None unless ``"segm"`` is in ``iou_types``.
+
+    Raises:
+        ResultsError: on the first problem found (see the module docstring for the list).
+    """
+    if not isinstance(results, list):
+        raise ResultsError(
+            f"{source}: expected a JSON list of detections, found a {type(results).__name__}; "
+            f"{_FORMAT_HINT} (COCO/LVIS results format)."
+        )
+    if not results:
+        raise ResultsError(
+            f"{source}: the results list is empty, so there is nothing to evaluate; check that "
+            "prediction ran on the evaluation images and kept its detections."
+        )
+    image_ids = _int_column(_column(results, "image_id", source, _FORMAT_HINT), "image_id", source)
+    category_ids = _int_column(
+        _column(results, "category_id", source, _FORMAT_HINT), "category_id", source
+    )
+    _check_known_ids(image_ids, gt_image_ids, "image_id", source, gt_source)
+    _check_known_ids(category_ids, gt_category_ids, "category_id", source, gt_source)
+    scores = _float_column(_column(results, "score", source, _FORMAT_HINT), "score", source)
+
+    boxes = None
+    segmentations = None
+    if "segm" in iou_types:
+        segmentations = _segm_column(
+            _column(
+                results,
+                "segmentation",
+                source,
+                "mask (segm) evaluation needs an RLE 'segmentation' in every detection; "
+                "evaluate bbox only, or add masks",
+            ),
+            image_ids,
+            gt_image_ids,
+            gt_image_sizes,
+            source,
+        )
+    if "bbox" in iou_types:
+        boxes = _box_column(
+            _column(
+                results,
+                "bbox",
+                source,
+                "box evaluation needs a 'bbox' [x, y, w, h] in every detection",
+            ),
+            source,
+        )
+    elif "bbox" in results[0]:
+        boxes = _box_column(
+            _column(
+                results,
+                "bbox",
+                source,
+                "detection 0 has a 'bbox', so every detection needs one (the box area decides "
+                "small/medium/large); give all detections a bbox or none",
+            ),
+            source,
+        )
+    elif any("bbox" in d for d in results):
+        i = next(i for i, d in enumerate(results) if "bbox" in d)
+        raise ResultsError(
+            f"{source}: detection {i} has a 'bbox' but detection 0 has none; give every "
+            "detection a bbox or none (the box area, when present, decides small/medium/large)."
+        )
+    return DetectionColumns(image_ids, category_ids, scores, boxes, segmentations)
+
+
+# --------------------------------------------------------------------------------------
+# Fast screen of a results file (used before handing the file to the evaluation engine)
+# --------------------------------------------------------------------------------------
+
+# A "bbox" array whose third or fourth number (width or height) starts with a minus sign.
+_NEGATIVE_SIZE = re.compile(rb'"bbox"\s*:\s*\[\s*[^,\]]*,\s*[^,\]]*,\s*(?:[^,\]]*,\s*)?-')
+_CHUNK = 1 << 25
+
+
+@dataclass
+class ResultsFileScan:
+    """What a byte-level pass over a results file found.
+
+    Attributes:
+        is_list: the JSON text starts with ``[``.
+        bbox_keys: occurrences of the key ``"bbox"``.
+        score_keys: occurrences of the key ``"score"``.
+        segmentation_keys: occurrences of the key ``"segmentation"``.
+        negative_size: some box has a negative width or height.
+    """
+
+    is_list: bool = False
+    bbox_keys: int = 0
+    score_keys: int = 0
+    segmentation_keys: int = 0
+    negative_size: bool = False
+
+
+_KEYS = (b'"bbox"', b'"score"', b'"segmentation"')
+_KEY_OVERLAP = max(len(k) for k in _KEYS) - 1
+# A box that straddles two chunks is searched in the previous chunk's tail plus the next.
+_BOX_OVERLAP = 1024
+
+
+def scan_results_file(
+    path: str | os.PathLike[str], stop_at_segmentation: bool = False
+) -> ResultsFileScan:
+    """Count keys and look for negative box sizes without parsing the JSON.
+
+    This is a screen, not a validator: the engine parses the file itself (much faster than
+    Python's ``json``), and the screen covers what that parser accepts silently — a missing
+    ``bbox`` or ``score`` shows as a key count below the number of detections, a negative
+    width or height as a match of a pattern on the text, a top-level object (the engine
+    reads a COCO-style dict as results) as ``is_list`` false. Any doubt sends the file to
+    :func:`validate_results`, which is exact. The file is read in 32 MiB chunks.
+
+    Args:
+        path: the results file.
+        stop_at_segmentation: return as soon as a ``"segmentation"`` key is seen (to learn
+            only whether the file has masks); the counts are then partial.
+    """
+    scan = ResultsFileScan()
+    counts = dict.fromkeys(_KEYS, 0)
+    key_tail = box_tail = b""
+    first = True
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            if first:
+                scan.is_list = block.lstrip().startswith(b"[")
+                first = False
+            data = key_tail + block
+            # Keys wholly inside the carried tail were counted with the previous chunk.
+            for key in _KEYS:
+                counts[key] += data.count(key) - key_tail.count(key)
+            key_tail = data[-_KEY_OVERLAP:]
+            boxes = box_tail + block
+            if not scan.negative_size and _NEGATIVE_SIZE.search(boxes):
+                scan.negative_size = True
+            box_tail = boxes[-_BOX_OVERLAP:]
+            if stop_at_segmentation and counts[b'"segmentation"']:
+                break
+    scan.bbox_keys = counts[b'"bbox"']
+    scan.score_keys = counts[b'"score"']
+    scan.segmentation_keys = counts[b'"segmentation"']
+    return scan

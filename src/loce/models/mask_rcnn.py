@@ -1,0 +1,440 @@
+"""Mask R-CNN with a ResNet-FPN backbone, built from a :class:`~loce.config.model.ModelConfig`.
+
+Input and output frames
+-----------------------
+The model does **not** resize: the data pipeline resizes each image (with mmcv's rounding)
+and scales its targets. The model's transform only normalises (ImageNet mean/std) and pads
+the batch bottom/right to a multiple of 32.
+
+Predictions come back in the frame of the *original* image when ``forward`` gets
+``original_image_sizes`` (one ``(height, width)`` per image, before the pipeline resized
+it): boxes are divided by the scale factor ``(w_in / w_orig, h_in / h_orig)`` (float32, as
+the original computes ``bboxes / scale_factor``) and masks are pasted straight into an
+``h_orig x w_orig`` canvas. Without it they are in the frame of the image tensor given to
+the model. Either way ``masks`` is ``[n, 1, H, W]``, boolean (``prob >= 0.5``) unless
+``model.test.binarize_masks`` is false.
+
+Example::
+
+    model = build_mask_rcnn(cfg.model, num_classes=K)
+    losses = model(images, targets)                     # training
+    model.eval()
+    dets = model(images, original_image_sizes=[(480, 640)])
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
+from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.models.detection.rpn import AnchorGenerator, RPNHead
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+
+from loce.config.model import ModelConfig
+from loce.errors import CheckpointError, ConfigError, LoceError
+from loce.models.mmdet_compat import (
+    FrozenStatsBatchNorm2d,
+    LoceRPN,
+    MMDetAnchorGenerator,
+    MMDetMultiScaleRoIAlign,
+    mmdet_init_,
+    paste_masks_grid_sample,
+)
+from loce.models.predictors import CosineBoxPredictor, MaskPredictor, NormedMaskPredictor
+from loce.models.roi_heads import LoceRoIHeads
+
+__all__ = [
+    "LoceMaskRCNN",
+    "LoceTransform",
+    "build_mask_rcnn",
+    "load_backbone_weights",
+]
+
+FPN_STRIDES = (4, 8, 16, 32, 64)
+FEATMAP_NAMES = ["0", "1", "2", "3"]
+
+
+class LoceTransform(GeneralizedRCNNTransform):
+    """Normalise and pad; no resizing (the data pipeline resizes).
+
+    Args:
+        image_mean: per-channel mean of ``[0, 1]`` RGB images.
+        image_std: per-channel std.
+        size_divisible: pad the batch to a multiple of this.
+        mask_paste: "grid_sample" (the original's pixel-centre sampling) or "legacy"
+            (torchvision's integer-box paste).
+        mask_threshold: foreground if probability ``>=`` this.
+        binarize_masks: return boolean masks instead of probabilities.
+    """
+
+    def __init__(
+        self,
+        image_mean: list[float],
+        image_std: list[float],
+        size_divisible: int = 32,
+        mask_paste: Literal["grid_sample", "legacy"] = "grid_sample",
+        mask_threshold: float = 0.5,
+        binarize_masks: bool = True,
+    ):
+        # min_size / max_size are required by the parent but unused: resize() is a no-op.
+        super().__init__(800, 1333, list(image_mean), list(image_std), size_divisible)
+        if mask_paste not in ("grid_sample", "legacy"):
+            raise ValueError(f"mask_paste must be one of 'grid_sample', 'legacy', got {mask_paste!r}")
+        self.mask_paste = mask_paste
+        self.mask_threshold = mask_threshold
+        self.binarize_masks = binarize_masks
+
+    def resize(self, image: Tensor, target: dict[str, Tensor] | None = None):
+        """Identity: images arrive resized by the data pipeline."""
+        return image, target
+
+    def postprocess(
+        self,
+        result: list[dict[str, Tensor]],
+        image_shapes: list[tuple[int, int]],
+        original_image_sizes: list[tuple[int, int]],
+    ) -> list[dict[str, Tensor]]:
+        """Map detections from the model-input frame to the original frame.
+
+        Args:
+            result: per image ``boxes [n, 4]`` and ``masks [n, 1, M, M]`` probabilities (and
+                labels, scores) in the input frame.
+            image_shapes: per image ``(h_in, w_in)`` (unpadded input size).
+            original_image_sizes: per image ``(h_orig, w_orig)``.
+
+        Returns:
+            ``result`` with boxes divided by the scale factor and masks pasted into
+            ``[n, 1, h_orig, w_orig]`` (bool, or float probabilities).
+        """
+        if self.training:
+            return result
+        for pred, (h_in, w_in), (h0, w0) in zip(result, image_shapes, original_image_sizes):
+            boxes = pred["boxes"]
+            if (h_in, w_in) != (h0, w0):
+                sw, sh = float(w_in) / float(w0), float(h_in) / float(h0)
+                factor = torch.tensor([sw, sh, sw, sh], dtype=torch.float32, device=boxes.device)
+                boxes = boxes / factor
+                pred["boxes"] = boxes
+            if "masks" in pred:
+                pred["masks"] = self.paste_masks(pred["masks"], boxes, (int(h0), int(w0)))
+        return result
+
+    def paste_masks(self, masks: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor:
+        """``[n, 1, M, M]`` probabilities + ``[n, 4]`` boxes -> ``[n, 1, H, W]``."""
+        threshold = self.mask_threshold if self.binarize_masks else None
+        if self.mask_paste == "grid_sample":
+            return paste_masks_grid_sample(masks, boxes, size, threshold=threshold)
+        pasted = paste_masks_in_image(masks, boxes, size)
+        return pasted >= threshold if threshold is not None else pasted
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(Normalize(mean={self.image_mean}, std={self.image_std}), "
+            f"Pad(size_divisible={self.size_divisible}), no resize, mask_paste={self.mask_paste!r})"
+        )
+
+
+class LoceMaskRCNN(MaskRCNN):
+    """torchvision ``MaskRCNN`` assembled from given parts, with original-frame outputs.
+
+    Built by :func:`build_mask_rcnn`; module names equal torchvision's (``backbone.body``,
+    ``backbone.fpn``, ``rpn.head``, ``roi_heads.box_head``, ``roi_heads.box_predictor``,
+    ``roi_heads.mask_head``, ``roi_heads.mask_predictor``), so the key map of
+    docs/mmdet-parity.md §3 applies.
+    """
+
+    def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: nn.Module, transform: nn.Module):
+        # Skip MaskRCNN/FasterRCNN.__init__ (they build default parts); keep the isinstance.
+        GeneralizedRCNN.__init__(self, backbone, rpn, roi_heads, transform)
+
+    def forward(  # type: ignore[override]
+        self,
+        images: list[Tensor],
+        targets: list[dict[str, Tensor]] | None = None,
+        original_image_sizes: list[tuple[int, int]] | None = None,
+    ):
+        """Losses in training, detections in eval.
+
+        Args:
+            images: N float tensors ``[3, H_i, W_i]`` in ``[0, 1]`` (already resized).
+            targets: training only; per image ``boxes [G, 4]`` float xyxy, ``labels [G]``
+                int64 in 1..K, ``masks [G, H_i, W_i]`` uint8/bool.
+            original_image_sizes: eval only, optional; per image ``(h, w)`` before resizing.
+                Detections are returned in that frame (see the module docstring).
+
+        Returns:
+            Training: ``{"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness",
+            "loss_rpn_box_reg"}``. Eval: per image ``{"boxes" [n, 4] float, "labels" [n]
+            int64, "scores" [n] float, "masks" [n, 1, h, w] bool}``.
+        """
+        if self.training and targets is None:
+            raise ValueError("targets are required in training mode")
+        input_sizes = [(int(img.shape[-2]), int(img.shape[-1])) for img in images]
+        if original_image_sizes is None:
+            original_image_sizes = input_sizes
+        elif len(original_image_sizes) != len(images):
+            raise ValueError(
+                f"original_image_sizes has {len(original_image_sizes)} entries for {len(images)} images"
+            )
+        if targets is not None:
+            _check_boxes(targets)
+        image_list, targets = self.transform(images, targets)
+        features = self.backbone(image_list.tensors)
+        proposals, proposal_losses = self.rpn(image_list, features, targets)
+        detections, detector_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
+        if self.training:
+            return {**detector_losses, **proposal_losses}
+        return self.transform.postprocess(detections, image_list.image_sizes, list(original_image_sizes))
+
+
+def _check_boxes(targets: list[dict[str, Tensor]]) -> None:
+    for i, t in enumerate(targets):
+        boxes = t.get("boxes")
+        if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4:
+            shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+            raise ValueError(f"targets[{i}]['boxes'] must be a [G, 4] tensor, got {shape}")
+        bad = (boxes[:, 2:] <= boxes[:, :2]).any(dim=1)
+        if bad.any():
+            j = int(torch.where(bad)[0][0])
+            raise ValueError(
+                f"targets[{i}]['boxes'][{j}] = {boxes[j].tolist()} has no area (x2 <= x1 or y2 <= y1)"
+            )
+
+
+# ---------------------------------------------------------------------- backbone weights
+
+_TV_WEIGHT = re.compile(r"^\w+_Weights\.\w+$")
+
+
+def _resolve_weight_name(spec: str, backbone: str) -> str | None:
+    """The torchvision weight name meant by ``spec`` or None for a file path."""
+    if spec == "imagenet":
+        return f"ResNet{backbone.removeprefix('resnet')}_Weights.IMAGENET1K_V1"
+    if _TV_WEIGHT.match(spec) and not os.path.exists(spec):
+        return spec
+    return None
+
+
+def _fetch_torchvision_weights(name: str, key: str) -> dict[str, Tensor]:
+    try:
+        weights = torchvision.models.get_weight(name)
+    except (KeyError, ValueError, AttributeError):
+        raise ConfigError(
+            f"{key}: unknown torchvision weight name {name!r}; expected e.g. "
+            "'ResNet50_Weights.IMAGENET1K_V1', 'imagenet', 'none' or a file path"
+        ) from None
+    try:
+        return torch.hub.load_state_dict_from_url(weights.url, progress=False)
+    except Exception as err:  # noqa: BLE001 - any download failure means the same to the user
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        filename = weights.url.rsplit("/", 1)[-1]
+        raise LoceError(
+            f"{key}: cannot download {name} from {weights.url} ({reason}); without network "
+            f"access set {key}=/path/to/{filename} (a torchvision ResNet state dict) or 'none'"
+        ) from None
+
+
+def _read_state_dict(path: Path, key: str) -> dict[str, Tensor]:
+    if not path.is_file():
+        raise ConfigError(
+            f"{key}: no such file {str(path)!r}; expected 'none', 'imagenet', a torchvision "
+            "weight name such as ResNet50_Weights.IMAGENET1K_V1, or a ResNet state-dict file"
+        )
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - unreadable for whatever reason
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{path}: cannot read it as a PyTorch state dict ({reason})") from None
+    if isinstance(data, Mapping):
+        for wrapper in ("state_dict", "model"):
+            inner = data.get(wrapper)
+            if isinstance(inner, Mapping):
+                data = inner
+                break
+    if not isinstance(data, Mapping) or not all(isinstance(v, Tensor) for v in data.values()):
+        raise CheckpointError(
+            f"{path}: expected a state dict of tensors (a torchvision ResNet's), "
+            f"got {type(data).__name__}"
+        )
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in data.items()}
+
+
+def load_backbone_weights(
+    body: nn.Module, spec: str, backbone: str, key: str = "model.backbone_weights"
+) -> None:
+    """Load ResNet weights into the backbone body.
+
+    Args:
+        body: the ResNet part of the backbone (``model.backbone.body``).
+        spec: "none", "imagenet", a torchvision weight name, or a file with a torchvision
+            ResNet state dict (optionally under "state_dict"/"model", optional "module."
+            prefix; classifier ``fc.*`` keys are ignored).
+        backbone: "resnet18" ... "resnet101" (for "imagenet" and for error messages).
+        key: config key named in error messages.
+
+    Raises:
+        ConfigError: unknown weight name or missing file.
+        CheckpointError: unreadable file, missing/unexpected keys or shapes that differ.
+        LoceError: a torchvision download that failed (one line naming the file option).
+    """
+    if spec == "none":
+        return
+    name = _resolve_weight_name(spec, backbone)
+    source = name if name is not None else spec
+    state = _fetch_torchvision_weights(name, key) if name is not None else _read_state_dict(Path(spec), key)
+    state = {k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
+    own = body.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        raise CheckpointError(
+            f"{source}: not a {backbone} state dict: {'; '.join(parts)} keys; check "
+            f"model.backbone or {key}"
+        )
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise CheckpointError(
+                f"{source}: {k} has shape {tuple(v.shape)} but the {backbone} backbone expects "
+                f"{tuple(own[k].shape)}; check model.backbone or {key}"
+            )
+    body.load_state_dict(state, strict=True)
+
+
+# ---------------------------------------------------------------------- builder
+
+
+def _build_backbone(cfg: ModelConfig) -> BackboneWithFPN:
+    norm_layer = FrozenStatsBatchNorm2d if cfg.parity.backbone_norm == "frozen_stats" else FrozenBatchNorm2d
+    # frozen_stages counts ResNet stages from the input (mmdet); torchvision counts
+    # trainable ones from the output: frozen_stages=1 (stem + layer1) is trainable_layers=3.
+    return resnet_fpn_backbone(
+        backbone_name=cfg.backbone,
+        weights=None,
+        norm_layer=norm_layer,
+        trainable_layers=4 - cfg.frozen_stages,
+    )
+
+
+def _build_rpn(cfg: ModelConfig, out_channels: int) -> LoceRPN:
+    r = cfg.rpn
+    anchors: AnchorGenerator
+    if cfg.parity.anchors == "mmdet":
+        anchors = MMDetAnchorGenerator(FPN_STRIDES, (r.anchor_scale,), tuple(r.aspect_ratios))
+    else:
+        sizes = tuple((s * r.anchor_scale,) for s in FPN_STRIDES)
+        anchors = AnchorGenerator(sizes, (tuple(r.aspect_ratios),) * len(FPN_STRIDES))
+    head = RPNHead(out_channels, anchors.num_anchors_per_location()[0])
+    return LoceRPN(
+        anchors,
+        head,
+        r.fg_iou_thresh,
+        r.bg_iou_thresh,
+        r.batch_size_per_image,
+        r.positive_fraction,
+        {"training": r.pre_nms_top_n_train, "testing": r.pre_nms_top_n_test},
+        {"training": r.post_nms_top_n_train, "testing": r.post_nms_top_n_test},
+        r.nms_thresh,
+        score_thresh=r.score_thresh,
+        box_loss=cfg.parity.box_loss,
+        min_size=cfg.parity.rpn_min_size,
+    )
+
+
+def _pooler(cfg: ModelConfig, output_size: int) -> MultiScaleRoIAlign:
+    if cfg.parity.roi_align == "mmdet":
+        return MMDetMultiScaleRoIAlign(FEATMAP_NAMES, output_size, FPN_STRIDES[:4])
+    return MultiScaleRoIAlign(FEATMAP_NAMES, output_size, sampling_ratio=2)
+
+
+def _build_roi_heads(cfg: ModelConfig, num_classes: int, out_channels: int) -> LoceRoIHeads:
+    roi, mask, test = cfg.roi, cfg.mask, cfg.test
+    box_pool = _pooler(cfg, 7)
+    box_head = TwoMLPHead(out_channels * 7 * 7, roi.representation_size)
+    box_predictor: nn.Module
+    if roi.classifier == "cosine":
+        box_predictor = CosineBoxPredictor(roi.representation_size, num_classes + 1, roi.cosine_scale)
+    else:
+        box_predictor = FastRCNNPredictor(roi.representation_size, num_classes + 1)
+    mask_head = MaskRCNNHeads(out_channels, list(mask.head_layers), 1)
+    mask_predictor: MaskPredictor
+    if mask.predictor == "normed":
+        mask_predictor = NormedMaskPredictor(mask.head_layers[-1], 256, num_classes + 1, mask.normed_scale)
+    else:
+        mask_predictor = MaskPredictor(mask.head_layers[-1], 256, num_classes + 1)
+    return LoceRoIHeads(
+        box_pool,
+        box_head,
+        box_predictor,
+        roi.fg_iou_thresh,
+        roi.bg_iou_thresh,
+        roi.batch_size_per_image,
+        roi.positive_fraction,
+        tuple(roi.bbox_reg_weights),
+        test.score_thresh,
+        test.nms_thresh,
+        test.detections_per_img,
+        mask_roi_pool=_pooler(cfg, 14),
+        mask_head=mask_head,
+        mask_predictor=mask_predictor,
+        box_loss=cfg.parity.box_loss,
+        smooth_l1_beta=roi.smooth_l1_beta,
+        det_min_size=cfg.parity.det_min_size,
+        mask_targets=cfg.parity.mask_targets,
+        select_mask_channels=mask.select_channels,
+    )
+
+
+def build_mask_rcnn(cfg: ModelConfig, num_classes: int, *, load_backbone: bool = True) -> LoceMaskRCNN:
+    """Build Mask R-CNN as configured.
+
+    Args:
+        cfg: the model config (validated here).
+        num_classes: K, the number of *foreground* classes (dataset categories); the box
+            classifier and the mask predictor get K + 1 outputs, background at index 0.
+        load_backbone: load ``cfg.backbone_weights``; pass False when a full checkpoint
+            will be loaded next (inference, resuming), which needs no download.
+
+    Returns:
+        A :class:`LoceMaskRCNN` in training mode.
+
+    Raises:
+        ConfigError: an impossible config value or num_classes < 1.
+        CheckpointError / LoceError: backbone weights that cannot be loaded.
+    """
+    cfg.validate()
+    if int(num_classes) < 1:
+        raise ConfigError(f"num_classes must be >= 1 (foreground classes), got {num_classes}")
+    backbone = _build_backbone(cfg)
+    rpn = _build_rpn(cfg, backbone.out_channels)
+    roi_heads = _build_roi_heads(cfg, int(num_classes), backbone.out_channels)
+    transform = LoceTransform(
+        cfg.image_mean,
+        cfg.image_std,
+        cfg.size_divisible,
+        mask_paste=cfg.parity.mask_paste,
+        mask_threshold=cfg.test.mask_threshold,
+        binarize_masks=cfg.test.binarize_masks,
+    )
+    model = LoceMaskRCNN(backbone, rpn, roi_heads, transform)
+    if cfg.parity.init == "mmdet":
+        mmdet_init_(model)
+    if load_backbone:
+        load_backbone_weights(backbone.body, cfg.backbone_weights, cfg.backbone)
+    return model

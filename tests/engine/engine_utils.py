@@ -1,0 +1,43 @@
+"""Helpers shared by the engine tests (importable because pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def tiny_overrides(dataset: Path, output_dir: Path, **extra) -> list[str]:
+    """Overrides that shrink the synthetic preset to a few-second run on the CPU."""
+    values = {
+        "data.train_ann": str(dataset / "annotations/train.json"),
+        "data.train_images": str(dataset),
+        "data.val_ann": str(dataset / "annotations/val.json"),
+        "data.val_images": str(dataset),
+        "data.train_scales": "[112,128]",
+        "data.max_size": 160,
+        "data.test_scale": 128,
+        "data.test_max_size": 160,
+        "data.images_per_gpu": 2,
+        "data.workers": 0,
+        "model.rpn.pre_nms_top_n_train": 100,
+        "model.rpn.post_nms_top_n_train": 50,
+        "model.rpn.pre_nms_top_n_test": 50,
+        "model.rpn.post_nms_top_n_test": 50,
+        "model.roi.batch_size_per_image": 32,
+        "model.roi.representation_size": 64,
+        "model.mask.head_layers": "[16]",
+        "model.test.detections_per_img": 50,
+        "solver.lr": 0.01,
+        "solver.epochs": 1,
+        "solver.steps": "[]",
+        "solver.warmup_iters": 2,
+        "train.output_dir": str(output_dir),
+        "train.log_every_iters": 1,
+        "train.threads": 1,
+        "train.eval_at_end": False,
+        "train.max_iters_per_epoch": 3,
+    }
+    values.update(extra)
+    return [f"{k}={v}" for k, v in values.items()]
+
+
+SYNTH_CONFIG = "mask_rcnn_r18_fpn_normed_mask_synthetic"
