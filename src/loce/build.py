@@ -142,11 +142,16 @@ def train_loader(cfg: Config, dataset, batches: list[list[int]], epoch: int):
 # model
 
 
-def build_model(cfg: Config, num_classes: int) -> nn.Module:
-    """Mask R-CNN as configured, for ``num_classes`` foreground classes."""
+def build_model(cfg: Config, num_classes: int, *, load_backbone: bool = True) -> nn.Module:
+    """Mask R-CNN as configured, for ``num_classes`` foreground classes.
+
+    Args:
+        load_backbone: load ``model.backbone_weights``; False when a whole checkpoint is
+            loaded next (inference, resuming, fine-tuning), which then needs no download.
+    """
     from loce.models import build_mask_rcnn
 
-    return build_mask_rcnn(cfg.model, num_classes)
+    return build_mask_rcnn(cfg.model, num_classes, load_backbone=load_backbone)
 
 
 def load_initial_weights(model: nn.Module, data: Mapping[str, Any], source: str) -> None:

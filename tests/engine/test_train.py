@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from engine_utils import SYNTH_CONFIG, tiny_overrides
 
 from loce.cli import main as cli_main
 from loce.config import load_config
 from loce.engine.train import NonFiniteLossError, train
-
-from engine_utils import SYNTH_CONFIG, tiny_overrides
 
 
 def _losses(path: Path) -> dict[int, dict[str, float]]:

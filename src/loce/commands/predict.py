@@ -30,8 +30,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    import numpy as np
-
     from loce import build
     from loce.config import config_from_dict, load_config
     from loce.engine.checkpoint import load_checkpoint_file, load_model_weights
@@ -43,19 +41,8 @@ def run(args: argparse.Namespace) -> int:
     if args.config is not None:
         cfg = load_config(args.config, args.overrides)
     elif "config" in state:
-        cfg = config_from_dict(state["config"], f"{args.checkpoint} (stored config)")
-        if args.overrides:
-            from loce.config import config_to_dict
-
-            base = config_to_dict(cfg)
-            import tempfile
-
-            import yaml
-
-            with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
-                yaml.safe_dump(base, f)
-            cfg = load_config(f.name, args.overrides)
-            Path(f.name).unlink()
+        cfg = config_from_dict(state["config"], f"{args.checkpoint} (stored config)",
+                               args.overrides)
     else:
         raise CheckpointError(f"{args.checkpoint} stores no config; pass --config")
     cat_ids = state.get("category_ids")
@@ -64,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         raise CheckpointError(f"{args.checkpoint} stores no category table (category_ids); "
                               "was it written by `loce train`?")
     device = select_device(args.device)
-    model = build.build_model(cfg, num_classes=len(cat_ids))
+    model = build.build_model(cfg, num_classes=len(cat_ids), load_backbone=False)
     load_model_weights(model, state, args.checkpoint)
     model.to(device).eval()
 
@@ -87,27 +74,17 @@ def run(args: argparse.Namespace) -> int:
 
     on_image = None
     if args.visualize is not None:
-        from PIL import Image  # noqa: F401  (fail early if Pillow is missing)
-
         from loce.engine.predict import draw_detections
 
         vis_dir = Path(args.visualize)
         vis_dir.mkdir(parents=True, exist_ok=True)
         class_names = list(names) if names else [str(c) for c in cat_ids]
 
-        def on_image(index, image, det):  # noqa: ARG001 - signature fixed by predict_to_file
-            h, w = det["masks"].shape[-2:] if "masks" in det else image.shape[-2:]
-            if hasattr(dataset, "files"):
-                from PIL import Image as _Image
-
-                with _Image.open(dataset.files[index]) as im:
-                    original = np.asarray(im.convert("RGB"))
-            else:
-                original = dataset.load_image(index)
-                original = (original.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8) \
-                    if hasattr(original, "permute") else np.asarray(original)
-            draw_detections(original, det, class_names, args.vis_threshold).save(
-                vis_dir / f"{index + 1:06d}.png")
+        def on_image(index, image, det):  # image: the resized model input (unused)
+            original = dataset.load_image(index).permute(1, 2, 0).mul(255).round()
+            picture = draw_detections(original.byte().numpy(), det, class_names,
+                                      args.vis_threshold)
+            picture.save(vis_dir / f"{index + 1:06d}.png")
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     n = predict_to_file(model, dataset, args.out, device=device, with_masks=not args.no_masks,

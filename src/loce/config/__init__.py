@@ -181,9 +181,13 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)  # type: ignore[return-value]
 
 
-def config_from_dict(data: Mapping[str, Any], source: str = "checkpoint config") -> Config:
-    """Rebuild a :class:`Config` from :func:`config_to_dict` output (validated)."""
+def config_from_dict(
+    data: Mapping[str, Any], source: str = "checkpoint config", overrides: Sequence[str] = ()
+) -> Config:
+    """Rebuild a :class:`Config` from :func:`config_to_dict` output, then apply ``overrides``."""
     conf = _merge(OmegaConf.structured(Config), dict(data), source)
+    for override, item in zip(_overrides_to_dict(overrides), overrides):
+        conf = _merge(conf, override, f"--set {item}")
     return _finish(conf, source)
 
 

@@ -225,7 +225,9 @@ class ParityConfig:
     # Backbone BatchNorm (§8): "frozen_stats" = trainable affine weights with frozen
     # statistics (mmdet requires_grad=True, norm_eval=True); "frozen" = torchvision's
     # FrozenBatchNorm2d (affine weights frozen too). Frozen stages are frozen either way.
-    backbone_norm: Literal["frozen_stats", "frozen"] = "frozen_stats"
+    # "batch" = ordinary BatchNorm2d whose statistics are learned from the batches, for
+    # training from random initialisation (the synthetic presets); not the original's.
+    backbone_norm: Literal["frozen_stats", "frozen", "batch"] = "frozen_stats"
     # Mask targets (§8): "aligned_binary" = RoIAlign(aligned=True, sampling_ratio=0) of the
     # binary mask, then >= 0.5; "legacy" = torchvision's unaligned, soft targets.
     mask_targets: Literal["aligned_binary", "legacy"] = "aligned_binary"
@@ -280,6 +282,9 @@ class ModelConfig:
     # Input normalisation on [0, 1] RGB images (ImageNet mean and std).
     image_mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
     image_std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    # FPN output channels (256 in the original; the checkpoint key map assumes 256). Smaller
+    # values make CPU-sized models for the synthetic data.
+    fpn_channels: int = 256
     # Batched images are zero-padded bottom/right to a multiple of this.
     size_divisible: int = 32
     rpn: RPNConfig = field(default_factory=RPNConfig)
@@ -304,6 +309,8 @@ class ModelConfig:
                f"must have 3 values (RGB), got {len(self.image_std)}")
         for i, s in enumerate(self.image_std):
             _check(s > 0, f"{prefix}.image_std[{i}]", f"must be positive, got {s}")
+        _check(self.fpn_channels >= 1, f"{prefix}.fpn_channels",
+               f"must be >= 1, got {self.fpn_channels}")
         _check(self.size_divisible >= 1, f"{prefix}.size_divisible",
                f"must be >= 1, got {self.size_divisible}")
         weights = self.backbone_weights

@@ -41,7 +41,8 @@ class ImageFolder:
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, i: int):
+    def load_image(self, i: int) -> torch.Tensor:
+        """Image ``i`` as ``[3, H, W]`` float32 in ``[0, 1]``."""
         from PIL import Image
 
         path = self.files[i]
@@ -50,9 +51,13 @@ class ImageFolder:
                 arr = np.asarray(im.convert("RGB"))
         except OSError as err:
             raise DataError(f"cannot read image {path} (image id {i + 1}): {err}") from None
-        image = torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
-        h, w = arr.shape[:2]
-        target: dict[str, Any] = {"image_id": i + 1, "orig_size": torch.tensor([h, w]),
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+
+    def __getitem__(self, i: int):
+        image = self.load_image(i)
+        h, w = image.shape[-2:]
+        path = self.files[i]
+        target: dict[str, Any] = {"image_id": i + 1, "orig_size": torch.tensor([int(h), int(w)]),
                                   "file_name": path.name}
         if self.transforms is not None:
             image, target = self.transforms(image, target)

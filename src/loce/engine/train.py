@@ -21,9 +21,9 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass
 from collections.abc import Mapping
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,8 +158,10 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     train_set = build.build_train_dataset(cfg)
-    model = build.build_model(cfg, num_classes=train_set.num_classes).to(device)
-    if cfg.train.init_from and not resume_available(ckpt_dir, resume):
+    resuming = resume_available(ckpt_dir, resume)
+    model = build.build_model(cfg, num_classes=train_set.num_classes,
+                              load_backbone=not (resuming or cfg.train.init_from)).to(device)
+    if cfg.train.init_from and not resuming:
         data = load_checkpoint_file(cfg.train.init_from)
         build.load_initial_weights(model, data, cfg.train.init_from)
     build.configure_trainable(model, cfg)

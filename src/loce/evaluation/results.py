@@ -40,9 +40,6 @@ import numpy as np
 
 from loce.errors import ResultsError
 
-RESULT_KEYS = ("image_id", "category_id", "score")
-"""Keys every detection needs; ``bbox`` or ``segmentation`` come on top, by IoU type."""
-
 
 @dataclass
 class DetectionColumns:
@@ -210,9 +207,9 @@ def _check_known_ids(
     if unknown.any():
         first = int(np.argmax(unknown))
         count = int(unknown.sum())
-        what = "image" if key == "image_id" else "category"
+        what = "an image" if key == "image_id" else "a category"
         raise ResultsError(
-            f"{source}: detection {first} has {key} {int(ids[first])}, which is not a {what} of "
+            f"{source}: detection {first} has {key} {int(ids[first])}, which is not {what} of "
             f"the ground truth {gt_source} ({count} detection(s) in all have unknown {key}s); "
             "evaluate against the annotation file the detections were made for."
         )

@@ -33,7 +33,7 @@ from typing import Literal
 import torch
 import torchvision
 from torch import Tensor, nn
-from torchvision.models.detection.backbone_utils import BackboneWithFPN, resnet_fpn_backbone
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads
@@ -41,6 +41,7 @@ from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.rpn import AnchorGenerator, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from loce.config.model import ModelConfig
 from loce.errors import CheckpointError, ConfigError, LoceError
@@ -321,14 +322,26 @@ def load_backbone_weights(
 
 
 def _build_backbone(cfg: ModelConfig) -> BackboneWithFPN:
-    norm_layer = FrozenStatsBatchNorm2d if cfg.parity.backbone_norm == "frozen_stats" else FrozenBatchNorm2d
-    # frozen_stages counts ResNet stages from the input (mmdet); torchvision counts
-    # trainable ones from the output: frozen_stages=1 (stem + layer1) is trainable_layers=3.
-    return resnet_fpn_backbone(
-        backbone_name=cfg.backbone,
-        weights=None,
-        norm_layer=norm_layer,
-        trainable_layers=4 - cfg.frozen_stages,
+    norm_layer: type[nn.Module] = {
+        "frozen_stats": FrozenStatsBatchNorm2d,
+        "frozen": FrozenBatchNorm2d,
+        "batch": nn.BatchNorm2d,
+    }[cfg.parity.backbone_norm]
+    body = getattr(torchvision.models, cfg.backbone)(weights=None, norm_layer=norm_layer)
+    # frozen_stages counts ResNet stages from the input as mmdet does: 0 freezes the stem
+    # (conv1, bn1), 1 also layer1 (the original's setting), ..., -1 nothing.
+    frozen = [] if cfg.frozen_stages < 0 else ["conv1.", "bn1."]
+    frozen += [f"layer{i}." for i in range(1, cfg.frozen_stages + 1)]
+    for name, param in body.named_parameters():
+        if any(name.startswith(prefix) for prefix in frozen):
+            param.requires_grad_(False)
+    stage2 = body.inplanes // 8  # channels of layer1's output (64 for ResNet-18/34, 256 for 50/101)
+    return BackboneWithFPN(
+        body,
+        return_layers={f"layer{k}": str(k - 1) for k in range(1, 5)},
+        in_channels_list=[stage2 * 2 ** (k - 1) for k in range(1, 5)],
+        out_channels=cfg.fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
     )
 
 

@@ -359,19 +359,22 @@ def paste_masks_grid_sample(
     image_size: tuple[int, int],
     threshold: float | None = None,
     chunk_bytes: int = 1 << 30,
+    per_box: bool | None = None,
 ) -> Tensor:
     """Paste RoI masks into the image by sampling them at pixel centres [6].
 
     On the CPU each mask is sampled only over its box plus one pixel (outside, the result
-    is below 0.5 of the edge value and 0 after thresholding); on other devices masks are
-    pasted over the whole image in chunks of about ``chunk_bytes``.
+    is below 0.5 of the edge value and 0 after thresholding; probabilities there are left at
+    0); on other devices masks are pasted over the whole image in chunks of about
+    ``chunk_bytes``. Thresholded, both give the same masks.
 
     Args:
         masks: ``[R, 1, M, M]`` float probabilities.
         boxes: ``[R, 4]`` float ``(x1, y1, x2, y2)`` in the output frame (pixels).
         image_size: output ``(H, W)``.
         threshold: if given, return ``bool`` masks ``prob >= threshold``.
-        chunk_bytes: float32 bytes per chunk on GPUs.
+        chunk_bytes: float32 bytes per chunk when pasting over the whole image.
+        per_box: sample only around each box (default: on the CPU).
 
     Returns:
         ``[R, 1, H, W]`` bool (with ``threshold``) or float32 probabilities.
@@ -386,7 +389,9 @@ def paste_masks_grid_sample(
     def finish(probs: Tensor) -> Tensor:
         return probs >= threshold if threshold is not None else probs
 
-    if masks.device.type == "cpu":
+    if per_box is None:
+        per_box = masks.device.type == "cpu"
+    if per_box:
         for i in range(num):
             bx1, by1, bx2, by2 = boxes[i].tolist()
             x0 = max(int(math.floor(bx1)) - 1, 0)

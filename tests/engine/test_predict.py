@@ -1,0 +1,67 @@
+"""`loce predict`: results files that `loce eval` accepts, pictures, clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+from loce.cli import main as cli_main
+
+
+def test_predict_on_annotated_set_then_eval(tiny_dataset, tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "results.json"
+    vis = tmp_path / "vis"
+    code = cli_main(["predict", "--checkpoint", str(tiny_checkpoint),
+                     "--gt", str(tiny_dataset / "annotations/val.json"),
+                     "--image-root", str(tiny_dataset), "--out", str(out),
+                     "--visualize", str(vis), "--vis-threshold", "0.0",
+                     "--set", "model.test.score_thresh=0.0"])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads(out.read_text())
+    val = json.loads((tiny_dataset / "annotations/val.json").read_text())
+    sizes = {im["id"]: (im["height"], im["width"]) for im in val["images"]}
+    cats = {c["id"] for c in val["categories"]}
+    assert results, "an untrained model with score threshold 0 still outputs detections"
+    for r in results[:50]:
+        assert r["image_id"] in sizes and r["category_id"] in cats
+        x, y, w, h = r["bbox"]
+        assert w >= 0 and h >= 0 and x >= 0 and y >= 0
+        assert x + w <= sizes[r["image_id"]][1] + 1e-3 and y + h <= sizes[r["image_id"]][0] + 1e-3
+        assert r["segmentation"]["size"] == list(sizes[r["image_id"]])
+        assert isinstance(r["segmentation"]["counts"], str)
+    assert len(list(vis.glob("*.png"))) == len(val["images"])
+    metrics_path = tmp_path / "metrics.json"
+    assert cli_main(["eval", "--gt", str(tiny_dataset / "annotations/val.json"),
+                     "--results", str(out), "--out", str(metrics_path)]) == 0
+    metrics = json.loads(metrics_path.read_text())
+    assert set(metrics) == {"bbox", "segm"}
+
+
+def test_predict_on_image_folder(tiny_dataset, tiny_checkpoint, tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for p in sorted((tiny_dataset / "val").glob("*.jpg"))[:2]:
+        shutil.copy(p, folder / p.name)
+    out = tmp_path / "folder.json"
+    assert cli_main(["predict", "--checkpoint", str(tiny_checkpoint), "--images", str(folder),
+                     "--out", str(out), "--no-masks"]) == 0
+    results = json.loads(out.read_text())
+    assert {r["image_id"] for r in results} <= {1, 2}
+    assert all("segmentation" not in r for r in results)
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_predict_errors_are_one_line(tiny_checkpoint, tmp_path, capsys):
+    code = cli_main(["predict", "--checkpoint", str(tmp_path / "none.pth"), "--images",
+                     str(tmp_path), "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "none.pth does not exist" in err and "Traceback" not in err
+    code = cli_main(["predict", "--checkpoint", str(tiny_checkpoint), "--images",
+                     str(tmp_path), "--out", str(tmp_path / "r.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no image files" in err
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    code = cli_main(["predict", "--checkpoint", str(bad), "--images", str(tmp_path),
+                     "--out", str(tmp_path / "r.json")])
+    assert code == 2 and "cannot read checkpoint" in capsys.readouterr().err
