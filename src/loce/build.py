@@ -26,6 +26,8 @@ __all__ = [
     "epoch_batches",
     "has_unused_parameters",
     "load_initial_weights",
+    "load_rank_state",
+    "save_rank_state",
     "train_loader",
 ]
 
@@ -177,3 +179,11 @@ def before_training(model: nn.Module, cfg: Config, dataset, device: torch.device
 
 def after_resume(model: nn.Module, state: Mapping[str, Any]) -> None:
     """Restore state that lives outside the model's state dict after ``--resume``."""
+
+
+def save_rank_state(model: nn.Module, cfg: Config, ckpt_dir, name: str, rank: int) -> None:
+    """Write this rank's unsynchronised state next to checkpoint ``name`` (every rank calls)."""
+
+
+def load_rank_state(model: nn.Module, cfg: Config, ckpt_dir, name: str, rank: int) -> None:
+    """Read what :func:`save_rank_state` wrote for checkpoint ``name`` (every rank calls)."""

@@ -192,6 +192,7 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
             start_epoch, start_iter = int(state["epoch"]), int(state["iter_in_epoch"])
             global_iter = int(state["global_iter"])
             restore_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
+            build.load_rank_state(model, cfg, ckpt_dir, last.name, rank)
             build.after_resume(model, state)
             if main:
                 print(f"resumed from {last} at epoch {start_epoch + 1}, iteration {start_iter}")
@@ -212,6 +213,10 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
 
     def checkpoint(name: str, epoch: int, it_in_epoch: int, g_iter: int) -> None:
         rng = dist_utils.all_gather_object(capture_rng_state())
+        # Per-rank state that is not synchronised (e.g. a feature memory) is written by
+        # every rank next to the checkpoint, before rank 0 points last_checkpoint at it.
+        build.save_rank_state(model, cfg, ckpt_dir, name, rank)
+        dist_utils.barrier()
         if not main:
             return
         state = {
