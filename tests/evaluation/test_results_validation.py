@@ -12,7 +12,7 @@ import pytest
 
 from loce.errors import DataError, ResultsError
 from loce.evaluation import evaluate_lvis, evaluate_lvis_multi, load_ground_truth
-from loce.evaluation.results import scan_results_file
+from loce.evaluation.results import file_has_masks, scan_results_file
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +228,8 @@ def test_scan_negative_sizes(tmp_path, box_text, negative):
     path.write_text(f'[{{"image_id": 1, "score": 0.5, "bbox": {box_text}, "category_id": 2}}]')
     scan = scan_results_file(path)
     assert scan.negative_size is negative
-    assert (scan.bbox_keys, scan.score_keys, scan.segmentation_keys) == (1, 1, 0)
+    assert (scan.bbox_keys, scan.score_keys, scan.is_list) == (1, 1, True)
+    assert not file_has_masks(path)
 
 
 def test_scan_counts_across_chunks(tmp_path, monkeypatch):
@@ -241,8 +242,9 @@ def test_scan_counts_across_chunks(tmp_path, monkeypatch):
     path = tmp_path / "r.json"
     path.write_text(json.dumps(dets))
     scan = scan_results_file(path)
-    assert (scan.bbox_keys, scan.score_keys, scan.segmentation_keys) == (50, 50, 50)
+    assert (scan.bbox_keys, scan.score_keys) == (50, 50)
     assert scan.negative_size and scan.is_list
+    assert file_has_masks(path)
     dets[31]["bbox"][3] = 2
     path.write_text(json.dumps(dets, indent=3))
     assert not scan_results_file(path).negative_size

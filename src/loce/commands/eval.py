@@ -23,15 +23,22 @@ from loce.errors import LoceError
 HELP = "Evaluate a detection results file with the LVIS protocol (box and mask AP)."
 
 
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
 def _max_dets(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value == 0 or value < -1:
         raise argparse.ArgumentTypeError(f"must be >= 1, or -1 for no cap (got {value})")
     return value
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    value = _int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1 (got {value})")
     return value
@@ -95,16 +102,14 @@ def _write_json_atomic(path: Path, payload: object) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from loce.evaluation import evaluate_lvis_multi, format_metrics_table
-    from loce.evaluation.results import scan_results_file
+    from loce.evaluation.results import file_has_masks
 
     iou_types = args.iou_type
     if iou_types is None:
         iou_types = ["bbox"]
         results_path = Path(args.results)
-        if results_path.is_file():
-            scan = scan_results_file(results_path, stop_at_segmentation=True)
-            if scan.segmentation_keys:
-                iou_types.append("segm")
+        if results_path.is_file() and file_has_masks(results_path):
+            iou_types.append("segm")
 
     results = evaluate_lvis_multi(
         args.gt,

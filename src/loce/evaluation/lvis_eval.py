@@ -54,6 +54,7 @@ protocol and in-memory lists go through the Python validation, whose cost is dom
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -260,8 +261,6 @@ def load_ground_truth(gt: str | os.PathLike[str] | Mapping[str, Any] | GroundTru
 
 
 def _read_json(path: Path) -> Any:
-    import json
-
     with path.open("rb") as f:
         return json.load(f)
 
@@ -289,7 +288,9 @@ def _native_stderr_silenced() -> Iterator[None]:
     try:
         sys.stderr.flush()
         saved = os.dup(2)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError):  # no usable descriptor 2: nothing to hide
+        saved = None
+    if saved is None:
         yield
         return
     try:

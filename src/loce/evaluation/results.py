@@ -424,6 +424,9 @@ def validate_results(
 
 # A "bbox" array whose third or fourth number (width or height) starts with a minus sign.
 _NEGATIVE_SIZE = re.compile(rb'"bbox"\s*:\s*\[\s*[^,\]]*,\s*[^,\]]*,\s*(?:[^,\]]*,\s*)?-')
+# Any number after a comma that starts with a minus sign: a cheap pre-filter for the above
+# (compressed RLE strings contain neither "," nor "-").
+_COMMA_MINUS = re.compile(rb",\s*-")
 _CHUNK = 1 << 25
 
 
@@ -435,26 +438,22 @@ class ResultsFileScan:
         is_list: the JSON text starts with ``[``.
         bbox_keys: occurrences of the key ``"bbox"``.
         score_keys: occurrences of the key ``"score"``.
-        segmentation_keys: occurrences of the key ``"segmentation"``.
         negative_size: some box has a negative width or height.
     """
 
     is_list: bool = False
     bbox_keys: int = 0
     score_keys: int = 0
-    segmentation_keys: int = 0
     negative_size: bool = False
 
 
-_KEYS = (b'"bbox"', b'"score"', b'"segmentation"')
+_KEYS = (b'"bbox"', b'"score"')
 _KEY_OVERLAP = max(len(k) for k in _KEYS) - 1
 # A box that straddles two chunks is searched in the previous chunk's tail plus the next.
 _BOX_OVERLAP = 1024
 
 
-def scan_results_file(
-    path: str | os.PathLike[str], stop_at_segmentation: bool = False
-) -> ResultsFileScan:
+def scan_results_file(path: str | os.PathLike[str]) -> ResultsFileScan:
     """Count keys and look for negative box sizes without parsing the JSON.
 
     This is a screen, not a validator: the engine parses the file itself (much faster than
@@ -463,11 +462,6 @@ def scan_results_file(
     width or height as a match of a pattern on the text, a top-level object (the engine
     reads a COCO-style dict as results) as ``is_list`` false. Any doubt sends the file to
     :func:`validate_results`, which is exact. The file is read in 32 MiB chunks.
-
-    Args:
-        path: the results file.
-        stop_at_segmentation: return as soon as a ``"segmentation"`` key is seen (to learn
-            only whether the file has masks); the counts are then partial.
     """
     scan = ResultsFileScan()
     counts = dict.fromkeys(_KEYS, 0)
@@ -483,13 +477,23 @@ def scan_results_file(
             for key in _KEYS:
                 counts[key] += data.count(key) - key_tail.count(key)
             key_tail = data[-_KEY_OVERLAP:]
-            boxes = box_tail + block
-            if not scan.negative_size and _NEGATIVE_SIZE.search(boxes):
-                scan.negative_size = True
-            box_tail = boxes[-_BOX_OVERLAP:]
-            if stop_at_segmentation and counts[b'"segmentation"']:
-                break
+            if not scan.negative_size:
+                boxes = box_tail + block
+                if _COMMA_MINUS.search(boxes) and _NEGATIVE_SIZE.search(boxes):
+                    scan.negative_size = True
+                box_tail = boxes[-_BOX_OVERLAP:]
     scan.bbox_keys = counts[b'"bbox"']
     scan.score_keys = counts[b'"score"']
-    scan.segmentation_keys = counts[b'"segmentation"']
     return scan
+
+
+def file_has_masks(path: str | os.PathLike[str]) -> bool:
+    """Whether a results file contains the key ``"segmentation"`` (read until found)."""
+    key = b'"segmentation"'
+    tail = b""
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            if key in tail + block:
+                return True
+            tail = block[-(len(key) - 1) :]
+    return False
