@@ -23,7 +23,7 @@ test: lint
 	$(BIN)/python -m pytest -q
 
 demo: $(STAMP)
-	$(BIN)/python -m loce.demo --out runs/demo
+	$(BIN)/loce demo --out runs/demo --data data/synthetic
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info src/*.egg-info

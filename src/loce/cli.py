@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "predict": "loce.commands.predict",
     "eval": "loce.commands.eval",
     "configs": "loce.commands.configs",
+    "demo": "loce.demo",
 }
 
 
