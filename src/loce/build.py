@@ -6,6 +6,7 @@ LOCE fine-tune) changes what is built by configuration, never by editing the tra
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "load_rank_state",
     "save_rank_state",
     "train_loader",
+    "trainable_prefix_choices",
 ]
 
 
@@ -147,34 +149,210 @@ def train_loader(cfg: Config, dataset, batches: list[list[int]], epoch: int):
 def build_model(cfg: Config, num_classes: int, *, load_backbone: bool = True) -> nn.Module:
     """Mask R-CNN as configured, for ``num_classes`` foreground classes.
 
+    With ``loce.enabled`` the RoI heads are :class:`~loce.models.loce_heads.EquilibriumRoIHeads`
+    built around the same modules (same parameters and initial weights; the state dict gains
+    ``roi_heads.score_tracker.scores``); otherwise the plain model, unchanged.
+
     Args:
         load_backbone: load ``model.backbone_weights``; False when a whole checkpoint is
             loaded next (inference, resuming, fine-tuning), which then needs no download.
     """
     from loce.models import build_mask_rcnn
 
-    return build_mask_rcnn(cfg.model, num_classes, load_backbone=load_backbone)
+    model = build_mask_rcnn(cfg.model, num_classes, load_backbone=load_backbone)
+    if cfg.loce.enabled:
+        from loce.models.loce_heads import EquilibriumRoIHeads
+
+        loce = cfg.loce
+        heads = model.roi_heads
+        model.roi_heads = EquilibriumRoIHeads.from_roi_heads(
+            heads,
+            num_classes=num_classes,
+            feature_shape=(model.backbone.out_channels, *heads.box_roi_pool.output_size),
+            alpha=loce.alpha,
+            bg_score=loce.bg_score,
+            init_score=loce.init_score,
+            use_equilibrium_loss=loce.equilibrium_loss,
+            use_feature_memory=loce.feature_memory,
+            memory_capacity=loce.memory_capacity,
+            memory_dtype=loce.memory_dtype,
+            memory_device=loce.memory_device,
+            classes_per_step=loce.classes_per_step,
+            features_per_class=loce.features_per_class,
+        )
+    return model
+
+
+# State that belongs to the method, not to the network: a stage-1 checkpoint lacks it and a
+# plain model has no place for it (spec c: stage 2 starts from the stage-1 weights).
+_METHOD_STATE = re.compile(r"(^|\.)score_tracker\.")
+
+
+def _model_state(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    for key in ("model", "state_dict"):
+        if key in data and isinstance(data[key], Mapping):
+            return data[key]
+    return data
 
 
 def load_initial_weights(model: nn.Module, data: Mapping[str, Any], source: str) -> None:
-    """Initialise from another run's checkpoint (e.g. stage 1 for a fine-tune)."""
-    from loce.engine.checkpoint import load_model_weights
+    """Initialise from another run's checkpoint (e.g. stage 1 for a fine-tune).
 
-    load_model_weights(model, data, source, strict=True)
+    Every key must match, except the method's running state (``*.score_tracker.*``): a
+    stage-1 checkpoint loads into a LOCE model (whose scores keep their initial values) and a
+    LOCE checkpoint into a plain model (its scores are ignored).
+
+    Raises:
+        CheckpointError: other missing or unexpected keys, or shapes that differ.
+    """
+    from loce.engine.checkpoint import load_model_weights
+    from loce.errors import CheckpointError
+
+    state = _model_state(data)
+    own = set(model.state_dict())
+    missing = sorted(k for k in own - set(state) if not _METHOD_STATE.search(k))
+    unexpected = sorted(k for k in set(state) - own if not _METHOD_STATE.search(k))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        raise CheckpointError(
+            f"{source} does not fit the model: {'; '.join(parts)} keys; train.init_from must be "
+            "a checkpoint of the same architecture (model section) and category set"
+        )
+    load_model_weights(model, {k: v for k, v in state.items() if k in own}, source, strict=False)
+
+
+def _matches(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def trainable_prefix_choices(model: nn.Module) -> list[str]:
+    """Module names one or two levels deep that hold parameters (valid ``train.trainable``)."""
+    names = {n for n, _ in model.named_parameters()}
+    out = []
+    for name, _ in model.named_modules():
+        if name and name.count(".") <= 1 and any(_matches(n, name) for n in names):
+            out.append(name)
+    return out
+
+
+def _keep_running_stats(module: nn.Module, args) -> None:
+    # A BatchNorm layer whose parameters are all frozen is part of the frozen network: it
+    # normalises with its running statistics and never updates them, whatever model.train()
+    # says (the original's norm_eval, method spec c/d), so that stored memory features and
+    # the frozen layers' outputs do not drift with the batches.
+    module.training = False
 
 
 def configure_trainable(model: nn.Module, cfg: Config) -> None:
-    """Freeze what the config asks (the model builder already froze the first ResNet stage)."""
+    """Freeze everything outside ``train.trainable`` (the model builder already froze the
+    first ResNet stages).
+
+    A parameter stays trainable when its name equals a prefix or starts with the prefix plus
+    "." and the builder left it trainable. BatchNorm layers left without trainable parameters
+    then always use their running statistics (see :func:`_keep_running_stats`).
+
+    Raises:
+        ConfigError: a prefix that matches no parameter, listing the valid prefixes.
+    """
+    import difflib
+    import warnings
+
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    from loce.errors import ConfigError
+
+    prefixes = cfg.train.trainable
+    if prefixes is None:
+        return
+    prefixes = [p.strip().strip(".") for p in prefixes]
+    names = [n for n, _ in model.named_parameters()]
+    for i, prefix in enumerate(prefixes):
+        if not any(_matches(n, prefix) for n in names):
+            valid = trainable_prefix_choices(model)
+            close = difflib.get_close_matches(prefix, valid, n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(
+                f"train.trainable[{i}] = {cfg.train.trainable[i]!r} matches no parameter of the "
+                f"model.{hint} Valid prefixes (or any deeper module name): {', '.join(valid)}"
+            )
+    for name, param in model.named_parameters():
+        if not any(_matches(name, p) for p in prefixes):
+            param.requires_grad_(False)
+    for module in model.modules():
+        if isinstance(module, _BatchNorm) and not any(
+            p.requires_grad for p in module.parameters()
+        ) and not getattr(module, "_loce_running_stats", False):
+            module.register_forward_pre_hook(_keep_running_stats)
+            module._loce_running_stats = True
+    if cfg.loce.enabled and cfg.loce.feature_memory and any(
+        p.requires_grad for p in model.backbone.parameters()
+    ):
+        warnings.warn(
+            "train.trainable leaves backbone parameters trainable while LOCE's feature memory "
+            "stores features of the backbone/FPN: stored features go stale as it trains "
+            "(method spec a.4 freezes the backbone and FPN)",
+            stacklevel=2,
+        )
 
 
 def has_unused_parameters(cfg: Config) -> bool:
-    """Whether DDP must look for parameters that receive no gradient in a step."""
+    """Whether DDP must look for parameters that receive no gradient in a step.
+
+    None here: frozen parameters are not registered with DDP, and every trainable one (the
+    RPN, the box predictor, the mask branch, also with LOCE) is in every step's graph, even
+    when a batch has no positive RoI.
+    """
     return False
+
+
+def _memory_file(name: str, rank: int) -> str:
+    return f"{name}.memory.rank{rank}.pth"
+
+
+def _loce_heads(model: nn.Module):
+    from loce.models.loce_heads import EquilibriumRoIHeads
+
+    heads = getattr(model, "roi_heads", None)
+    return heads if isinstance(heads, EquilibriumRoIHeads) else None
 
 
 def before_training(model: nn.Module, cfg: Config, dataset, device: torch.device, *,
                     resumed: bool) -> None:
-    """Work done once before the first step (a method's initialisation pass goes here)."""
+    """Work done once before the first step: LOCE's initialisation pass (method spec a.5).
+
+    Skipped when ``loce.enabled`` or ``loce.init_pass`` is off, and on a resumed run whose
+    state was restored (the scores come with the model's state dict, the memory from the
+    per-rank files of :func:`save_rank_state`). A resumed run without a saved memory runs the
+    pass to refill the memory and keeps the restored scores.
+    """
+    if not cfg.loce.enabled:
+        return
+    from loce.engine import distributed as dist_utils
+
+    heads = _loce_heads(model)
+    assert heads is not None, "loce.enabled but the model has no EquilibriumRoIHeads"
+    main = dist_utils.get_rank() == 0
+    if resumed and (not heads.use_feature_memory or heads.memory_restored):
+        if main:
+            print("LOCE: mean scores and feature memory restored; initialisation pass skipped")
+        return
+    if not cfg.loce.init_pass:
+        return
+    from loce.engine.init_pass import run_init_pass
+
+    if not resumed:
+        run_init_pass(model, cfg, dataset, device)
+        return
+    if main:
+        print("LOCE: no saved feature memory for this checkpoint; re-running the "
+              "initialisation pass to refill it (the restored mean scores are kept)")
+    scores = heads.score_tracker.scores.clone()
+    run_init_pass(model, cfg, dataset, device)
+    heads.score_tracker.scores.copy_(scores)
 
 
 def after_resume(model: nn.Module, state: Mapping[str, Any]) -> None:
@@ -182,8 +360,65 @@ def after_resume(model: nn.Module, state: Mapping[str, Any]) -> None:
 
 
 def save_rank_state(model: nn.Module, cfg: Config, ckpt_dir, name: str, rank: int) -> None:
-    """Write this rank's unsynchronised state next to checkpoint ``name`` (every rank calls)."""
+    """Write this rank's unsynchronised state next to checkpoint ``name`` (every rank calls).
+
+    LOCE with ``loce.save_memory``: the feature memory (per process, spec a.4) goes to
+    ``<ckpt_dir>/<name>.memory.rank<R>.pth``, written atomically; this rank's memory files of
+    older checkpoints are then deleted (a resume only reads the newest; at LVIS scale each is
+    2.4 GB in float16).
+    """
+    if not (cfg.loce.enabled and cfg.loce.save_memory):
+        return
+    import os
+    from pathlib import Path
+
+    heads = _loce_heads(model)
+    memory = heads.feature_memory if heads is not None else None
+    if memory is None:
+        return
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    path = ckpt_dir / _memory_file(name, rank)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"feature_memory": memory.get_extra_state(), "rank": rank, "checkpoint": name}, tmp)
+    os.replace(tmp, path)
+    for old in ckpt_dir.glob(_memory_file("*", rank)):
+        if old.name != path.name:
+            old.unlink(missing_ok=True)
 
 
 def load_rank_state(model: nn.Module, cfg: Config, ckpt_dir, name: str, rank: int) -> None:
-    """Read what :func:`save_rank_state` wrote for checkpoint ``name`` (every rank calls)."""
+    """Read what :func:`save_rank_state` wrote for checkpoint ``name`` (every rank calls).
+
+    A missing memory file is not an error: the run then refills the memory with the
+    initialisation pass (see :func:`before_training`).
+
+    Raises:
+        CheckpointError: a memory file that cannot be read or does not fit the model.
+    """
+    heads = _loce_heads(model) if cfg.loce.enabled else None
+    if heads is None:
+        return
+    heads.memory_restored = False
+    if not (heads.use_feature_memory and cfg.loce.save_memory):
+        return
+    from pathlib import Path
+
+    from loce.errors import CheckpointError
+
+    path = Path(ckpt_dir) / _memory_file(name, rank)
+    if not path.is_file():
+        print(f"LOCE: rank {rank} finds no saved feature memory {path}")
+        return
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        state = data["feature_memory"]
+    except Exception as err:  # noqa: BLE001 - corrupt or foreign file: one clear message
+        raise CheckpointError(f"cannot read the feature memory {path}: "
+                              f"{type(err).__name__}: {err}") from None
+    try:
+        device = next(model.parameters()).device
+        heads.memory_for(device).set_extra_state(state)
+    except CheckpointError as err:
+        raise CheckpointError(f"{path}: {err}") from None
+    heads.memory_restored = True

@@ -98,3 +98,19 @@ def test_save_and_dict_round_trip(tmp_path):
     rebuilt = config_from_dict(config_to_dict(cfg), overrides=["solver.lr=0.1"])
     assert isinstance(rebuilt, Config) and rebuilt.solver.lr == 0.1
     assert rebuilt.model.fpn_channels == 128
+
+
+def test_base_config_is_applied_first_and_cycles_are_refused(tmp_path):
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {LVIS_V1}\nsolver:\n  epochs: 6\n  steps: [3, 5]\n")
+    cfg = load_config(child)
+    assert cfg.data.train_ann.endswith("lvis_v1_train.json")  # from the base
+    assert (cfg.solver.epochs, cfg.solver.steps) == (6, [3, 5])  # from the child
+    assert cfg.name == "child"
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle: a.yaml -> b.yaml -> a.yaml"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "bad.yaml").write_text("base: [1]\n")
+    with pytest.raises(ConfigError, match="'base' must be a config name or path"):
+        load_config(tmp_path / "bad.yaml")

@@ -110,6 +110,34 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+def _layers(path: Path) -> list[tuple[dict[str, Any], str]]:
+    """The YAML mappings to apply for ``path``, its ``base`` chain first.
+
+    A config may start with ``base: NAME`` (a bundled config name or a path relative to the
+    file) to change another config instead of the schema defaults — a fine-tune names its
+    stage-1 config so that the model and data sections cannot drift apart.
+    """
+    chain: list[tuple[dict[str, Any], str]] = []
+    seen: list[Path] = []
+    current: Path | None = path
+    while current is not None:
+        if current.resolve() in seen:
+            cycle = " -> ".join(p.name for p in [*seen, current.resolve()])
+            raise ConfigError(f"{path}: 'base' configs form a cycle: {cycle}")
+        seen.append(current.resolve())
+        data = _read_yaml(current)
+        base = data.pop("base", None)
+        chain.append((data, str(current)))
+        if base is None:
+            current = None
+        elif not isinstance(base, str) or not base:
+            raise ConfigError(f"{current}: 'base' must be a config name or path, got {base!r}")
+        else:
+            relative = current.parent / base
+            current = relative if relative.is_file() else resolve_config_path(base)
+    return chain[::-1]
+
+
 def _merge(base: DictConfig, data: Mapping[str, Any], source: str) -> DictConfig:
     try:
         return OmegaConf.merge(base, data)  # type: ignore[return-value]
@@ -155,7 +183,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     """Load a config.
 
     Args:
-        path: a YAML file, the name of a bundled config, or None for the schema defaults.
+        path: a YAML file, the name of a bundled config, or None for the schema defaults. A
+            file may name a ``base`` config that it changes (applied first).
         overrides: ``KEY=VALUE`` strings (``model.backbone=resnet18``); values are parsed as
             YAML, so ``solver.steps=[3,5]`` and ``train.init_from=null`` work.
 
@@ -167,7 +196,8 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
     name = ""
     if path is not None:
         resolved = resolve_config_path(path)
-        conf = _merge(conf, _read_yaml(resolved), str(path))
+        for layer, source in _layers(resolved):
+            conf = _merge(conf, layer, source)
         name = resolved.stem
     for override, item in zip(_overrides_to_dict(overrides), overrides):
         conf = _merge(conf, override, f"--set {item}")

@@ -156,6 +156,8 @@ class MaskConfig:
     normed_scale: float = 20.0
     # Output channels of the 3x3 convolutions before the predictor (4 x 256 in the original).
     head_layers: list[int] = field(default_factory=lambda: [256, 256, 256, 256])
+    # Channels of the 2x upsampling (transposed) convolution feeding the predictor (256).
+    upsample_channels: int = 256
     # Compute only the channel each RoI needs (its ground-truth class in training, its
     # predicted class at inference) instead of all K+1: the same numbers, a fraction of the
     # memory ([R, K+1, 28, 28] is about 1 GB for 256 RoIs at K = 1203).
@@ -164,6 +166,8 @@ class MaskConfig:
     def validate(self, prefix: str = "model.mask") -> None:
         _check(self.normed_scale > 0, f"{prefix}.normed_scale", f"must be positive, got {self.normed_scale}")
         _check(len(self.head_layers) >= 1, f"{prefix}.head_layers", "must list at least one layer")
+        _check(self.upsample_channels >= 1, f"{prefix}.upsample_channels",
+               f"must be >= 1, got {self.upsample_channels}")
         for i, c in enumerate(self.head_layers):
             _check(c >= 1, f"{prefix}.head_layers[{i}]", f"must be >= 1, got {c}")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from loce.config.method import LoceConfig
 from loce.config.model import ModelConfig
 from loce.errors import ConfigError
 
@@ -18,6 +19,7 @@ __all__ = [
     "Config",
     "DataConfig",
     "EvalConfig",
+    "LoceConfig",
     "SolverConfig",
     "TrainConfig",
 ]
@@ -131,6 +133,12 @@ class TrainConfig:
     max_iters_per_epoch: int | None = None
     # CPU threads per process (null: leave torch's default).
     threads: int | None = None
+    # Module-name prefixes whose parameters stay trainable, e.g. [rpn, roi_heads.mask_head]
+    # (a prefix matches a parameter name equal to it or starting with it plus "."); every
+    # other parameter is frozen, and BatchNorm layers left without trainable parameters use
+    # their running statistics. Prefixes narrow what the model builder leaves trainable
+    # (frozen ResNet stages stay frozen). Null: everything the builder leaves trainable.
+    trainable: list[str] | None = None
 
     def validate(self, prefix: str = "train") -> None:
         _check(self.checkpoint_every_iters >= 0, f"{prefix}.checkpoint_every_iters", "must be >= 0")
@@ -139,6 +147,12 @@ class TrainConfig:
         _check(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
                f"{prefix}.max_iters_per_epoch", "must be >= 1 or null")
         _check(self.threads is None or self.threads >= 1, f"{prefix}.threads", "must be >= 1 or null")
+        if self.trainable is not None:
+            _check(len(self.trainable) > 0, f"{prefix}.trainable",
+                   "must list at least one module prefix, or be null (train everything)")
+            for i, p in enumerate(self.trainable):
+                _check(bool(p.strip().strip(".")), f"{prefix}.trainable[{i}]",
+                       f"must be a module name such as 'rpn', got {p!r}")
 
 
 @dataclass
@@ -170,9 +184,11 @@ class Config:
     solver: SolverConfig = field(default_factory=SolverConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # The LOCE fine-tune (off: plain Mask R-CNN).
+    loce: LoceConfig = field(default_factory=LoceConfig)
 
     def validate(self) -> None:
-        for name in ("model", "data", "solver", "train", "eval"):
+        for name in ("model", "data", "solver", "train", "eval", "loce"):
             section = getattr(self, name)
             validate = getattr(section, "validate", None)
             if validate is not None:

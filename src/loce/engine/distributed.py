@@ -17,6 +17,7 @@ import torch.distributed as dist
 
 __all__ = [
     "all_gather_object",
+    "average_batchnorm_statistics",
     "barrier",
     "broadcast_object",
     "cleanup_distributed",
@@ -98,3 +99,27 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def average_batchnorm_statistics(model: torch.nn.Module) -> int:
+    """Average BatchNorm running means and variances over ranks; returns how many layers.
+
+    Models with ordinary (batch-statistics) BatchNorm — the synthetic presets train from
+    scratch with it — are wrapped with ``broadcast_buffers=False`` so that method state is
+    never overwritten by rank 0; their running statistics therefore drift apart across
+    ranks. The training loop calls this before every checkpoint and evaluation so that the
+    saved and evaluated model is the same on every rank. (SyncBatchNorm would also sync the
+    batch statistics, but it runs on CUDA only.)
+    """
+    if not is_distributed():
+        return 0
+    world = get_world_size()
+    count = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and module.track_running_stats \
+                and module.running_mean is not None:
+            for buf in (module.running_mean, module.running_var):
+                dist.all_reduce(buf)
+                buf.div_(world)
+            count += 1
+    return count

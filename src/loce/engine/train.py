@@ -212,6 +212,7 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
         )
 
     def checkpoint(name: str, epoch: int, it_in_epoch: int, g_iter: int) -> None:
+        dist_utils.average_batchnorm_statistics(model)
         rng = dist_utils.all_gather_object(capture_rng_state())
         # Per-rank state that is not synchronised (e.g. a feature memory) is written by
         # every rank next to the checkpoint, before rank 0 points last_checkpoint at it.

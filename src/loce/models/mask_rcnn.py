@@ -388,9 +388,10 @@ def _build_roi_heads(cfg: ModelConfig, num_classes: int, out_channels: int) -> L
     mask_head = MaskRCNNHeads(out_channels, list(mask.head_layers), 1)
     mask_predictor: MaskPredictor
     if mask.predictor == "normed":
-        mask_predictor = NormedMaskPredictor(mask.head_layers[-1], 256, num_classes + 1, mask.normed_scale)
+        mask_predictor = NormedMaskPredictor(mask.head_layers[-1], mask.upsample_channels, num_classes + 1,
+                                             mask.normed_scale)
     else:
-        mask_predictor = MaskPredictor(mask.head_layers[-1], 256, num_classes + 1)
+        mask_predictor = MaskPredictor(mask.head_layers[-1], mask.upsample_channels, num_classes + 1)
     return LoceRoIHeads(
         box_pool,
         box_head,
