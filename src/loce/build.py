@@ -346,6 +346,8 @@ def before_training(model: nn.Module, cfg: Config, dataset, device: torch.device
 
     if not resumed:
         run_init_pass(model, cfg, dataset, device)
+        if main:
+            _write_scores(heads, cfg, "mean_scores_init.json")
         return
     if main:
         print("LOCE: no saved feature memory for this checkpoint; re-running the "
@@ -353,6 +355,16 @@ def before_training(model: nn.Module, cfg: Config, dataset, device: torch.device
     scores = heads.score_tracker.scores.clone()
     run_init_pass(model, cfg, dataset, device)
     heads.score_tracker.scores.copy_(scores)
+
+
+def _write_scores(heads, cfg: Config, name: str) -> None:
+    """Save the mean scores (labels 0..K, background first) as JSON in the run directory."""
+    import json
+    from pathlib import Path
+
+    path = Path(cfg.train.output_dir) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"scores": heads.score_tracker.scores.tolist()}))
 
 
 def after_resume(model: nn.Module, state: Mapping[str, Any]) -> None:

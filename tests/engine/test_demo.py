@@ -22,9 +22,13 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     assert cli_main(args) == 0
     printed = capsys.readouterr().out
     assert "stage 1" in printed and "box APr" in printed and "mask APf" in printed
+    assert "CE fine-tune" in printed and "LOCE" in printed
     assert (out / "ap_vs_frequency.png").stat().st_size > 10_000
-    metrics = json.loads((out / "stage1" / "metrics.json").read_text())
-    assert {"bbox", "segm"} <= set(metrics)
+    assert (out / "mean_scores.png").stat().st_size > 10_000
+    for run in ("stage1", "control", "loce"):
+        metrics = json.loads((out / run / "metrics.json").read_text())
+        assert {"bbox", "segm"} <= set(metrics)
+    assert (out / "loce" / "mean_scores_init.json").is_file()
     assert (data / "summary.json").is_file()
     # a second run reuses the dataset and the finished runs
     assert cli_main(args) == 0
