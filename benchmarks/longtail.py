@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--data", default="data/synthetic")
-    parser.add_argument("--out", default="benchmarks/results/longtail")
+    parser.add_argument("--out", default="runs/longtail", help="run directories (checkpoints)")
+    parser.add_argument("--report", default="benchmarks/results",
+                        help="where longtail.json and longtail.md go")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
 
@@ -72,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {"seeds": args.seeds, "overrides": args.overrides, "minutes_per_seed": minutes,
               "per_seed": per_seed, "summary_percent": summary,
               "loce_minus_control_percent": delta}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "longtail.json").write_text(json.dumps(report, indent=2))
+    report_dir = Path(args.report)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    (report_dir / "longtail.json").write_text(json.dumps(report, indent=2))
 
     lines = [f"Synthetic long tail (default preset), seeds {args.seeds}: mean ± std over seeds, "
              "AP in percent.", "",
@@ -90,9 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "Minutes per seed (all three runs): "
               + ", ".join(f"{s}: {m:.1f}" for s, m in minutes.items())]
     table = "\n".join(lines) + "\n"
-    (out / "longtail.md").write_text(table)
+    (report_dir / "longtail.md").write_text(table)
     print(table)
-    print(f"wrote {out / 'longtail.json'} and {out / 'longtail.md'}")
+    print(f"wrote {report_dir / 'longtail.json'} and {report_dir / 'longtail.md'}")
     return 0
 
 
