@@ -2,11 +2,21 @@
 
 Everything else receives built objects. Functions here are small so that a method (e.g. the
 LOCE fine-tune) changes what is built by configuration, never by editing the training loop.
+
+Class statistics. EQL, the federated loss, ECM, Gumbel (GOL) and NorCal are built from
+per-class statistics of the *training* annotations (peer-method spec §10.3):
+:func:`class_statistics` counts, from the annotations the training set actually uses, the
+images containing each class, the instances of each class and the annotated images.
+:func:`build_model` takes them from the training set that :func:`build_train_dataset` built in
+this process for the same ``data.train_ann`` (the engine builds the dataset first), or reads
+``data.train_ann`` itself (inference, e.g. ``loce predict --set model.test.norcal_gamma=0.5``).
 """
 
 from __future__ import annotations
 
+import os
 import re
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,6 +33,7 @@ __all__ = [
     "build_train_transforms",
     "build_test_transforms",
     "build_val_dataset",
+    "class_statistics",
     "configure_trainable",
     "epoch_batches",
     "has_unused_parameters",
@@ -31,6 +42,7 @@ __all__ = [
     "save_rank_state",
     "train_loader",
     "trainable_prefix_choices",
+    "training_class_statistics",
 ]
 
 
@@ -53,12 +65,106 @@ def build_test_transforms(cfg: Config):
     return Resize(cfg.data.test_scale, cfg.data.test_max_size)
 
 
+# The training set built last in this process, by annotation file: build_model takes the class
+# statistics from it instead of parsing the file again (1 GB for LVIS v1). A weak reference:
+# the cache never keeps a dataset alive.
+_LAST_TRAIN_SET: dict[str, Any] = {}
+
+
+def _ann_key(path: str) -> str:
+    return os.path.abspath(os.fspath(path))
+
+
 def build_train_dataset(cfg: Config):
     """The training set: images with at least one usable annotation, augmented."""
     from loce.data.lvis import LVISDataset
 
-    return LVISDataset(cfg.data.train_ann, cfg.data.train_images, train=True,
-                       transforms=build_train_transforms(cfg))
+    dataset = LVISDataset(cfg.data.train_ann, cfg.data.train_images, train=True,
+                          transforms=build_train_transforms(cfg))
+    _LAST_TRAIN_SET.clear()
+    _LAST_TRAIN_SET[_ann_key(cfg.data.train_ann)] = weakref.ref(dataset)
+    return dataset
+
+
+def class_statistics(dataset):
+    """Per-class statistics of a training set, from the annotations it uses.
+
+    Counts what the model is trained on: the usable (non-crowd, non-empty) annotations of the
+    dataset's images (an LVIS file's own ``image_count``/``instance_count`` fields, when
+    present, count the same for LVIS, where nothing is dropped).
+
+    Args:
+        dataset: an :class:`~loce.data.lvis.LVISDataset` (``image_labels``,
+            ``annotation_rows``, ``index.ann_labels``, ``num_classes``).
+
+    Returns:
+        :class:`loce.models.ClassStatistics`: ``image_counts[c - 1]`` images containing label
+        ``c``, ``instance_counts[c - 1]`` its instances, ``num_images`` the images with at
+        least one annotation.
+    """
+    import numpy as np
+
+    from loce.models.mask_rcnn import ClassStatistics
+
+    k = int(dataset.num_classes)
+    per_image = dataset.image_labels
+    flat = [label for labels in per_image for label in labels]
+    image_counts = np.bincount(np.asarray(flat, dtype=np.int64), minlength=k + 1)[1:]
+    rows = [dataset.annotation_rows(i) for i in range(len(dataset))]
+    ann = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    labels = np.asarray(dataset.index.ann_labels)[ann]
+    instance_counts = np.bincount(labels.astype(np.int64), minlength=k + 1)[1:]
+    num_images = sum(1 for labels in per_image if len(labels))
+    return ClassStatistics(
+        image_counts=tuple(int(v) for v in image_counts),
+        instance_counts=tuple(int(v) for v in instance_counts),
+        num_images=max(num_images, 1),
+        source=str(getattr(dataset.index, "source", "the training set")),
+    )
+
+
+def _needs_class_statistics(cfg: Config) -> bool:
+    from loce.models.mask_rcnn import _NEEDS_STATISTICS
+
+    return cfg.model.roi.cls_loss in _NEEDS_STATISTICS or cfg.model.test.norcal_gamma is not None
+
+
+def training_class_statistics(cfg: Config):
+    """The class statistics of ``data.train_ann`` (see :func:`class_statistics`).
+
+    From the training set :func:`build_train_dataset` built in this process when it is still
+    alive, otherwise by reading the annotation file (images are not needed).
+
+    Raises:
+        ConfigError: ``data.train_ann`` cannot be read or is not an annotation file.
+    """
+    from pathlib import Path
+
+    from loce.data.lvis import LVISDataset, LVISIndex
+    from loce.errors import ConfigError, DataError
+
+    ref = _LAST_TRAIN_SET.get(_ann_key(cfg.data.train_ann))
+    dataset = ref() if ref is not None else None
+    if dataset is None:
+        why = []
+        if cfg.model.roi.cls_loss != "cross_entropy":
+            why.append(f"model.roi.cls_loss={cfg.model.roi.cls_loss!r}")
+        if cfg.model.test.norcal_gamma is not None:
+            why.append(f"model.test.norcal_gamma={cfg.model.test.norcal_gamma}")
+        # Same filtering as the training set; no image is opened (the root must only exist).
+        root = Path(cfg.data.train_images)
+        root = root if root.is_dir() else Path(cfg.data.train_ann).resolve().parent
+        try:
+            dataset = LVISDataset(LVISIndex.from_json(cfg.data.train_ann), root, train=True,
+                                  with_masks=False)
+        except DataError as err:
+            raise ConfigError(
+                f"{' and '.join(why) or 'this model'} needs per-class statistics of the "
+                f"training annotations, but data.train_ann cannot be used: {err} Fix: set "
+                "data.train_ann to the annotation file the model is (or was) trained on, e.g. "
+                "--set data.train_ann=/path/to/lvis_v1_train.json"
+            ) from None
+    return class_statistics(dataset)
 
 
 def build_val_dataset(cfg: Config):
@@ -146,20 +252,53 @@ def train_loader(cfg: Config, dataset, batches: list[list[int]], epoch: int):
 # model
 
 
-def build_model(cfg: Config, num_classes: int, *, load_backbone: bool = True) -> nn.Module:
+def _check_method_choice(cfg: Config) -> None:
+    """LOCE's fine-tune computes its own (equilibrium) loss from softmax scores."""
+    from loce.errors import ConfigError
+
+    name = cfg.model.roi.cls_loss
+    if name == "equilibrium" and not (cfg.loce.enabled and cfg.loce.equilibrium_loss):
+        raise ConfigError(
+            "model.roi.cls_loss='equilibrium' is LOCE's loss, computed from the mean scores "
+            "that the LOCE fine-tune tracks: set loce.enabled=true (with "
+            "loce.equilibrium_loss=true), or choose another model.roi.cls_loss"
+        )
+    if cfg.loce.enabled and name not in ("cross_entropy", "equilibrium"):
+        raise ConfigError(
+            f"loce.enabled=true tracks softmax mean scores and replaces the classification "
+            f"loss, so it cannot be combined with model.roi.cls_loss={name!r}; set "
+            "model.roi.cls_loss=cross_entropy (or equilibrium), or loce.enabled=false"
+        )
+
+
+def build_model(cfg: Config, num_classes: int, *, load_backbone: bool = True,
+                class_stats=None) -> nn.Module:
     """Mask R-CNN as configured, for ``num_classes`` foreground classes.
 
     With ``loce.enabled`` the RoI heads are :class:`~loce.models.loce_heads.EquilibriumRoIHeads`
     built around the same modules (same parameters and initial weights; the state dict gains
-    ``roi_heads.score_tracker.scores``); otherwise the plain model, unchanged.
+    ``roi_heads.score_tracker.scores``); otherwise the plain model, unchanged. The box
+    classification loss is ``model.roi.cls_loss`` (its buffers are in the state dict under
+    ``roi_heads.cls_loss.*``); losses built from class statistics and NorCal get them from
+    ``class_stats`` or :func:`training_class_statistics`.
 
     Args:
         load_backbone: load ``model.backbone_weights``; False when a whole checkpoint is
             loaded next (inference, resuming, fine-tuning), which then needs no download.
+        class_stats: :class:`loce.models.ClassStatistics` to use instead of those of
+            ``data.train_ann``.
+
+    Raises:
+        ConfigError: a loss that cannot go with ``loce.enabled``, or class statistics that
+            cannot be read.
     """
     from loce.models import build_mask_rcnn
 
-    model = build_mask_rcnn(cfg.model, num_classes, load_backbone=load_backbone)
+    _check_method_choice(cfg)
+    if class_stats is None and _needs_class_statistics(cfg):
+        class_stats = training_class_statistics(cfg)
+    model = build_mask_rcnn(cfg.model, num_classes, load_backbone=load_backbone,
+                            class_stats=class_stats, seed=cfg.train.seed)
     if cfg.loce.enabled:
         from loce.models.loce_heads import EquilibriumRoIHeads
 
@@ -180,12 +319,22 @@ def build_model(cfg: Config, num_classes: int, *, load_backbone: bool = True) ->
             classes_per_step=loce.classes_per_step,
             features_per_class=loce.features_per_class,
         )
+        # The wrapper is built anew: carry NorCal's inference setting over.
+        model.roi_heads.norcal_gamma = heads.norcal_gamma
+        model.roi_heads.norcal_log_counts = heads.norcal_log_counts
     return model
 
 
 # State that belongs to the method, not to the network: a stage-1 checkpoint lacks it and a
-# plain model has no place for it (spec c: stage 2 starts from the stage-1 weights).
-_METHOD_STATE = re.compile(r"(^|\.)score_tracker\.")
+# plain model has no place for it (spec c: stage 2 starts from the stage-1 weights). LOCE's
+# mean scores and the buffers of the classification loss (EQLv2's gradient statistics,
+# Seesaw's counts, the constants of EQL/federated/ECM/Gumbel).
+_METHOD_STATE = re.compile(r"(^|\.)(score_tracker|cls_loss)\.")
+# Buffers of a classification loss that training accumulates. With train.init_from they
+# carry over from a checkpoint of the same method (as the originals' load_from does); every
+# other loss buffer is a constant of this run's config and annotations and is kept.
+_LOSS_STATE = re.compile(r"(^|\.)cls_loss\.")
+_RUNNING_LOSS_STATE = re.compile(r"(^|\.)cls_loss\.(pos_grad|neg_grad|pos_neg|cum_samples)$")
 
 
 def _model_state(data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -198,9 +347,14 @@ def _model_state(data: Mapping[str, Any]) -> Mapping[str, Any]:
 def load_initial_weights(model: nn.Module, data: Mapping[str, Any], source: str) -> None:
     """Initialise from another run's checkpoint (e.g. stage 1 for a fine-tune).
 
-    Every key must match, except the method's running state (``*.score_tracker.*``): a
-    stage-1 checkpoint loads into a LOCE model (whose scores keep their initial values) and a
-    LOCE checkpoint into a plain model (its scores are ignored).
+    Every key must match, except the method's state (``*.score_tracker.*``, LOCE's mean
+    scores, and ``*.cls_loss.*``, the classification loss's buffers): a stage-1 checkpoint
+    loads into a LOCE, EQLv2 or Seesaw model (whose state keeps its initial values) and such
+    a checkpoint into a plain model (its state is ignored). Between checkpoint and model of
+    the same method the running statistics (EQLv2's ``pos_grad``/``neg_grad``/``pos_neg``,
+    Seesaw's ``cum_samples``) and LOCE's scores carry over; a loss's constants (EQL's tail
+    set, the federated weights, ECM's margins) stay those built from this run's config and
+    annotations.
 
     Raises:
         CheckpointError: other missing or unexpected keys, or shapes that differ.
@@ -208,7 +362,8 @@ def load_initial_weights(model: nn.Module, data: Mapping[str, Any], source: str)
     from loce.engine.checkpoint import load_model_weights
     from loce.errors import CheckpointError
 
-    state = _model_state(data)
+    state = {k: v for k, v in _model_state(data).items()
+             if not (_LOSS_STATE.search(k) and not _RUNNING_LOSS_STATE.search(k))}
     own = set(model.state_dict())
     missing = sorted(k for k in own - set(state) if not _METHOD_STATE.search(k))
     unexpected = sorted(k for k in set(state) - own if not _METHOD_STATE.search(k))

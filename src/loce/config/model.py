@@ -9,6 +9,21 @@ see docs/mmdet-parity.md). :meth:`ParityConfig.torchvision` gives torchvision's 
 
 The number of classes is not part of the model config: it comes from the dataset and is
 passed to :func:`loce.models.build_mask_rcnn`.
+
+Long-tail methods beside LOCE (peer-method spec) are options of the box branch:
+``roi.cls_loss`` names the classification loss, its hyperparameters sit in the section of the
+same name (``roi.eql``, ``roi.eqlv2``, ``roi.seesaw``, ``roi.federated``, ``roi.ecm``,
+``roi.gumbel``; defaults are the published values), ``roi.classifier: normed`` gives the
+cosine x tau classifier with a trained bias that Seesaw and ECM use, and
+``test.norcal_gamma`` turns on NorCal's post-hoc calibration of a softmax model. For example::
+
+    model:
+      roi:
+        cls_loss: seesaw
+        classifier: normed
+        seesaw: {p: 0.8, q: 2.0}
+
+    loce predict --checkpoint ce.pth ... --set model.test.norcal_gamma=0.5
 """
 
 from __future__ import annotations
@@ -22,16 +37,32 @@ from loce.errors import ConfigError
 
 __all__ = [
     "BACKBONES",
+    "CLS_LOSSES",
+    "ECMConfig",
+    "EQLConfig",
+    "EQLv2Config",
+    "FederatedConfig",
+    "GumbelConfig",
     "MaskConfig",
     "ModelConfig",
     "ParityConfig",
     "RoIConfig",
     "RPNConfig",
+    "SeesawConfig",
     "TestConfig",
 ]
 
 BackboneName = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
 BACKBONES: tuple[str, ...] = typing.get_args(BackboneName)
+
+# The names of loce.losses.factory.LOSS_NAMES (kept literal here so that the config does not
+# import torch; tests check that the two agree).
+ClsLossName = Literal[
+    "cross_entropy", "equilibrium", "eql", "eqlv2", "seesaw", "federated", "ecm", "gumbel"
+]
+CLS_LOSSES: tuple[str, ...] = typing.get_args(ClsLossName)
+#: Losses whose inference scores are a softmax over K + 1 logits (NorCal applies to these).
+SOFTMAX_LOSSES: tuple[str, ...] = ("cross_entropy", "equilibrium")
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -105,6 +136,103 @@ class RPNConfig:
 
 
 @dataclass
+class EQLConfig:
+    """Equalization Loss (peer-method spec §1); needs the training image frequencies."""
+
+    # lambda: classes with image frequency below it are "tail" and their negatives from other
+    # classes' foreground RoIs are ignored. 0.00177 (the published default) selects exactly the
+    # rare and common classes of LVIS v0.5; LVIS v1 uses 0.0011 (spec §1.5).
+    freq_threshold: float = 0.00177
+
+    def validate(self, prefix: str = "model.roi.eql") -> None:
+        _check(0.0 <= self.freq_threshold <= 1.0, f"{prefix}.freq_threshold",
+               f"must be in [0, 1] (an image frequency), got {self.freq_threshold}")
+
+
+@dataclass
+class EQLv2Config:
+    """EQLv2 (spec §2): gradient-ratio weights from running statistics."""
+
+    # Steepness of the mapping from gradient ratio to weight.
+    gamma: float = 12.0
+    # Gradient ratio mapped to weight 0.5.
+    mu: float = 0.8
+    # Up-weighting of positives: w+ = 1 + alpha * (1 - q).
+    alpha: float = 4.0
+    # Score classes with sigmoid(z_c) * (1 - sigmoid(z_0)) (True) or sigmoid(z_c).
+    test_with_obj: bool = True
+
+    def validate(self, prefix: str = "model.roi.eqlv2") -> None:
+        _check(self.gamma > 0, f"{prefix}.gamma", f"must be positive, got {self.gamma}")
+        _check(self.alpha >= 0, f"{prefix}.alpha", f"must be >= 0, got {self.alpha}")
+
+
+@dataclass
+class SeesawConfig:
+    """Seesaw loss (spec §3): K + 2 logits, use with ``model.roi.classifier: normed``."""
+
+    # Mitigation exponent.
+    p: float = 0.8
+    # Compensation exponent.
+    q: float = 2.0
+    # Clamp on the true class's probability in the compensation ratio.
+    eps: float = 1e-2
+    # Sum the sampled-RoI counts over ranks (a documented deviation); false keeps per-rank
+    # counts as the original does.
+    sync_counts: bool = False
+
+    def validate(self, prefix: str = "model.roi.seesaw") -> None:
+        _check(self.p >= 0, f"{prefix}.p", f"must be >= 0, got {self.p}")
+        _check(self.q >= 0, f"{prefix}.q", f"must be >= 0, got {self.q}")
+        _check(0.0 < self.eps <= 1.0, f"{prefix}.eps", f"must be in (0, 1], got {self.eps}")
+
+
+@dataclass
+class FederatedConfig:
+    """Federated loss (spec §4); needs the training image counts."""
+
+    # M: classes kept per iteration, the batch's labels (background included) plus classes
+    # drawn with probability ~ image_count ** freq_weight_power.
+    num_sampled: int = 50
+    # beta in the draw weights image_count ** beta.
+    freq_weight_power: float = 0.5
+
+    def validate(self, prefix: str = "model.roi.federated") -> None:
+        _check(self.num_sampled >= 1, f"{prefix}.num_sampled",
+               f"must be >= 1, got {self.num_sampled}")
+        _check(self.freq_weight_power >= 0, f"{prefix}.freq_weight_power",
+               f"must be >= 0, got {self.freq_weight_power}")
+
+
+@dataclass
+class ECMConfig:
+    """Effective Class-Margin loss (spec §6); needs the training instance counts. Use with
+    ``model.roi.classifier: normed``."""
+
+    # rho: background RoIs per foreground RoI (the published value, measured on Mask R-CNN).
+    fg_bg_ratio: float = 6.3313
+    # Score classes with sigmoid(z_c) * (1 - sigmoid(z_0)) (True, the method) or sigmoid(z_c).
+    test_with_obj: bool = True
+
+    def validate(self, prefix: str = "model.roi.ecm") -> None:
+        _check(self.fg_bg_ratio > 0, f"{prefix}.fg_bg_ratio",
+               f"must be positive, got {self.fg_bg_ratio}")
+
+
+@dataclass
+class GumbelConfig:
+    """Gumbel Optimised Loss (DropLoss + Gumbel activation, spec §7); needs the training
+    image frequencies."""
+
+    # lambda of the tail set, as model.roi.eql.freq_threshold (LVIS v1: 0.0011).
+    freq_threshold: float = 0.00177
+
+    def validate(self, prefix: str = "model.roi.gumbel") -> None:
+        _check(0.0 <= self.freq_threshold <= 1.0, f"{prefix}.freq_threshold",
+               f"must be in [0, 1] (an image frequency), got {self.freq_threshold}")
+
+
+@dataclass
 class RoIConfig:
     """Box branch of the RoI heads: proposal sampling, box head and box predictor."""
 
@@ -118,13 +246,29 @@ class RoIConfig:
     bbox_reg_weights: list[float] = field(default_factory=lambda: [10.0, 10.0, 5.0, 5.0])
     # Width of the two shared fully connected layers (fc6, fc7).
     representation_size: int = 1024
-    # Box classifier: "linear" (the original, a plain linear layer with bias) or "cosine"
-    # (scale x cosine similarity, used by some long-tail methods).
-    classifier: Literal["linear", "cosine"] = "linear"
-    # Scale of the cosine classifier's logits.
+    # Box classifier: "linear" (the original, a plain linear layer with bias), "cosine"
+    # (scale x cosine similarity, no bias) or "normed" (the normalised linear layer of Seesaw
+    # and ECM: tau x cosine similarity plus a trained bias, spec §3.1.3). Any loss can use any.
+    classifier: Literal["linear", "cosine", "normed"] = "linear"
+    # Scale (tau) of the cosine and normed classifiers' logits.
     cosine_scale: float = 20.0
     # beta of the smooth L1 box loss, used when parity.box_loss is "smooth_l1".
     smooth_l1_beta: float = 1.0 / 9.0
+    # Box classification loss: "cross_entropy" (softmax, the default), "equilibrium" (LOCE's;
+    # only with loce.enabled, whose fine-tune computes it), "eql", "eqlv2", "seesaw",
+    # "federated", "ecm" or "gumbel". The classifier width (K + 1, K + 2 for Seesaw), its
+    # initialisation and the inference scores follow the loss (loce.losses.scoring). EQL,
+    # federated, ECM and Gumbel take per-class statistics of data.train_ann.
+    cls_loss: ClsLossName = "cross_entropy"
+    # Factor applied to the classification loss.
+    cls_loss_weight: float = 1.0
+    # Hyperparameters of each loss (used when cls_loss names it).
+    eql: EQLConfig = field(default_factory=EQLConfig)
+    eqlv2: EQLv2Config = field(default_factory=EQLv2Config)
+    seesaw: SeesawConfig = field(default_factory=SeesawConfig)
+    federated: FederatedConfig = field(default_factory=FederatedConfig)
+    ecm: ECMConfig = field(default_factory=ECMConfig)
+    gumbel: GumbelConfig = field(default_factory=GumbelConfig)
 
     def validate(self, prefix: str = "model.roi") -> None:
         _check_fraction(self.fg_iou_thresh, f"{prefix}.fg_iou_thresh", open_low=False)
@@ -143,6 +287,8 @@ class RoIConfig:
         _check(self.cosine_scale > 0, f"{prefix}.cosine_scale", f"must be positive, got {self.cosine_scale}")
         _check(self.smooth_l1_beta >= 0, f"{prefix}.smooth_l1_beta",
                f"must be >= 0, got {self.smooth_l1_beta}")
+        _check(self.cls_loss_weight > 0, f"{prefix}.cls_loss_weight",
+               f"must be positive, got {self.cls_loss_weight}")
 
 
 @dataclass
@@ -187,6 +333,12 @@ class TestConfig:
     # Return boolean masks (thresholded) instead of probabilities; probabilities of 300
     # full-size masks take 4x the memory.
     binarize_masks: bool = True
+    # NorCal post-hoc calibration (spec §8) of a softmax model (model.roi.cls_loss
+    # cross_entropy or equilibrium): class scores softmax([z_0, z_c - gamma * ln N_c]) with
+    # N_c the training image count of class c (from data.train_ann), before thresholding and
+    # NMS. null: off; 0 is the same as off. Not learned, so any trained softmax model takes
+    # it: loce predict ... --set model.test.norcal_gamma=0.5
+    norcal_gamma: float | None = None
 
     # Not a test case for pytest (the class name starts with "Test").
     __test__ = False
@@ -199,6 +351,9 @@ class TestConfig:
                f"must be >= 1, got {self.detections_per_img}")
         _check(0.0 < self.mask_threshold < 1.0, f"{prefix}.mask_threshold",
                f"must be in (0, 1), got {self.mask_threshold}")
+        gamma = self.norcal_gamma
+        _check(gamma is None or (gamma >= 0.0 and gamma == gamma and gamma != float("inf")),
+               f"{prefix}.norcal_gamma", f"must be a finite number >= 0 or null, got {gamma}")
 
 
 @dataclass
@@ -320,6 +475,11 @@ class ModelConfig:
         weights = self.backbone_weights
         _check(bool(weights.strip()), f"{prefix}.backbone_weights",
                "must be 'none', 'imagenet', a torchvision weight name or a file path, got ''")
+        norcal = self.test.norcal_gamma
+        _check(norcal is None or self.roi.cls_loss in SOFTMAX_LOSSES, f"{prefix}.test.norcal_gamma",
+               f"calibrates softmax classifiers ({prefix}.roi.cls_loss "
+               f"{' or '.join(SOFTMAX_LOSSES)}), but {prefix}.roi.cls_loss is "
+               f"{self.roi.cls_loss!r}, whose scores are not a softmax; set it to null")
         match = _WEIGHT_NAME.match(weights)
         if match is not None:
             depth = self.backbone.removeprefix("resnet")

@@ -6,22 +6,39 @@
 computations.
 """
 
+from loce.models.loce_heads import EquilibriumRoIHeads
 from loce.models.mask_rcnn import (
+    ClassStatistics,
     LoceMaskRCNN,
     LoceTransform,
+    build_classification_loss_for,
     build_mask_rcnn,
     load_backbone_weights,
 )
 from loce.models.predictors import (
+    BoxPredictor,
     CosineBoxPredictor,
     CosineLinear,
     MaskPredictor,
+    NormedLinear,
     NormedMaskPredictor,
 )
-from loce.models.roi_heads import BoxRows, BoxTrainingOutput, LoceRoIHeads, RoISamples
+from loce.models.roi_heads import (
+    BoxRows,
+    BoxTrainingOutput,
+    LoceRoIHeads,
+    RoISamples,
+    norcal_scores,
+)
 
 __all__ = [
+    "BoxPredictor",
     "BoxRows",
+    "ClassStatistics",
+    "EquilibriumRoIHeads",
+    "NormedLinear",
+    "build_classification_loss_for",
+    "norcal_scores",
     "BoxTrainingOutput",
     "CosineBoxPredictor",
     "CosineLinear",

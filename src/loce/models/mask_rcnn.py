@@ -20,13 +20,27 @@ Example::
     losses = model(images, targets)                     # training
     model.eval()
     dets = model(images, original_image_sizes=[(480, 640)])
+
+Long-tail methods
+-----------------
+``cfg.roi.cls_loss`` picks the box classification loss (:mod:`loce.losses`); the builder sizes
+the classifier for it (``K + 1`` logits, ``K + 2`` for Seesaw; box deltas and mask channels
+stay ``K + 1``), initialises the classifier as the method's original code does (e.g. bias
+``-ln 999`` for EQL/EQLv2, weights 0.001 and bias -2 for GOL; after the ``parity.init``
+initialisation) and hands the loss to the RoI heads, which also score with its rule at
+inference. ``cfg.roi.classifier`` picks a linear, cosine or normed (cosine x tau + bias)
+classifier for any loss. EQL, federated, ECM and Gumbel are built from per-class training
+statistics (:class:`ClassStatistics`), as is NorCal (``cfg.test.norcal_gamma``);
+:func:`loce.build.build_model` computes them from the training annotations. See
+:mod:`loce.models.roi_heads` for the running state of each loss across ranks.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -53,12 +67,14 @@ from loce.models.mmdet_compat import (
     mmdet_init_,
     paste_masks_grid_sample,
 )
-from loce.models.predictors import CosineBoxPredictor, MaskPredictor, NormedMaskPredictor
+from loce.models.predictors import BoxPredictor, MaskPredictor, NormedMaskPredictor
 from loce.models.roi_heads import LoceRoIHeads
 
 __all__ = [
+    "ClassStatistics",
     "LoceMaskRCNN",
     "LoceTransform",
+    "build_classification_loss_for",
     "build_mask_rcnn",
     "load_backbone_weights",
 ]
@@ -318,6 +334,145 @@ def load_backbone_weights(
     body.load_state_dict(state, strict=True)
 
 
+# ---------------------------------------------------------------------- class statistics
+
+
+@dataclass(frozen=True)
+class ClassStatistics:
+    """Per-class statistics of the training set, in label order (label 1 first).
+
+    What each method takes (peer-method spec §10.3): EQL and Gumbel the image frequency
+    ``image_count / num_images``; federated loss and NorCal ``image_count``; ECM
+    ``instance_count``.
+
+    Attributes:
+        image_counts: ``K`` numbers of training images that contain each class.
+        instance_counts: ``K`` numbers of training instances of each class.
+        num_images: training images with at least one annotation (``N_img``).
+        source: where they come from (the annotation file), for messages.
+    """
+
+    image_counts: tuple[int, ...]
+    instance_counts: tuple[int, ...]
+    num_images: int
+    source: str = "<class statistics>"
+
+    def __post_init__(self) -> None:
+        if len(self.image_counts) != len(self.instance_counts):
+            raise ValueError(
+                f"{self.source}: {len(self.image_counts)} image counts but "
+                f"{len(self.instance_counts)} instance counts; expected one of each per class"
+            )
+        if int(self.num_images) < 1:
+            raise ValueError(f"{self.source}: num_images must be >= 1, got {self.num_images}")
+        for name in ("image_counts", "instance_counts"):
+            values = getattr(self, name)
+            bad = [i for i, v in enumerate(values) if v < 0]
+            if bad:
+                raise ValueError(
+                    f"{self.source}: {name} must be >= 0, found {values[bad[0]]} for class "
+                    f"label {bad[0] + 1}"
+                )
+        big = [i for i, v in enumerate(self.image_counts) if v > self.num_images]
+        if big:
+            raise ValueError(
+                f"{self.source}: image_counts[{big[0]}] = {self.image_counts[big[0]]} exceeds "
+                f"num_images = {self.num_images} (class label {big[0] + 1})"
+            )
+
+    @property
+    def num_classes(self) -> int:
+        """``K``."""
+        return len(self.image_counts)
+
+    def image_frequency(self) -> list[float]:
+        """``[K]`` image frequencies ``f_c = image_count_c / num_images``."""
+        return [c / self.num_images for c in self.image_counts]
+
+
+#: Losses built from training statistics, and which statistic each takes.
+_NEEDS_STATISTICS = {
+    "eql": "image frequencies",
+    "federated": "image counts",
+    "ecm": "instance counts",
+    "gumbel": "image frequencies",
+}
+
+
+def build_classification_loss_for(
+    cfg: ModelConfig,
+    num_classes: int,
+    class_stats: ClassStatistics | None = None,
+    seed: int = 0,
+) -> nn.Module:
+    """The box classification loss ``cfg.roi.cls_loss`` with its configured hyperparameters.
+
+    Args:
+        cfg: the model config (``roi.cls_loss``, ``roi.cls_loss_weight`` and the loss's
+            section, e.g. ``roi.seesaw``).
+        num_classes: ``K``.
+        class_stats: training statistics; required by EQL, federated, ECM and Gumbel.
+        seed: base seed of the random draws of federated and Gumbel (rank ``r`` uses
+            ``seed + r``).
+
+    Returns:
+        A :class:`loce.losses.ClassificationLoss` (``"equilibrium"`` gives the cross-entropy
+        module: the LOCE heads compute the equilibrium loss themselves and score with softmax).
+
+    Raises:
+        ConfigError: statistics missing or for another number of classes.
+    """
+    from loce.losses import build_classification_loss
+
+    roi = cfg.roi
+    name = roi.cls_loss
+    if name in _NEEDS_STATISTICS:
+        if class_stats is None:
+            raise ConfigError(
+                f"model.roi.cls_loss={name!r} is built from the {_NEEDS_STATISTICS[name]} of "
+                "the training classes, but no class statistics were given; build the model "
+                "with loce.build.build_model, which reads them from data.train_ann"
+            )
+        if class_stats.num_classes != num_classes:
+            raise ConfigError(
+                f"{class_stats.source} has {class_stats.num_classes} categories but the model "
+                f"is built for {num_classes}; model.roi.cls_loss={name!r} needs the statistics "
+                "of the annotation file the model is trained on (data.train_ann)"
+            )
+    kwargs: dict = {"loss_weight": roi.cls_loss_weight}
+    if name == "eql":
+        kwargs.update(image_frequency=class_stats.image_frequency(),
+                      freq_threshold=roi.eql.freq_threshold)
+    elif name == "eqlv2":
+        kwargs.update(gamma=roi.eqlv2.gamma, mu=roi.eqlv2.mu, alpha=roi.eqlv2.alpha,
+                      test_with_obj=roi.eqlv2.test_with_obj)
+    elif name == "seesaw":
+        kwargs.update(p=roi.seesaw.p, q=roi.seesaw.q, eps=roi.seesaw.eps,
+                      sync_counts=roi.seesaw.sync_counts)
+    elif name == "federated":
+        kwargs.update(image_counts=list(class_stats.image_counts),
+                      num_sampled=roi.federated.num_sampled,
+                      freq_weight_power=roi.federated.freq_weight_power, seed=seed)
+    elif name == "ecm":
+        kwargs.update(instance_counts=list(class_stats.instance_counts),
+                      fg_bg_ratio=roi.ecm.fg_bg_ratio, test_with_obj=roi.ecm.test_with_obj)
+    elif name == "gumbel":
+        kwargs.update(image_frequency=class_stats.image_frequency(),
+                      freq_threshold=roi.gumbel.freq_threshold, seed=seed)
+    if name == "equilibrium":
+        name = "cross_entropy"
+    return build_classification_loss(name, num_classes, **kwargs)
+
+
+def _box_predictor(cfg: ModelConfig, num_logits: int, num_classes: int) -> nn.Module:
+    roi = cfg.roi
+    if roi.classifier == "linear" and num_logits == num_classes + 1:
+        # torchvision's own predictor: the stock model's layers and random draws.
+        return FastRCNNPredictor(roi.representation_size, num_classes + 1)
+    return BoxPredictor(roi.representation_size, num_logits, num_classes + 1, roi.classifier,
+                        roi.cosine_scale)
+
+
 # ---------------------------------------------------------------------- builder
 
 
@@ -376,15 +531,16 @@ def _pooler(cfg: ModelConfig, output_size: int) -> MultiScaleRoIAlign:
     return MultiScaleRoIAlign(FEATMAP_NAMES, output_size, sampling_ratio=2)
 
 
-def _build_roi_heads(cfg: ModelConfig, num_classes: int, out_channels: int) -> LoceRoIHeads:
+def _build_roi_heads(cfg: ModelConfig, num_classes: int, out_channels: int,
+                     cls_loss: nn.Module) -> LoceRoIHeads:
+    from loce.losses import classification_num_logits
+
     roi, mask, test = cfg.roi, cfg.mask, cfg.test
     box_pool = _pooler(cfg, 7)
     box_head = TwoMLPHead(out_channels * 7 * 7, roi.representation_size)
-    box_predictor: nn.Module
-    if roi.classifier == "cosine":
-        box_predictor = CosineBoxPredictor(roi.representation_size, num_classes + 1, roi.cosine_scale)
-    else:
-        box_predictor = FastRCNNPredictor(roi.representation_size, num_classes + 1)
+    num_logits = classification_num_logits(
+        "cross_entropy" if roi.cls_loss == "equilibrium" else roi.cls_loss, num_classes)
+    box_predictor = _box_predictor(cfg, num_logits, num_classes)
     mask_head = MaskRCNNHeads(out_channels, list(mask.head_layers), 1)
     mask_predictor: MaskPredictor
     if mask.predictor == "normed":
@@ -407,6 +563,7 @@ def _build_roi_heads(cfg: ModelConfig, num_classes: int, out_channels: int) -> L
         mask_roi_pool=_pooler(cfg, 14),
         mask_head=mask_head,
         mask_predictor=mask_predictor,
+        cls_loss=cls_loss,
         box_loss=cfg.parity.box_loss,
         smooth_l1_beta=roi.smooth_l1_beta,
         det_min_size=cfg.parity.det_min_size,
@@ -415,29 +572,55 @@ def _build_roi_heads(cfg: ModelConfig, num_classes: int, out_channels: int) -> L
     )
 
 
-def build_mask_rcnn(cfg: ModelConfig, num_classes: int, *, load_backbone: bool = True) -> LoceMaskRCNN:
+def build_mask_rcnn(
+    cfg: ModelConfig,
+    num_classes: int,
+    *,
+    load_backbone: bool = True,
+    class_stats: ClassStatistics | None = None,
+    seed: int = 0,
+) -> LoceMaskRCNN:
     """Build Mask R-CNN as configured.
 
     Args:
         cfg: the model config (validated here).
         num_classes: K, the number of *foreground* classes (dataset categories); the box
-            classifier and the mask predictor get K + 1 outputs, background at index 0.
+            classifier gets the classification loss's width (K + 1, K + 2 for Seesaw), the
+            box regressor and the mask predictor K + 1 outputs, background at index 0.
         load_backbone: load ``cfg.backbone_weights``; pass False when a full checkpoint
             will be loaded next (inference, resuming), which needs no download.
+        class_stats: per-class training statistics, required by ``roi.cls_loss`` EQL,
+            federated, ECM and Gumbel and by ``test.norcal_gamma``.
+        seed: base seed of the random draws of the federated and Gumbel losses.
 
     Returns:
         A :class:`LoceMaskRCNN` in training mode.
 
     Raises:
-        ConfigError: an impossible config value or num_classes < 1.
+        ConfigError: an impossible config value, num_classes < 1, or class statistics that
+            are missing or do not fit.
         CheckpointError / LoceError: backbone weights that cannot be loaded.
     """
     cfg.validate()
     if int(num_classes) < 1:
         raise ConfigError(f"num_classes must be >= 1 (foreground classes), got {num_classes}")
+    num_classes = int(num_classes)
+    cls_loss = build_classification_loss_for(cfg, num_classes, class_stats, seed)
+    norcal_counts: Sequence[int] | None = None
+    if cfg.test.norcal_gamma is not None:
+        if class_stats is None or class_stats.num_classes != num_classes:
+            found = "none were given" if class_stats is None else (
+                f"{class_stats.source} has {class_stats.num_classes} categories, the model "
+                f"{num_classes}")
+            raise ConfigError(
+                "model.test.norcal_gamma needs the training image count of every class "
+                f"({found}); build the model with loce.build.build_model, which reads them from "
+                "data.train_ann (the training annotations of the model)"
+            )
+        norcal_counts = class_stats.image_counts
     backbone = _build_backbone(cfg)
     rpn = _build_rpn(cfg, backbone.out_channels)
-    roi_heads = _build_roi_heads(cfg, int(num_classes), backbone.out_channels)
+    roi_heads = _build_roi_heads(cfg, num_classes, backbone.out_channels, cls_loss)
     transform = LoceTransform(
         cfg.image_mean,
         cfg.image_std,
@@ -449,6 +632,14 @@ def build_mask_rcnn(cfg: ModelConfig, num_classes: int, *, load_backbone: bool =
     model = LoceMaskRCNN(backbone, rpn, roi_heads, transform)
     if cfg.parity.init == "mmdet":
         mmdet_init_(model)
+    # The method's own classifier initialisation (e.g. EQL's prior bias) comes last so that
+    # it wins over parity.init; cross-entropy keeps the predictor's initialisation.
+    init_classifier = getattr(cls_loss, "init_classifier_", None)
+    if init_classifier is not None:
+        cls_score = roi_heads.box_predictor.cls_score
+        init_classifier(cls_score.weight, getattr(cls_score, "bias", None))
+    if norcal_counts is not None:
+        roi_heads.set_norcal(torch.as_tensor(norcal_counts), cfg.test.norcal_gamma)
     if load_backbone:
         load_backbone_weights(backbone.body, cfg.backbone_weights, cfg.backbone)
     return model

@@ -3,7 +3,7 @@
 Shape shorthand:
     R  RoIs                     K  foreground classes      C = K + 1 (background is class 0)
     D  feature channels (256)   M  mask resolution (28; the input grid is M/2 = 14)
-    F  box feature size (1024)
+    F  box feature size (1024)  C' classifier outputs: C, or K + 2 for Seesaw's objectness
 
 Mask predictors compute either all C class channels (``labels=None``) or only the channel
 each RoI needs (``labels`` given: its ground-truth class in training, its predicted class at
@@ -24,9 +24,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "BoxPredictor",
     "CosineBoxPredictor",
     "CosineLinear",
     "MaskPredictor",
+    "NormedLinear",
     "NormedMaskPredictor",
 ]
 
@@ -179,5 +181,82 @@ class CosineBoxPredictor(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``[R, F]`` (or ``[R, F, 1, 1]``) -> ``(logits [R, C], deltas [R, 4C])``."""
+        x = x.flatten(start_dim=1)
+        return self.cls_score(x), self.bbox_pred(x)
+
+
+class NormedLinear(nn.Module):
+    """The normalised linear classifier of Seesaw and ECM (peer-method spec §3.1.3).
+
+    ``z = tau * (x / (|x| + eps)) @ (W / (|W_c| + eps)).T + b``: the cosine similarity of the
+    feature and each class weight, times ``tau``, plus a trained bias. ``W ~ N(0, 0.01)`` and
+    ``b = 0`` at initialisation. Unlike :class:`CosineLinear` the epsilon is *added* to the
+    norms (the original's form), so a zero feature gives logits ``b``.
+
+    Args:
+        in_features: F.
+        out_features: C'.
+        scale: ``tau`` (20).
+        eps: added to each norm (1e-6).
+    """
+
+    def __init__(self, in_features: int, out_features: int, scale: float = 20.0,
+                 eps: float = 1e-6):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.scale = float(scale)
+        self.eps = float(eps)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.bias = nn.Parameter(torch.zeros(out_features))
+        nn.init.normal_(self.weight, std=0.01)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``[R, F]`` float -> ``[R, C']`` logits."""
+        x_n = x / (x.norm(dim=1, keepdim=True) + self.eps)
+        w_n = self.weight / (self.weight.norm(dim=1, keepdim=True) + self.eps)
+        return F.linear(self.scale * x_n, w_n, self.bias)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"scale={self.scale}, eps={self.eps}")
+
+
+class BoxPredictor(nn.Module):
+    """Box classifier of any width and type, plus class-specific box deltas for ``C`` classes.
+
+    The classifier width follows the classification loss (``C' = K + 2`` for Seesaw, whose
+    extra column is the foreground objectness logit); the deltas always cover the ``C = K + 1``
+    classes, background included as in torchvision. Parameter names are torchvision's
+    (``cls_score``, ``bbox_pred``); with ``classifier="linear"`` and ``C' = C`` the layers,
+    their initialisation and the random numbers drawn equal ``FastRCNNPredictor``'s.
+
+    Args:
+        in_channels: F.
+        num_logits: C', the classifier outputs.
+        num_classes: C = K + 1, the classes with box deltas.
+        classifier: "linear" (``nn.Linear``), "cosine" (:class:`CosineLinear`, no bias) or
+            "normed" (:class:`NormedLinear`).
+        scale: logit scale of the cosine and normed classifiers.
+    """
+
+    def __init__(self, in_channels: int, num_logits: int, num_classes: int,
+                 classifier: str = "linear", scale: float = 20.0):
+        super().__init__()
+        self.cls_score: nn.Module
+        if classifier == "linear":
+            self.cls_score = nn.Linear(in_channels, num_logits)
+        elif classifier == "cosine":
+            self.cls_score = CosineLinear(in_channels, num_logits, scale=scale)
+        elif classifier == "normed":
+            self.cls_score = NormedLinear(in_channels, num_logits, scale=scale)
+        else:
+            raise ValueError(
+                f"classifier must be one of 'linear', 'cosine', 'normed', got {classifier!r}"
+            )
+        self.bbox_pred = nn.Linear(in_channels, num_classes * 4)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``[R, F]`` (or ``[R, F, 1, 1]``) -> ``(logits [R, C'], deltas [R, 4C])``."""
         x = x.flatten(start_dim=1)
         return self.cls_score(x), self.bbox_pred(x)

@@ -24,6 +24,50 @@ pool -> head -> predict -> :meth:`postprocess_detections` -> masks of the detect
 With the defaults (cross-entropy, smooth L1 with beta 1/9, torchvision's small-box filter,
 unaligned soft mask targets) the losses and detections equal torchvision's ``RoIHeads`` on
 the same inputs and random state.
+
+Classification methods
+----------------------
+``cls_loss`` is the pluggable classification step: any module of
+:mod:`loce.losses` (chosen by ``model.roi.cls_loss``, built by
+:func:`loce.models.build_mask_rcnn`). Its width ``C'`` is ``K + 1``, or ``K + 2`` for Seesaw
+(``[o_bg | u_1..u_K | o_fg]``); the box deltas always cover the ``K + 1`` classes. At inference
+:meth:`LoceRoIHeads.class_scores` turns ``[R, C']`` logits into ``[R, K + 1]`` scores by the
+loss's own rule (``cls_loss.scores``: softmax for cross-entropy, ``sigmoid(z_c) *
+(1 - sigmoid(z_0))`` for EQLv2 and ECM, ``sigmoid`` for EQL and federated, the Gumbel CDF for
+GOL, Seesaw's objectness product), or by NorCal (:func:`norcal_scores`) when
+:meth:`LoceRoIHeads.set_norcal` turned it on for a softmax model.
+
+Running state and ranks. ``cls_loss`` is a submodule, so its buffers are in the model's
+``state_dict`` under ``roi_heads.cls_loss.*``: saved in every checkpoint and restored by
+``--resume``. The engine wraps the model in DDP with ``broadcast_buffers=False``, so rank 0
+never overwrites another rank's buffers; each loss applies its own policy:
+
+==========  ==============================  ====================================================
+loss        buffers                         across ranks
+==========  ==============================  ====================================================
+eqlv2       ``pos_grad``, ``neg_grad``,     all-reduced (SUM) every iteration: the gradient
+            ``pos_neg`` (running)           ratio is a statistic of the whole training batch,
+                                            and the original sums it over GPUs so that every
+                                            rank weighs its loss alike; ranks stay identical.
+seesaw      ``cum_samples`` (running)       per rank (the original): counts of the RoIs each
+                                            rank sampled, whose ratios agree closely across
+                                            ranks; the checkpoint holds rank 0's, so after
+                                            ``--resume`` every rank continues from those.
+                                            ``model.roi.seesaw.sync_counts`` all-reduces them
+                                            instead (a documented deviation).
+eql,        ``tail`` / ``class_weights`` /  constant, computed from the training annotations
+federated,  ``delta``, ``omega``            on every rank alike: nothing to synchronise.
+ecm, gumbel                                 Federated and Gumbel draw random classes/drops per
+                                            rank from a generator seeded ``seed + rank``, whose
+                                            state is not checkpointed (a resumed run restarts
+                                            the draws from the seed).
+LOCE        ``score_tracker.scores``        observations all-gathered by the LOCE heads, so
+                                            every rank applies the same update (global mean
+                                            scores, method spec a.2).
+==========  ==============================  ====================================================
+
+NorCal's class counts are a non-persistent buffer: a calibration chosen at inference, not part
+of the trained model, so any checkpoint loads with or without it.
 """
 
 from __future__ import annotations
@@ -41,9 +85,18 @@ from torchvision.models.detection.roi_heads import (
 from torchvision.ops import boxes as box_ops
 from torchvision.ops import nms
 
+from loce.losses import CrossEntropyLoss, EquilibriumLoss
 from loce.models.mmdet_compat import box_regression_loss_sum, project_masks_aligned
 
-__all__ = ["BoxRows", "BoxTrainingOutput", "LoceRoIHeads", "RoISamples", "class_wise_nms"]
+__all__ = [
+    "BoxRows",
+    "BoxTrainingOutput",
+    "LoceRoIHeads",
+    "RoISamples",
+    "class_wise_nms",
+    "is_softmax_loss",
+    "norcal_scores",
+]
 
 
 @dataclass
@@ -135,6 +188,40 @@ def class_wise_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold:
     return keep[torch.argsort(scores[keep], descending=True, stable=True)]
 
 
+def norcal_scores(logits: Tensor, log_counts: Tensor, gamma: float) -> Tensor:
+    """NorCal's calibrated softmax (peer-method spec §8.1, its default gamma/exps/renorm mode).
+
+    ``p = softmax([z_0, z_c - gamma * ln N_c])``: each foreground exponential is divided by
+    ``N_c ** gamma`` and the row renormalised. The background logit is not shifted, but its
+    probability changes through the renormalisation. ``gamma = 0`` is the plain softmax.
+
+    Args:
+        logits: ``[R, K + 1]`` float, background at column 0.
+        log_counts: ``[K]`` float ``ln N_c``, ``N_c`` the training image count of label ``c``
+            (``c = 1..K``).
+        gamma: calibration strength ``>= 0``.
+
+    Returns:
+        ``[R, K + 1]`` float32 probabilities, rows summing to 1.
+
+    Raises:
+        ValueError: shapes that do not match.
+    """
+    if logits.dim() != 2 or log_counts.shape != (logits.shape[1] - 1,):
+        raise ValueError(
+            f"norcal_scores needs logits [R, K + 1] and log_counts [K], got "
+            f"{list(logits.shape)} and {list(log_counts.shape)}"
+        )
+    z = logits.float()
+    shift = torch.cat([z.new_zeros(1), gamma * log_counts.to(device=z.device, dtype=z.dtype)])
+    return torch.softmax(z - shift, dim=1)
+
+
+def is_softmax_loss(module: nn.Module) -> bool:
+    """Whether ``module`` is a classification loss scored by a softmax over ``K + 1`` logits."""
+    return isinstance(module, (nn.CrossEntropyLoss, CrossEntropyLoss, EquilibriumLoss))
+
+
 class LoceRoIHeads(RoIHeads):
     """torchvision ``RoIHeads`` whose box branch is a chain of small overridable steps.
 
@@ -142,8 +229,10 @@ class LoceRoIHeads(RoIHeads):
     plus the keyword arguments below. The defaults reproduce torchvision.
 
     Args:
-        cls_loss: module called as ``cls_loss(class_logits [R', C], labels [R'])`` returning a
-            scalar; default :class:`torch.nn.CrossEntropyLoss`.
+        cls_loss: module called as ``cls_loss(class_logits [R', C'], labels [R'])`` returning
+            a scalar; default :class:`torch.nn.CrossEntropyLoss`. When it has a
+            ``scores(logits [R, C']) -> [R, K + 1]`` method (every :mod:`loce.losses` module
+            does), inference scores with it; otherwise with a softmax.
         box_loss: "smooth_l1" (torchvision) or "l1" (the original).
         smooth_l1_beta: beta of the smooth L1 loss.
         det_min_size: detections with a side below this (px) are dropped before NMS
@@ -178,6 +267,53 @@ class LoceRoIHeads(RoIHeads):
         self.det_min_size = det_min_size
         self.mask_targets = mask_targets
         self.select_mask_channels = select_mask_channels
+        # NorCal (set_norcal): off until set; the counts are not part of the trained model.
+        self.norcal_gamma: float | None = None
+        self.register_buffer("norcal_log_counts", None, persistent=False)
+
+    def set_norcal(self, image_counts: Tensor | None, gamma: float | None) -> None:
+        """Turn NorCal's post-hoc calibration on (or off with ``gamma=None``).
+
+        Args:
+            image_counts: ``[K]`` training images per foreground class (labels 1..K). A class
+                without training images counts as 1 (``ln 0`` would be infinite; the original
+                assumes every class occurs).
+            gamma: calibration strength ``>= 0``; ``None`` turns NorCal off.
+
+        Raises:
+            ValueError: a classification loss that is not a softmax (NorCal calibrates
+                softmax classifiers only, spec §8.5), a negative ``gamma`` or counts of the
+                wrong shape.
+        """
+        if gamma is None:
+            self.norcal_gamma = None
+            self.norcal_log_counts = None
+            return
+        if not is_softmax_loss(self.cls_loss):
+            raise ValueError(
+                f"NorCal calibrates softmax classifiers, but this model's classification loss "
+                f"is {type(self.cls_loss).__name__}"
+            )
+        if not gamma >= 0.0:
+            raise ValueError(f"NorCal gamma must be >= 0, got {gamma!r}")
+        if image_counts is None:
+            raise ValueError("NorCal needs the training image count of every class")
+        counts = torch.as_tensor(image_counts, dtype=torch.float64).flatten()
+        k = self._num_box_classes() - 1
+        if k > 0 and counts.shape != (k,):
+            raise ValueError(
+                f"NorCal image counts must have one entry per foreground class, shape [K] = "
+                f"[{k}], got shape {list(counts.shape)}"
+            )
+        device = next((p.device for p in self.parameters()), torch.device("cpu"))
+        self.norcal_log_counts = counts.clamp(min=1.0).log().float().to(device)
+        self.norcal_gamma = float(gamma)
+
+    def _num_box_classes(self) -> int:
+        """``K + 1``, read from the box regressor's width (0 when it cannot be read)."""
+        bbox_pred = getattr(self.box_predictor, "bbox_pred", None)
+        out = getattr(bbox_pred, "out_features", None)
+        return int(out) // 4 if out is not None else 0
 
     # ------------------------------------------------------------------ box branch steps
 
@@ -250,7 +386,11 @@ class LoceRoIHeads(RoIHeads):
         """
 
     def classification_loss(self, class_logits: Tensor, labels: Tensor) -> Tensor:
-        """``cls_loss(class_logits [R', C] float, labels [R'] int64)`` -> scalar."""
+        """``cls_loss(class_logits [R', C'] float, labels [R'] int64)`` -> scalar.
+
+        Stateful losses update their running statistics here (in training mode), once per
+        step on every rank: EQLv2's all-reduce is a collective.
+        """
         return self.cls_loss(class_logits, labels)
 
     def box_regression_loss(self, box_regression: Tensor, labels: Tensor, regression_targets: Tensor) -> Tensor:
@@ -309,6 +449,26 @@ class LoceRoIHeads(RoIHeads):
 
     # ------------------------------------------------------------------ inference
 
+    def class_scores(self, class_logits: Tensor) -> Tensor:
+        """Inference scores of each class, background at column 0.
+
+        NorCal when :meth:`set_norcal` turned it on; else the loss's own rule
+        (``cls_loss.scores``); else (a loss without one, e.g. ``nn.CrossEntropyLoss``) a
+        softmax, as torchvision.
+
+        Args:
+            class_logits: ``[R, C']`` float.
+
+        Returns:
+            ``[R, K + 1]`` float.
+        """
+        if self.norcal_gamma is not None:
+            return norcal_scores(class_logits, self.norcal_log_counts, self.norcal_gamma)
+        scores = getattr(self.cls_loss, "scores", None)
+        if callable(scores):
+            return scores(class_logits)
+        return F.softmax(class_logits, -1)
+
     def postprocess_detections(
         self,
         class_logits: Tensor,
@@ -322,7 +482,8 @@ class LoceRoIHeads(RoIHeads):
         ``det_min_size`` is 1e-2), computed in an order that stays fast at LVIS scale
         (1203 classes x 1000 proposals, score threshold 1e-4):
 
-        1. softmax; keep (proposal, class) pairs with ``score > score_thresh``;
+        1. scores (:meth:`class_scores`: softmax for cross-entropy, the method's rule
+           otherwise); keep (proposal, class) pairs with ``score > score_thresh``;
         2. take the ``n`` highest-scoring pairs (``n`` starts at 4x the detection cap);
         3. decode, clip and size-filter only those, then exact class-wise NMS;
         4. if fewer than ``detections_per_img`` survive and pairs are left, grow ``n``.
@@ -331,7 +492,7 @@ class LoceRoIHeads(RoIHeads):
         higher-scoring box of its class, all of which are among the taken pairs.
 
         Args:
-            class_logits: ``[R, C]`` float.
+            class_logits: ``[R, C']`` float (``C' = C``, or ``K + 2`` for Seesaw).
             box_regression: ``[R, 4C]`` float.
             proposals: N tensors ``[R_i, 4]`` float.
             image_shapes: N ``(h, w)`` to clip to.
@@ -340,9 +501,13 @@ class LoceRoIHeads(RoIHeads):
             ``(boxes, scores, labels)``: N tensors each, ``[n_i, 4]`` float, ``[n_i]`` float,
             ``[n_i]`` int64 in 1..K, by decreasing score.
         """
-        num_classes = class_logits.shape[-1]
+        scores = self.class_scores(class_logits)
+        num_classes = scores.shape[-1]
+        assert box_regression.shape[-1] == 4 * num_classes, (
+            f"box regression {list(box_regression.shape)} does not match {num_classes} classes"
+        )
         counts = [p.shape[0] for p in proposals]
-        scores_all = F.softmax(class_logits, -1).split(counts, 0)
+        scores_all = scores.split(counts, 0)
         deltas_all = box_regression.reshape(box_regression.shape[0], num_classes, 4).split(counts, 0)
         out_boxes, out_scores, out_labels = [], [], []
         for scores, deltas, props, shape in zip(scores_all, deltas_all, proposals, image_shapes):
@@ -358,7 +523,7 @@ class LoceRoIHeads(RoIHeads):
         """One image of :meth:`postprocess_detections`.
 
         Args:
-            scores: ``[P, C]`` softmax probabilities.
+            scores: ``[P, C]`` class scores (column 0 background, ignored).
             deltas: ``[P, C, 4]``.
             proposals: ``[P, 4]``.
             image_shape: ``(h, w)``.

@@ -1,0 +1,265 @@
+"""Long-tail methods through the engine: class statistics from the training annotations,
+stage-1 initialisation of stateful models, loss state restored by --resume, NorCal at
+prediction time, and two gloo processes (EQLv2's state identical, Seesaw's per rank)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+from collections import defaultdict
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from engine_utils import SYNTH_CONFIG, tiny_overrides
+
+from loce import build
+from loce.cli import main as cli_main
+from loce.config import load_config
+from loce.engine.checkpoint import load_checkpoint_file
+from loce.engine.train import train
+from loce.errors import CheckpointError, ConfigError
+
+K = 12  # classes of the tiny synthetic preset
+
+
+def _cfg(dataset, out, **extra):
+    return load_config(SYNTH_CONFIG, tiny_overrides(dataset, out, **extra))
+
+
+def _loss_state(model) -> dict[str, torch.Tensor]:
+    heads = getattr(model, "module", model).roi_heads
+    return {n: b.detach().clone() for n, b in heads.cls_loss.named_buffers()}
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+def test_class_statistics_are_counted_from_the_training_annotations(tiny_dataset, tmp_path):
+    data = json.loads((tiny_dataset / "annotations/train.json").read_text())
+    images_of = defaultdict(set)
+    instances = defaultdict(int)
+    for ann in data["annotations"]:
+        images_of[ann["category_id"]].add(ann["image_id"])
+        instances[ann["category_id"]] += 1
+    cat_ids = sorted(c["id"] for c in data["categories"])
+    annotated = len({a["image_id"] for a in data["annotations"]})
+    cfg = _cfg(tiny_dataset, tmp_path)
+    stats = build.class_statistics(build.build_train_dataset(cfg))
+    assert stats.image_counts == tuple(len(images_of[c]) for c in cat_ids)
+    assert stats.instance_counts == tuple(instances[c] for c in cat_ids)
+    assert stats.num_images == annotated
+    # The generator also writes LVIS's own fields; they agree.
+    fields = {c["id"]: c for c in data["categories"]}
+    assert stats.image_counts == tuple(fields[c]["image_count"] for c in cat_ids)
+    assert stats.instance_counts == tuple(fields[c]["instance_count"] for c in cat_ids)
+    # Read from the file when no training set of that file is alive.
+    build._LAST_TRAIN_SET.clear()
+    assert build.training_class_statistics(cfg) == stats
+
+
+def test_losses_and_norcal_take_the_statistics_of_data_train_ann(tiny_dataset, tmp_path):
+    cfg = _cfg(tiny_dataset, tmp_path, **{"model.roi.cls_loss": "eql",
+                                          "model.roi.eql.freq_threshold": 0.2})
+    build._LAST_TRAIN_SET.clear()
+    model = build.build_model(cfg, K, load_backbone=False)
+    stats = build.training_class_statistics(cfg)
+    expected = [1.0 if c / stats.num_images < 0.2 else 0.0 for c in stats.image_counts]
+    assert model.roi_heads.cls_loss.tail.tolist() == expected
+    assert 0 < sum(expected) < K  # the tiny preset has head and tail classes at 0.2
+    cfg = _cfg(tiny_dataset, tmp_path, **{"model.test.norcal_gamma": 0.5})
+    model = build.build_model(cfg, K, load_backbone=False)
+    torch.testing.assert_close(model.roi_heads.norcal_log_counts,
+                               torch.tensor(stats.image_counts, dtype=torch.float32).log())
+    missing = tmp_path / "nowhere.json"
+    cfg = _cfg(tiny_dataset, tmp_path, **{"model.roi.cls_loss": "federated",
+                                          "data.train_ann": str(missing)})
+    with pytest.raises(ConfigError, match=r"model\.roi\.cls_loss='federated'.*data\.train_ann.*"
+                                          r"nowhere\.json"):
+        build.build_model(cfg, K, load_backbone=False)
+
+
+def test_loce_goes_with_softmax_losses_only(tiny_dataset, tmp_path):
+    with pytest.raises(ConfigError, match=r"loce\.enabled=true .* model\.roi\.cls_loss='eqlv2'"):
+        build.build_model(_cfg(tiny_dataset, tmp_path, **{"loce.enabled": True,
+                                                          "model.roi.cls_loss": "eqlv2"}), K)
+    with pytest.raises(ConfigError, match=r"'equilibrium' is LOCE's loss.*loce\.enabled=true"):
+        build.build_model(_cfg(tiny_dataset, tmp_path, **{"model.roi.cls_loss": "equilibrium"}),
+                          K)
+    cfg = _cfg(tiny_dataset, tmp_path, **{"loce.enabled": True,
+                                          "model.roi.cls_loss": "equilibrium",
+                                          "model.test.norcal_gamma": 0.5})
+    model = build.build_model(cfg, K, load_backbone=False)
+    heads = model.roi_heads
+    assert type(heads).__name__ == "EquilibriumRoIHeads" and heads.use_equilibrium_loss
+    # NorCal survives the LOCE wrapper (LOCE models are softmax models).
+    assert heads.norcal_gamma == 0.5 and heads.norcal_log_counts.shape == (K,)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+
+
+def test_stage1_checkpoint_initialises_stateful_models_and_back(tiny_dataset, tiny_checkpoint,
+                                                                tmp_path):
+    data = load_checkpoint_file(tiny_checkpoint)
+    key = "roi_heads.box_head.fc6.weight"
+    for name in ("eqlv2", "ecm"):
+        cfg = _cfg(tiny_dataset, tmp_path, **{"model.roi.cls_loss": name})
+        model = build.build_model(cfg, K, load_backbone=False)
+        fresh = _loss_state(model)
+        build.load_initial_weights(model, data, str(tiny_checkpoint))
+        assert torch.equal(model.state_dict()[key], data["model"][key])
+        for n, b in _loss_state(model).items():  # the method's state starts fresh
+            assert torch.equal(b, fresh[n]), n
+    # Seesaw's classifier has K + 2 outputs: a K + 1 classifier cannot initialise it.
+    seesaw = build.build_model(_cfg(tiny_dataset, tmp_path, **{"model.roi.cls_loss": "seesaw"}),
+                               K, load_backbone=False)
+    with pytest.raises(CheckpointError, match=r"cls_score\.weight' has shape \(13, 64\).*\(14, 64\)"):
+        build.load_initial_weights(seesaw, data, str(tiny_checkpoint))
+    # An EQLv2 model's running state carries over to another EQLv2 model and is ignored by a
+    # plain one.
+    cfg = _cfg(tiny_dataset, tmp_path, **{"model.roi.cls_loss": "eqlv2"})
+    state = build.build_model(cfg, K, load_backbone=False).state_dict()
+    state["roi_heads.cls_loss.pos_grad"] = torch.arange(K, dtype=torch.float64)
+    other = build.build_model(cfg, K, load_backbone=False)
+    build.load_initial_weights(other, {"model": state}, "eqlv2.pth")
+    assert other.roi_heads.cls_loss.pos_grad.tolist() == list(range(K))
+    plain = build.build_model(_cfg(tiny_dataset, tmp_path), K, load_backbone=False)
+    build.load_initial_weights(plain, {"model": state}, "eqlv2.pth")
+    # Constants of the loss (EQL's tail set) follow this run's config, not the checkpoint's.
+    eql = {"model.roi.cls_loss": "eql"}
+    low = build.build_model(_cfg(tiny_dataset, tmp_path, **eql,
+                                 **{"model.roi.eql.freq_threshold": 0.0}), K, load_backbone=False)
+    high = build.build_model(_cfg(tiny_dataset, tmp_path, **eql,
+                                  **{"model.roi.eql.freq_threshold": 1.0}), K, load_backbone=False)
+    build.load_initial_weights(high, {"model": low.state_dict()}, "eql.pth")
+    assert high.roi_heads.cls_loss.tail.tolist() == [1.0] * K
+    # Everything else must still fit.
+    broken = {k: v for k, v in data["model"].items() if k != key}
+    with pytest.raises(CheckpointError, match="1 missing.*fc6"):
+        build.load_initial_weights(other, {"model": broken}, "stage1.pth")
+
+
+@pytest.mark.parametrize("name", ["eqlv2", "seesaw"])
+def test_resume_restores_the_loss_state(tiny_dataset, tmp_path, name):
+    """Interrupt after epoch 1 (copy its checkpoint to a fresh run) and --resume: the loss
+    state at the end equals an uninterrupted run's."""
+    extra = {"model.roi.cls_loss": name, "solver.epochs": 2, "solver.steps": "[2]",
+             "train.max_iters_per_epoch": 2}
+    ref = train(_cfg(tiny_dataset, tmp_path / "ref", **extra))
+    expected = _loss_state(ref.model)
+    after_one = load_checkpoint_file(tmp_path / "ref/checkpoints/epoch_1.pth")["model"]
+    run = tmp_path / "resumed"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "ref/checkpoints/epoch_1.pth", run / "checkpoints/epoch_1.pth")
+    (run / "checkpoints/last_checkpoint").write_text("epoch_1.pth\n")
+    resumed = train(_cfg(tiny_dataset, run, **extra), resume=True)
+    assert resumed.global_iter == 4
+    got = _loss_state(resumed.model)
+    assert got.keys() == expected.keys() and got
+    for n in expected:
+        torch.testing.assert_close(got[n], expected[n], rtol=1e-9, atol=0, msg=n)
+        # ... and epoch 2 moved it past the checkpoint, so the equality is of restored state.
+        assert not torch.equal(after_one[f"roi_heads.cls_loss.{n}"], expected[n]), n
+    if name == "seesaw":
+        assert expected["cum_samples"].sum() > after_one["roi_heads.cls_loss.cum_samples"].sum()
+
+
+# ---------------------------------------------------------------------------- NorCal
+
+
+def test_norcal_at_prediction_time(tiny_dataset, tiny_checkpoint, tmp_path, capsys):
+    def predict(name, *sets):
+        out = tmp_path / f"{name}.json"
+        args = ["predict", "--checkpoint", str(tiny_checkpoint), "--gt",
+                str(tiny_dataset / "annotations/val.json"), "--image-root", str(tiny_dataset),
+                "--out", str(out), "--no-masks", "--set", "model.test.score_thresh=0.0"]
+        for s in sets:
+            args += ["--set", s]
+        return cli_main(args), out
+
+    code, plain = predict("plain")
+    assert code == 0, capsys.readouterr().err
+    code, zero = predict("zero", "model.test.norcal_gamma=0")
+    assert code == 0, capsys.readouterr().err
+    code, calibrated = predict("calibrated", "model.test.norcal_gamma=1.0")
+    assert code == 0, capsys.readouterr().err
+    a, b, c = (json.loads(p.read_text()) for p in (plain, zero, calibrated))
+    assert a == b  # gamma 0 is the plain softmax
+    assert a != c and all(0.0 <= r["score"] <= 1.0 for r in c)
+    # Calibration divides each class's exponential by its image count: the rarer half of
+    # the classes takes a larger share of the detection scores.
+    stats = build.class_statistics(build.build_train_dataset(load_config(
+        SYNTH_CONFIG, tiny_overrides(tiny_dataset, tmp_path))))
+    train_json = json.loads((tiny_dataset / "annotations/train.json").read_text())
+    cat_ids = sorted(c["id"] for c in train_json["categories"])
+    rare = set(sorted(cat_ids, key=dict(zip(cat_ids, stats.image_counts, strict=True)).get)
+               [: len(cat_ids) // 2])
+
+    def rare_share(results):
+        total = sum(r["score"] for r in results)
+        return sum(r["score"] for r in results if r["category_id"] in rare) / total
+
+    assert rare_share(c) > rare_share(a)
+    # Sigmoid models cannot be calibrated this way; the statistics must be readable.
+    code, _ = predict("bad", "model.roi.cls_loss=eqlv2", "model.test.norcal_gamma=1.0")
+    assert code == 2 and "model.test.norcal_gamma calibrates softmax" in capsys.readouterr().err
+    code, _ = predict("missing", "model.test.norcal_gamma=1.0",
+                      f"data.train_ann={tmp_path / 'gone.json'}")
+    err = capsys.readouterr().err
+    assert code == 2 and "data.train_ann" in err and "gone.json" in err
+
+
+# ---------------------------------------------------------------------------- two processes
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, runs: dict[str, list[str]], out: str) -> None:
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
+    from loce.engine import distributed as dist_utils
+
+    states = {}
+    for name, overrides in runs.items():
+        result = train(load_config(SYNTH_CONFIG, overrides))
+        states[name] = _loss_state(result.model)
+    torch.save(states, os.path.join(out, f"rank{rank}.pt"))
+    dist_utils.cleanup_distributed()
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_two_process_gloo_loss_state(tiny_dataset, tmp_path):
+    """EQLv2's statistics are all-reduced (identical on both ranks); Seesaw's counts stay per
+    rank (DDP does not let rank 0 overwrite them) and the checkpoint holds rank 0's."""
+    runs = {
+        name: tiny_overrides(tiny_dataset, tmp_path / name, **{
+            "model.roi.cls_loss": name, "train.max_iters_per_epoch": 3})
+        for name in ("eqlv2", "seesaw")
+    }
+    mp.spawn(_worker, args=(2, _free_port(), runs, str(tmp_path)), nprocs=2, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    eqlv2_0, eqlv2_1 = r0["eqlv2"], r1["eqlv2"]
+    assert set(eqlv2_0) == {"pos_grad", "neg_grad", "pos_neg"}
+    for n in eqlv2_0:
+        torch.testing.assert_close(eqlv2_0[n], eqlv2_1[n], rtol=0, atol=0, msg=n)
+    assert eqlv2_0["pos_grad"].sum() > 0 and eqlv2_0["neg_grad"].sum() > 0
+    # The weights that the next step would use are therefore the same on both ranks.
+    assert not torch.equal(eqlv2_0["pos_neg"], torch.full((K,), 100.0, dtype=torch.float64))
+    seesaw_0, seesaw_1 = r0["seesaw"]["cum_samples"], r1["seesaw"]["cum_samples"]
+    assert seesaw_0.sum() > 0 and seesaw_1.sum() > 0
+    assert not torch.equal(seesaw_0, seesaw_1)  # each rank counted its own RoIs
+    saved = load_checkpoint_file(tmp_path / "seesaw/checkpoints/epoch_1.pth")["model"]
+    assert torch.equal(saved["roi_heads.cls_loss.cum_samples"], seesaw_0)
+    saved = load_checkpoint_file(tmp_path / "eqlv2/checkpoints/epoch_1.pth")["model"]
+    assert math.isclose(saved["roi_heads.cls_loss.pos_grad"].sum().item(),
+                        eqlv2_0["pos_grad"].sum().item(), rel_tol=0, abs_tol=0)
