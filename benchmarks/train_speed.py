@@ -34,7 +34,7 @@ SETTINGS = {
                       steps=6, infer=6, rpn=(600, 300, 300, 300), rois=128, rep=512,
                       mask_layers=[128, 128], dets=300),
     "r50_1333x800": dict(backbone="resnet50", fpn=256, size=(800, 1333), classes=1203, batch=2,
-                         steps=3, infer=2, rpn=(2000, 1000, 1000, 1000), rois=512, rep=1024,
+                         steps=2, infer=2, rpn=(2000, 1000, 1000, 1000), rois=512, rep=1024,
                          mask_layers=[256, 256, 256, 256], dets=300),
 }
 VARIANTS = ("stock", "ours_tv", "ours_orig")
