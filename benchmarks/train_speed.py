@@ -70,16 +70,16 @@ def _model(variant: str, s: dict):
         body = ours.backbone
         assert isinstance(body, BackboneWithFPN)
         stock = MaskRCNN(
-            body, num_classes=s["classes"] + 1, min_size=s["size"][0], max_size=s["size"][1],
+            body, num_classes=None, min_size=s["size"][0], max_size=s["size"][1],
             rpn_pre_nms_top_n_train=pre_tr, rpn_post_nms_top_n_train=post_tr,
             rpn_pre_nms_top_n_test=pre_te, rpn_post_nms_top_n_test=post_te,
             box_batch_size_per_image=s["rois"], box_score_thresh=cfg.test.score_thresh,
             box_nms_thresh=cfg.test.nms_thresh, box_detections_per_img=s["dets"],
             box_head=ours.roi_heads.box_head, box_predictor=ours.roi_heads.box_predictor,
             mask_head=ours.roi_heads.mask_head,
+            mask_predictor=torch.nn.Sequential(*ours.roi_heads.mask_predictor),
             rpn_anchor_generator=ours.rpn.anchor_generator, rpn_head=ours.rpn.head,
         )
-        stock.roi_heads.mask_predictor = torch.nn.Sequential(*ours.roi_heads.mask_predictor)
         # images are passed at the target size, so the stock transform's resize is a no-op
         return stock
     return model
