@@ -11,6 +11,7 @@ sums over classes or only positives contribute (peer-method spec §0.1 "Normalis
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import ClassVar, Literal, get_args
 
@@ -247,3 +248,25 @@ LossName = Literal[
     "cross_entropy", "equilibrium", "eql", "eqlv2", "seesaw", "federated", "ecm", "gumbel"
 ]
 LOSS_NAMES: tuple[str, ...] = get_args(LossName)
+
+
+def init_sigmoid_prior_(weight: Tensor, bias: Tensor | None, prior: float, std: float = 0.01) -> None:
+    """Sigmoid classifier initialisation: weights N(0, std), bias ``-ln((1 - prior) / prior)``
+    so that every class starts at probability ``prior`` (focal-loss style; spec §1.1, §2, §4.1)."""
+    with torch.no_grad():
+        nn.init.normal_(weight, mean=0.0, std=std)
+        if bias is not None:
+            bias.fill_(-math.log((1.0 - prior) / prior))
+
+
+def tail_buffer(image_frequency: Tensor | Sequence[float], num_classes: int,
+                freq_threshold: float) -> Tensor:
+    """``[K]`` float32 tail indicator ``1[f_c < freq_threshold]`` (EQL and Gumbel, spec §1, §7).
+
+    Raises:
+        ValueError: a negative threshold or ``image_frequency`` not of length ``K``.
+    """
+    if not freq_threshold >= 0.0:
+        raise ValueError(f"freq_threshold must be >= 0, got {freq_threshold!r}")
+    f = class_vector(image_frequency, num_classes, "image_frequency")
+    return (f < float(freq_threshold)).to(torch.float32)

@@ -25,12 +25,11 @@ on every rank, so nothing is synchronised.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from loce.losses._common import (
     ClassificationLoss,
@@ -38,6 +37,8 @@ from loce.losses._common import (
     check_logits_labels,
     class_vector,
     empty_loss,
+    init_sigmoid_prior_,
+    tail_buffer,
 )
 from loce.losses.scoring import sigmoid_scores
 
@@ -126,11 +127,8 @@ class EQLLoss(ClassificationLoss):
         loss_weight: float = 1.0,
     ) -> None:
         super().__init__(num_classes, loss_weight)
-        if not freq_threshold >= 0.0:
-            raise ValueError(f"freq_threshold must be >= 0, got {freq_threshold!r}")
+        self.register_buffer("tail", tail_buffer(image_frequency, self.num_classes, freq_threshold))
         self.freq_threshold = float(freq_threshold)
-        f = class_vector(image_frequency, self.num_classes, "image_frequency")
-        self.register_buffer("tail", (f < self.freq_threshold).to(torch.float32))
 
     @classmethod
     def init_classifier_(cls, weight: Tensor, bias: Tensor | None) -> None:
@@ -138,10 +136,7 @@ class EQLLoss(ClassificationLoss):
 
         Without the prior, the first losses are about ``K * ln 2`` per RoI (spec §1.5).
         """
-        with torch.no_grad():
-            nn.init.normal_(weight, mean=0.0, std=0.01)
-            if bias is not None:
-                bias.fill_(-math.log((1.0 - PRIOR_PROB) / PRIOR_PROB))
+        init_sigmoid_prior_(weight, bias, PRIOR_PROB)
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
         """Loss of one batch.

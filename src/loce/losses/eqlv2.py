@@ -39,11 +39,9 @@ is the update step on its own, for callers that compute the increments themselve
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from loce.losses._common import (
     ClassificationLoss,
@@ -51,6 +49,7 @@ from loce.losses._common import (
     check_label_range,
     check_logits_labels,
     empty_loss,
+    init_sigmoid_prior_,
 )
 from loce.losses.scoring import objectness_sigmoid_scores
 
@@ -199,10 +198,7 @@ class EQLv2Loss(ClassificationLoss):
     @classmethod
     def init_classifier_(cls, weight: Tensor, bias: Tensor | None) -> None:
         """Weights N(0, 0.01), bias ``-ln(999)`` (prior 0.001) on all ``K + 1`` outputs."""
-        with torch.no_grad():
-            nn.init.normal_(weight, mean=0.0, std=0.01)
-            if bias is not None:
-                bias.fill_(-math.log((1.0 - PRIOR_PROB) / PRIOR_PROB))
+        init_sigmoid_prior_(weight, bias, PRIOR_PROB)
 
     def weights(self) -> tuple[Tensor, Tensor]:
         """Current ``(w_pos [K], w_neg [K])`` float32 from the stored ratio."""

@@ -28,12 +28,11 @@ the unseeded global RNG); its state is not checkpointed, so a resumed run restar
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from loce.losses._common import (
     ClassificationLoss,
@@ -42,6 +41,7 @@ from loce.losses._common import (
     check_logits_labels,
     class_vector,
     empty_loss,
+    init_sigmoid_prior_,
 )
 from loce.losses.scoring import sigmoid_scores
 
@@ -159,10 +159,7 @@ class FederatedLoss(ClassificationLoss):
     @classmethod
     def init_classifier_(cls, weight: Tensor, bias: Tensor | None) -> None:
         """Weights N(0, 0.01), bias ``-ln(99)`` (CenterNet2's prior 0.01, spec §4.1)."""
-        with torch.no_grad():
-            nn.init.normal_(weight, mean=0.0, std=0.01)
-            if bias is not None:
-                bias.fill_(-math.log((1.0 - PRIOR_PROB) / PRIOR_PROB))
+        init_sigmoid_prior_(weight, bias, PRIOR_PROB)
 
     def sample_classes(self, labels: Tensor) -> Tensor:
         """This iteration's ``[K + 1]`` bool class mask (see :func:`sample_federated_classes`)."""

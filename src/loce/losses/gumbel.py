@@ -45,8 +45,8 @@ from loce.losses._common import (
     RankGenerator,
     check_label_range,
     check_logits_labels,
-    class_vector,
     empty_loss,
+    tail_buffer,
 )
 from loce.losses.scoring import gumbel_scores
 
@@ -149,11 +149,8 @@ class GumbelLoss(ClassificationLoss):
         loss_weight: float = 1.0,
     ) -> None:
         super().__init__(num_classes, loss_weight)
-        if not freq_threshold >= 0.0:
-            raise ValueError(f"freq_threshold must be >= 0, got {freq_threshold!r}")
+        self.register_buffer("tail", tail_buffer(image_frequency, self.num_classes, freq_threshold))
         self.freq_threshold = float(freq_threshold)
-        f = class_vector(image_frequency, self.num_classes, "image_frequency")
-        self.register_buffer("tail", (f < self.freq_threshold).to(torch.float32))
         self._rng = RankGenerator(seed)
 
     @classmethod
