@@ -1,14 +1,31 @@
-"""Long-tail benchmark: stage 1, the cross-entropy fine-tune (control) and LOCE, several seeds.
+"""Long-tail study: LOCE and its peers on one detector, one dataset and one evaluation.
 
-The three runs of ``loce demo`` on the default synthetic long-tailed dataset, repeated for
-several training seeds (the dataset stays the same), summarised as mean and spread of box and
-mask AP, APr, APc and APf. Writes ``OUT/longtail.json`` and ``OUT/longtail.md``.
+On the default synthetic long-tailed dataset (``loce synth``), for each training seed:
 
-    python benchmarks/longtail.py                          # seeds 0 1 2, about an hour on 2 cores
+1. stage 1 (``mask_rcnn_r18_fpn_normed_mask_synthetic``, 2 epochs from scratch) is trained
+   once and shared by every method below;
+2. every method is the same 1-epoch fine-tune of that model (same trainable layers, schedule
+   and data; ``finetune_ce_mask_rcnn_r18_fpn_normed_mask_synthetic``) with only the
+   classification changed: cross-entropy (CE), CE with repeat factor sampling, EQL, EQLv2,
+   Seesaw, federated loss, ECM, Gumbel (GOL) and LOCE, each with its bundled synthetic
+   config. Sigmoid, normalised and K + 2 classifiers start afresh (``train.reinit``);
+   softmax ones continue from the stage-1 classifier. ``CE, fresh classifier`` is CE with
+   the classifier started afresh too, which separates the loss from the restart;
+3. NorCal is post-hoc: the CE fine-tune evaluated with ``model.test.norcal_gamma``, gamma
+   chosen on training images (a class-balanced subset, up to 5 images per class) from a grid,
+   as its authors recommend, never on the validation set.
+
+Box and mask AP, APr, APc and APf are summarised as mean and spread over seeds. Writes
+``REPORT/longtail.json``, ``REPORT/longtail.md`` and the APr-against-APf plot ``PLOT``.
+
+    python benchmarks/longtail.py                          # the study, seeds 0 1 2
     python benchmarks/longtail.py --seeds 0 --out /tmp/lt  # one seed
-    python benchmarks/longtail.py --set solver.epochs=3    # change every run's config
+    python benchmarks/longtail.py --methods CE LOCE        # a subset (stage 1 always runs)
+    python benchmarks/longtail.py --report-only            # tables and plot from finished runs
 
-Every run resumes, so an interrupted benchmark continues where it stopped.
+Every run resumes and a finished run is reused, so an interrupted study continues where it
+stopped. Run times are measured from each run directory's files (config written at the start,
+metrics at the end), so reused runs report the time they took.
 """
 
 from __future__ import annotations
@@ -18,7 +35,10 @@ import json
 import statistics
 import sys
 import time
+import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from loce.demo import (
     CONTROL,
@@ -31,71 +51,277 @@ from loce.demo import (
 )
 
 KEYS = ("AP", "APr", "APc", "APf")
-RUNS = (("stage 1", "stage1", STAGE1), ("CE fine-tune", "control", CONTROL), ("LOCE", "loce", LOCE))
+TYPES = ("bbox", "segm")
+REINIT = "train.reinit=[roi_heads.box_predictor.cls_score]"
+NORCAL_GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class Method:
+    label: str
+    run: str  # run directory name inside the seed directory
+    config: str | None  # None: post-hoc on the CE fine-tune
+    overrides: tuple[str, ...] = field(default_factory=tuple)
+    paper: str = ""
+
+
+def _synthetic(method: str) -> str:
+    return f"{method}_mask_rcnn_r18_fpn_normed_mask_synthetic"
+
+
+METHODS = (
+    Method("CE", "control", CONTROL, paper="-"),
+    Method("CE + RFS", "rfs", _synthetic("rfs"), paper="Gupta, Dollár & Girshick, CVPR 2019"),
+    Method("EQL", "eql", _synthetic("eql"), paper="Tan et al., CVPR 2020"),
+    Method("EQLv2", "eqlv2", _synthetic("eqlv2"), paper="Tan et al., CVPR 2021"),
+    Method("Seesaw", "seesaw", _synthetic("seesaw"), paper="Wang et al., CVPR 2021"),
+    Method("Federated", "federated", _synthetic("federated"), paper="Zhou, Koltun & Krähenbühl, arXiv 2103.07461"),
+    Method("ECM", "ecm", _synthetic("ecm"), paper="Cho & Krähenbühl, ECCV 2022"),
+    Method("Gumbel (GOL)", "gumbel", _synthetic("gumbel"), paper="Alexandridis et al., ECCV 2022"),
+    Method("NorCal on CE", "norcal", None, paper="Pan et al., NeurIPS 2021"),
+    Method("LOCE", "loce", LOCE, paper="Feng et al., ICCV 2021"),
+    Method("CE, fresh classifier", "ce_reinit", CONTROL, (REINIT,), paper="-"),
+)
+BY_LABEL = {m.label: m for m in METHODS}
 
 
 def _summary(values: list[float]) -> dict[str, float]:
     return {"mean": statistics.fmean(values),
             "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values)}
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def _minutes(run_dir: Path) -> float | None:
+    start, end = run_dir / "config.yaml", run_dir / "metrics.json"
+    if start.is_file() and end.is_file():
+        return (end.stat().st_mtime - start.stat().st_mtime) / 60
+    return None
+
+
+def _class_balanced_subset(train_ann: Path, out: Path, per_class: int) -> Path:
+    """An annotation file of up to ``per_class`` training images per class (first by id)."""
+    if out.is_file():
+        return out
+    data = json.loads(train_ann.read_text())
+    by_class: dict[int, list[int]] = {}
+    for ann in data["annotations"]:
+        ids = by_class.setdefault(ann["category_id"], [])
+        if ann["image_id"] not in ids:
+            ids.append(ann["image_id"])
+    keep = {i for ids in by_class.values() for i in sorted(ids)[:per_class]}
+    subset = {**data,
+              "images": [im for im in data["images"] if im["id"] in keep],
+              "annotations": [a for a in data["annotations"] if a["image_id"] in keep]}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(subset))
+    tmp.replace(out)
+    return out
+
+
+def _evaluate_checkpoint(checkpoint: Path, out_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    """Evaluate a trained checkpoint with its stored config plus ``overrides``."""
+    import torch
+
+    from loce import build
+    from loce.config import config_from_dict
+    from loce.engine.checkpoint import load_checkpoint_file, load_model_weights
+    from loce.engine.evaluate import evaluate
+
+    metrics_file = out_dir / "metrics.json"
+    if metrics_file.is_file():
+        return json.loads(metrics_file.read_text())
+    state = load_checkpoint_file(checkpoint)
+    cfg = config_from_dict(state["config"], f"{checkpoint} (stored config)", overrides)
+    model = build.build_model(cfg, num_classes=len(state["category_ids"]), load_backbone=False)
+    load_model_weights(model, state, str(checkpoint))
+    model.eval()
+    with torch.no_grad():
+        return evaluate(model, cfg, out_dir, device=torch.device("cpu"))
+
+
+def run_norcal(seed_dir: Path, data: Path, base: list[str]) -> dict[str, Any]:
+    """NorCal on the seed's CE fine-tune: gamma chosen on training images, then validated."""
+    run_dir = seed_dir / "norcal"
+    metrics_file = run_dir / "metrics.json"
+    if metrics_file.is_file():
+        print(f"[study] norcal: already done ({run_dir})")
+        return json.loads(metrics_file.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text("post-hoc: the CE fine-tune with model.test.norcal_gamma\n")
+    ckpt = final_checkpoint(seed_dir / "control")
+    subset = _class_balanced_subset(data / "annotations" / "train.json",
+                                    seed_dir.parent / "norcal_train_subset.json", per_class=5)
+    selection = {}
+    for gamma in NORCAL_GAMMAS:
+        m = _evaluate_checkpoint(ckpt, run_dir / f"train_gamma_{gamma}",
+                                 [*base, f"data.val_ann={subset}", f"data.val_images={data}",
+                                  "eval.iou_types=[bbox]", f"model.test.norcal_gamma={gamma}"])
+        selection[gamma] = m["bbox"]["AP"]
+        print(f"[study] norcal: gamma {gamma}: training-subset box AP {100 * selection[gamma]:.1f}")
+    gamma = max(selection, key=lambda g: (selection[g], -g))
+    metrics = _evaluate_checkpoint(ckpt, run_dir / "val", [*base, f"model.test.norcal_gamma={gamma}"])
+    metrics = {**metrics, "norcal_gamma": gamma,
+               "norcal_selection_train_box_AP": {str(g): ap for g, ap in selection.items()}}
+    tmp = run_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    tmp.replace(metrics_file)
+    return metrics
+
+
+def run_seed(seed: int, methods: list[Method], out: Path, data: Path,
+             extra: list[str]) -> dict[str, dict[str, Any]]:
+    base = [*data_overrides(data), f"train.seed={seed}", *extra]
+    seed_dir = out / f"seed{seed}"
+    results = {"stage 1": run_stage("stage1", STAGE1, seed_dir, base)}
+    init = [f"train.init_from={final_checkpoint(seed_dir / 'stage1')}"]
+    for m in methods:
+        try:
+            if m.config is None:
+                results[m.label] = run_norcal(seed_dir, data, base)
+            else:
+                results[m.label] = run_stage(m.run, m.config, seed_dir, [*base, *init, *m.overrides])
+        except Exception:  # one failed method must not lose the others' runs
+            traceback.print_exc()
+            print(f"[study] seed {seed}: {m.label} failed; continuing with the next method")
+    return results
+
+
+def collect(out: Path, seeds: list[int]) -> dict[str, dict[int, dict[str, Any]]]:
+    """Metrics and minutes of every finished run: ``{label: {seed: {...}}}``."""
+    found: dict[str, dict[int, dict[str, Any]]] = {}
+    for label, run in [("stage 1", "stage1"), *[(m.label, m.run) for m in METHODS]]:
+        for seed in seeds:
+            run_dir = out / f"seed{seed}" / run
+            f = run_dir / "metrics.json"
+            if not f.is_file():
+                continue
+            m = json.loads(f.read_text())
+            entry = {t: {k: 100 * float(m[t][k]) for k in KEYS} for t in TYPES}
+            entry["minutes"] = _minutes(run_dir)
+            if "norcal_gamma" in m:
+                entry["norcal_gamma"] = m["norcal_gamma"]
+                entry["norcal_selection"] = m["norcal_selection_train_box_AP"]
+            found.setdefault(label, {})[seed] = entry
+    return found
+
+
+def report(found: dict[str, dict[int, dict[str, Any]]], seeds: list[int], report_dir: Path,
+           plot_path: Path, extra: list[str]) -> str:
+    labels = [lab for lab in ["stage 1", *[m.label for m in METHODS]] if lab in found]
+    summary = {lab: {t: {k: _summary([found[lab][s][t][k] for s in found[lab]]) for k in KEYS}
+                     for t in TYPES} for lab in labels}
+    delta = {}
+    if "CE" in found:
+        for lab in labels:
+            common = [s for s in found[lab] if s in found["CE"]]
+            if lab in ("CE", "stage 1") or not common:
+                continue
+            delta[lab] = {t: {k: _summary([found[lab][s][t][k] - found["CE"][s][t][k]
+                                           for s in common]) for k in KEYS} for t in TYPES}
+    minutes = {lab: [found[lab][s]["minutes"] for s in found[lab] if found[lab][s]["minutes"]]
+               for lab in labels}
+    per_seed_total = {s: sum(found[lab][s]["minutes"] or 0.0 for lab in labels if s in found[lab])
+                      for s in seeds}
+
+    def cell(x: dict[str, float]) -> str:
+        return f"{x['mean']:.1f} ± {x['std']:.1f}"
+
+    head = ("| method | seeds | " + " | ".join(f"box {k}" for k in KEYS) + " | "
+            + " | ".join(f"mask {k}" for k in KEYS) + " |")
+    rule = "|---|---:|" + "---:|" * (2 * len(KEYS))
+    lines = [f"Synthetic long tail (default preset, 48 classes), seeds {seeds}: mean ± std "
+             "over seeds, AP in percent.", "", head, rule]
+    for lab in labels:
+        cells = [cell(summary[lab][t][k]) for t in TYPES for k in KEYS]
+        lines.append(f"| {lab} | {len(found[lab])} | " + " | ".join(cells) + " |")
+    lines += ["", "Difference to the CE fine-tune of the same seed (mean ± std over seeds):", "",
+              head.replace("| method |", "| method − CE |"), rule]
+    for lab, d in delta.items():
+        cells = [f"{d[t][k]['mean']:+.1f} ± {d[t][k]['std']:.1f}" for t in TYPES for k in KEYS]
+        lines.append(f"| {lab} | {d['bbox']['AP']['n']} | " + " | ".join(cells) + " |")
+    if "NorCal on CE" in found:
+        picks = ", ".join(f"seed {s}: {e['norcal_gamma']}" for s, e in found["NorCal on CE"].items())
+        lines += ["", f"NorCal gamma chosen on training images (grid {list(NORCAL_GAMMAS)}): {picks}."]
+    lines += ["", "Minutes per run (mean over seeds; fine-tunes include their evaluation): "
+              + ", ".join(f"{lab} {statistics.fmean(v):.1f}" for lab, v in minutes.items() if v),
+              "Minutes per seed, all runs: "
+              + ", ".join(f"{s}: {m:.1f}" for s, m in per_seed_total.items()),
+              f"Whole study: {sum(per_seed_total.values()):.0f} min."]
+    if extra:
+        lines.append(f"Config overrides for every run: {extra}")
+    table = "\n".join(lines) + "\n"
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"seeds": seeds, "overrides": extra, "per_seed": found, "summary_percent": summary,
+               "minus_ce_percent": delta, "minutes_per_seed": per_seed_total}
+    (report_dir / "longtail.json").write_text(json.dumps(payload, indent=2, default=str))
+    (report_dir / "longtail.md").write_text(table)
+    _plot(summary, plot_path)
+    return table
+
+
+def _plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, t, name in zip(axes, TYPES, ("box", "mask"), strict=True):
+        for i, (lab, s) in enumerate(summary.items()):
+            x, y = s[t]["APf"], s[t]["APr"]
+            color = "C3" if lab == "LOCE" else ("0.4" if lab == "stage 1" else f"C{i % 10}")
+            ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], fmt="o",
+                        color=color, capsize=3, markersize=6)
+            ax.annotate(lab, (x["mean"], y["mean"]), textcoords="offset points",
+                        xytext=(5, 4), fontsize=8)
+        ax.set_xlabel(f"{name} APf (frequent classes, %)")
+        ax.set_ylabel(f"{name} APr (rare classes, %)")
+        ax.set_title(f"{name}: rare against frequent (mean ± std over seeds)")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=None, metavar="LABEL",
+                        help=f"run only these (default all): {', '.join(BY_LABEL)}")
     parser.add_argument("--data", default="data/synthetic")
     parser.add_argument("--out", default="runs/longtail", help="run directories (checkpoints)")
     parser.add_argument("--report", default="benchmarks/results",
                         help="where longtail.json and longtail.md go")
+    parser.add_argument("--plot", default="docs/longtail-study.png")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: summarise the finished runs")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
 
-    out = Path(args.out)
-    data = Path(args.data)
-    ensure_dataset(data, "default")
-    per_seed: dict[int, dict[str, dict]] = {}
-    minutes: dict[int, float] = {}
-    for seed in args.seeds:
+    if args.methods:
+        unknown = [m for m in args.methods if m not in BY_LABEL]
+        if unknown:
+            parser.error(f"unknown method(s) {unknown}; choose from {list(BY_LABEL)}")
+        methods = [BY_LABEL[m] for m in args.methods]
+        if BY_LABEL["NorCal on CE"] in methods and BY_LABEL["CE"] not in methods:
+            methods.insert(0, BY_LABEL["CE"])  # NorCal calibrates the CE fine-tune
+    else:
+        methods = list(METHODS)
+    out, data = Path(args.out), Path(args.data)
+    if not args.report_only:
+        ensure_dataset(data, "default")
         t0 = time.perf_counter()
-        base = [*data_overrides(data), f"train.seed={seed}", *args.overrides]
-        seed_dir = out / f"seed{seed}"
-        results = {"stage 1": run_stage("stage1", STAGE1, seed_dir, base)}
-        init = [f"train.init_from={final_checkpoint(seed_dir / 'stage1')}"]
-        for label, name, config in RUNS[1:]:
-            results[label] = run_stage(name, config, seed_dir, [*base, *init])
-        per_seed[seed] = {label: {t: {k: m[t][k] for k in KEYS} for t in ("bbox", "segm")}
-                          for label, m in results.items()}
-        minutes[seed] = (time.perf_counter() - t0) / 60
-
-    summary = {label: {t: {k: _summary([100 * per_seed[s][label][t][k] for s in args.seeds])
-                           for k in KEYS} for t in ("bbox", "segm")} for label, _, _ in RUNS}
-    delta = {t: {k: _summary([100 * (per_seed[s]["LOCE"][t][k] - per_seed[s]["CE fine-tune"][t][k])
-                              for s in args.seeds]) for k in KEYS} for t in ("bbox", "segm")}
-    report = {"seeds": args.seeds, "overrides": args.overrides, "minutes_per_seed": minutes,
-              "per_seed": per_seed, "summary_percent": summary,
-              "loce_minus_control_percent": delta}
-    report_dir = Path(args.report)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / "longtail.json").write_text(json.dumps(report, indent=2))
-
-    lines = [f"Synthetic long tail (default preset), seeds {args.seeds}: mean ± std over seeds, "
-             "AP in percent.", "",
-             "| run | " + " | ".join(f"box {k}" for k in KEYS) + " | "
-             + " | ".join(f"mask {k}" for k in KEYS) + " |",
-             "|---|" + "---:|" * (2 * len(KEYS))]
-    for label, _, _ in RUNS:
-        cells = [f"{summary[label][t][k]['mean']:.1f} ± {summary[label][t][k]['std']:.1f}"
-                 for t in ("bbox", "segm") for k in KEYS]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    cells = [f"{delta[t][k]['mean']:+.1f} ± {delta[t][k]['std']:.1f}"
-             for t in ("bbox", "segm") for k in KEYS]
-    lines.append("| LOCE − control | " + " | ".join(cells) + " |")
-    lines += ["", "Minutes per seed (all three runs): "
-              + ", ".join(f"{s}: {m:.1f}" for s, m in minutes.items())]
-    table = "\n".join(lines) + "\n"
-    (report_dir / "longtail.md").write_text(table)
+        for seed in args.seeds:
+            run_seed(seed, methods, out, data, args.overrides)
+        print(f"[study] this invocation: {(time.perf_counter() - t0) / 60:.1f} min")
+    table = report(collect(out, args.seeds), args.seeds, Path(args.report), Path(args.plot),
+                   args.overrides)
     print(table)
-    print(f"wrote {report_dir / 'longtail.json'} and {report_dir / 'longtail.md'}")
+    print(f"wrote {Path(args.report) / 'longtail.json'}, {Path(args.report) / 'longtail.md'} "
+          f"and {args.plot}")
     return 0
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -34,6 +34,7 @@ __all__ = [
     "build_test_transforms",
     "build_val_dataset",
     "class_statistics",
+    "check_reinit_trainable",
     "configure_trainable",
     "epoch_batches",
     "has_unused_parameters",
@@ -344,7 +345,8 @@ def _model_state(data: Mapping[str, Any]) -> Mapping[str, Any]:
     return data
 
 
-def load_initial_weights(model: nn.Module, data: Mapping[str, Any], source: str) -> None:
+def load_initial_weights(model: nn.Module, data: Mapping[str, Any], source: str,
+                         reinit: Sequence[str] = ()) -> None:
     """Initialise from another run's checkpoint (e.g. stage 1 for a fine-tune).
 
     Every key must match, except the method's state (``*.score_tracker.*``, LOCE's mean
@@ -356,15 +358,32 @@ def load_initial_weights(model: nn.Module, data: Mapping[str, Any], source: str)
     set, the federated weights, ECM's margins) stay those built from this run's config and
     annotations.
 
+    ``reinit`` (``train.reinit``) lists module-name prefixes that are not loaded: their
+    parameters and buffers keep this model's fresh initialisation, and the checkpoint's
+    entries under them are ignored whatever their shape.
+
     Raises:
+        ConfigError: a ``reinit`` prefix that names nothing in the model.
         CheckpointError: other missing or unexpected keys, or shapes that differ.
     """
-    from loce.engine.checkpoint import load_model_weights
-    from loce.errors import CheckpointError
+    import difflib
 
-    state = {k: v for k, v in _model_state(data).items()
-             if not (_LOSS_STATE.search(k) and not _RUNNING_LOSS_STATE.search(k))}
+    from loce.engine.checkpoint import load_model_weights
+    from loce.errors import CheckpointError, ConfigError
+
     own = set(model.state_dict())
+    prefixes = [p.strip().strip(".") for p in reinit]
+    for i, prefix in enumerate(prefixes):
+        if not any(_matches(k, prefix) for k in own):
+            valid = trainable_prefix_choices(model)
+            close = difflib.get_close_matches(prefix, valid, n=1, cutoff=0.6)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"train.reinit[{i}] = {reinit[i]!r} names nothing in the model.{hint} "
+                              f"Valid prefixes (or any deeper module name): {', '.join(valid)}")
+    state = {k: v for k, v in _model_state(data).items()
+             if not (_LOSS_STATE.search(k) and not _RUNNING_LOSS_STATE.search(k))
+             and not any(_matches(k, p) for p in prefixes)}
+    own = {k for k in own if not any(_matches(k, p) for p in prefixes)}
     missing = sorted(k for k in own - set(state) if not _METHOD_STATE.search(k))
     unexpected = sorted(k for k in set(state) - own if not _METHOD_STATE.search(k))
     if missing or unexpected:
@@ -378,6 +397,23 @@ def load_initial_weights(model: nn.Module, data: Mapping[str, Any], source: str)
             "a checkpoint of the same architecture (model section) and category set"
         )
     load_model_weights(model, {k: v for k, v in state.items() if k in own}, source, strict=False)
+
+
+def check_reinit_trainable(model: nn.Module, cfg: Config) -> None:
+    """A layer in ``train.reinit`` must be trained: frozen, it would stay random.
+
+    Raises:
+        ConfigError: a ``train.reinit`` prefix whose parameters ``train.trainable`` freezes.
+    """
+    from loce.errors import ConfigError
+
+    for i, prefix in enumerate(p.strip().strip(".") for p in cfg.train.reinit):
+        params = [q for n, q in model.named_parameters() if _matches(n, prefix)]
+        if params and not any(q.requires_grad for q in params):
+            raise ConfigError(
+                f"train.reinit[{i}] = {cfg.train.reinit[i]!r} is re-initialised but frozen, so it "
+                "would stay random; add it (or a module above it) to train.trainable"
+            )
 
 
 def _matches(name: str, prefix: str) -> bool:

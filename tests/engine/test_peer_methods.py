@@ -143,6 +143,34 @@ def test_stage1_checkpoint_initialises_stateful_models_and_back(tiny_dataset, ti
         build.load_initial_weights(other, {"model": broken}, "stage1.pth")
 
 
+def test_reinit_keeps_fresh_layers_and_loads_the_rest(tiny_dataset, tiny_checkpoint, tmp_path):
+    """train.reinit: a softmax stage-1 checkpoint initialises Seesaw's K + 2 normed classifier
+    and a sigmoid EQLv2 model; the named layer keeps its fresh initialisation."""
+    data = load_checkpoint_file(tiny_checkpoint)
+    prefix = "roi_heads.box_predictor.cls_score"
+    for extra in ({"model.roi.cls_loss": "seesaw", "model.roi.classifier": "normed"},
+                  {"model.roi.cls_loss": "eqlv2"}):
+        model = build.build_model(_cfg(tiny_dataset, tmp_path, **extra), K, load_backbone=False)
+        fresh = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(prefix)}
+        build.load_initial_weights(model, data, str(tiny_checkpoint), reinit=[prefix])
+        state = model.state_dict()
+        for key, value in fresh.items():
+            assert torch.equal(state[key], value), key
+        for key in ("roi_heads.box_head.fc6.weight", "roi_heads.box_predictor.bbox_pred.weight"):
+            assert torch.equal(state[key], data["model"][key]), key
+    # EQLv2's classifier starts from its sigmoid prior: bias -log((1 - 0.001) / 0.001).
+    bias = model.state_dict()[prefix + ".bias"]
+    assert torch.allclose(bias, torch.full_like(bias, -math.log(999.0)))
+    # A prefix naming nothing is a config error with a suggestion; so is a frozen fresh layer.
+    with pytest.raises(ConfigError, match=r"train.reinit\[0\].*names nothing.*Did you mean"):
+        build.load_initial_weights(model, data, str(tiny_checkpoint), reinit=["roi_heads.box_predictr"])
+    cfg = _cfg(tiny_dataset, tmp_path, **{"train.reinit": f"[{prefix}]", "train.trainable": "[rpn]"})
+    model = build.build_model(cfg, K, load_backbone=False)
+    build.configure_trainable(model, cfg)
+    with pytest.raises(ConfigError, match=r"train.reinit\[0\].*frozen.*train.trainable"):
+        build.check_reinit_trainable(model, cfg)
+
+
 @pytest.mark.parametrize("name", ["eqlv2", "seesaw"])
 def test_resume_restores_the_loss_state(tiny_dataset, tmp_path, name):
     """Interrupt after epoch 1 (copy its checkpoint to a fresh run) and --resume: the loss

@@ -104,3 +104,23 @@ def test_errors():
         FederatedLoss(5, image_counts=COUNTS, num_sampled=0)
     with pytest.raises(ValueError, match=r"class_mask must have shape \[K \+ 1\] = \[6\]"):
         federated_loss(torch.zeros(1, 6), torch.tensor([0]), torch.ones(5, dtype=torch.bool))
+
+
+def test_equals_the_masked_sum_over_all_classes():
+    """Only the selected columns are computed; value and gradient equal the dense definition
+    L = (1/N) sum_i sum_c m_c BCE(z_ic, t_ic) on random logits."""
+    g = torch.Generator().manual_seed(3)
+    n, k = 9, 20
+    logits = (4 * torch.randn(n, k + 1, generator=g)).requires_grad_(True)
+    labels = torch.randint(0, k + 1, (n,), generator=g)
+    mask = torch.rand(k + 1, generator=g) < 0.4
+    mask[0] = True  # ignored: column 0 is never trained
+    target = torch.nn.functional.one_hot(labels, k + 1).float()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    dense = (bce[:, 1:] * mask[None, 1:].float()).sum() / n
+    (grad_dense,) = torch.autograd.grad(dense, logits)
+    loss = federated_loss(logits, labels, mask)
+    (grad,) = torch.autograd.grad(loss, logits)
+    torch.testing.assert_close(loss, dense)
+    torch.testing.assert_close(grad, grad_dense)
+    assert (grad[:, 0] == 0).all() and (grad[:, 1:][:, ~mask[1:]] == 0).all()

@@ -139,6 +139,13 @@ class TrainConfig:
     # their running statistics. Prefixes narrow what the model builder leaves trainable
     # (frozen ResNet stages stay frozen). Null: everything the builder leaves trainable.
     trainable: list[str] | None = None
+    # Module-name prefixes that train.init_from does not load (same matching as `trainable`):
+    # they keep the fresh initialisation this run's model gives them. Used when a fine-tune
+    # changes a layer's form, e.g. [roi_heads.box_predictor.cls_score] to retrain the box
+    # classifier of a softmax stage-1 model with a sigmoid loss (which starts from its prior
+    # bias), a cosine classifier, or Seesaw's K + 2 outputs. Shapes of these layers may differ
+    # from the checkpoint's.
+    reinit: list[str] = field(default_factory=list)
 
     def validate(self, prefix: str = "train") -> None:
         _check(self.checkpoint_every_iters >= 0, f"{prefix}.checkpoint_every_iters", "must be >= 0")
@@ -153,6 +160,9 @@ class TrainConfig:
             for i, p in enumerate(self.trainable):
                 _check(bool(p.strip().strip(".")), f"{prefix}.trainable[{i}]",
                        f"must be a module name such as 'rpn', got {p!r}")
+        for i, p in enumerate(self.reinit):
+            _check(bool(p.strip().strip(".")), f"{prefix}.reinit[{i}]",
+                   f"must be a module name such as 'roi_heads.box_predictor.cls_score', got {p!r}")
 
 
 @dataclass

@@ -163,8 +163,9 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
                               load_backbone=not (resuming or cfg.train.init_from)).to(device)
     if cfg.train.init_from and not resuming:
         data = load_checkpoint_file(cfg.train.init_from)
-        build.load_initial_weights(model, data, cfg.train.init_from)
+        build.load_initial_weights(model, data, cfg.train.init_from, cfg.train.reinit)
     build.configure_trainable(model, cfg)
+    build.check_reinit_trainable(model, cfg)
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
