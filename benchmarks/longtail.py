@@ -15,6 +15,10 @@ On the default synthetic long-tailed dataset (``loce synth``), for each training
    chosen on training images (a class-balanced subset, up to 5 images per class) from a grid,
    as its authors recommend, never on the validation set.
 
+Diagnostics (``--methods`` with their labels; not part of the default run): LOCE without its
+feature memory, and 3-epoch fine-tunes of CE, EQLv2 and Seesaw; ``--diagnose`` re-evaluates
+finished runs with 300 detections per image (boxes only).
+
 Box and mask AP, APr, APc and APf are summarised as mean and spread over seeds. Writes
 ``REPORT/longtail.json``, ``REPORT/longtail.md`` and the APr-against-APf plot ``PLOT``.
 
@@ -22,6 +26,7 @@ Box and mask AP, APr, APc and APf are summarised as mean and spread over seeds. 
     python benchmarks/longtail.py --seeds 0 --out /tmp/lt  # one seed
     python benchmarks/longtail.py --methods CE LOCE        # a subset (stage 1 always runs)
     python benchmarks/longtail.py --report-only            # tables and plot from finished runs
+    python benchmarks/longtail.py --report-only --diagnose 0   # + 300-detection re-evaluation
 
 Every run resumes and a finished run is reused, so an interrupted study continues where it
 stopped. Run times are measured from each run directory's files (config written at the start,
@@ -51,6 +56,7 @@ from loce.demo import (
 )
 
 KEYS = ("AP", "APr", "APc", "APf")
+AR_KEYS = ("AR", "ARr", "ARc", "ARf")  # recall at 300 detections: a diagnostic
 TYPES = ("bbox", "segm")
 REINIT = "train.reinit=[roi_heads.box_predictor.cls_score]"
 NORCAL_GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -82,7 +88,15 @@ METHODS = (
     Method("LOCE", "loce", LOCE, paper="Feng et al., ICCV 2021"),
     Method("CE, fresh classifier", "ce_reinit", CONTROL, (REINIT,), paper="-"),
 )
-BY_LABEL = {m.label: m for m in METHODS}
+# Diagnostics, run only when named in --methods: is it the loss or the memory (LOCE without
+# its memory), and is it the method or the 1-epoch schedule (3-epoch fine-tunes)?
+DIAGNOSTICS = (
+    Method("LOCE without memory", "loce_no_memory", LOCE, ("loce.feature_memory=false",)),
+    Method("CE, 3 epochs", "control_3ep", CONTROL, ("solver.epochs=3",)),
+    Method("EQLv2, 3 epochs", "eqlv2_3ep", _synthetic("eqlv2"), ("solver.epochs=3",)),
+    Method("Seesaw, 3 epochs", "seesaw_3ep", _synthetic("seesaw"), ("solver.epochs=3",)),
+)
+BY_LABEL = {m.label: m for m in (*METHODS, *DIAGNOSTICS)}
 
 
 def _summary(values: list[float]) -> dict[str, float]:
@@ -94,7 +108,8 @@ def _summary(values: list[float]) -> dict[str, float]:
 def _minutes(run_dir: Path) -> float | None:
     start, end = run_dir / "config.yaml", run_dir / "metrics.json"
     if start.is_file() and end.is_file():
-        return (end.stat().st_mtime - start.stat().st_mtime) / 60
+        minutes = (end.stat().st_mtime - start.stat().st_mtime) / 60
+        return minutes if minutes > 0.1 else None  # copied run directories keep no timing
     return None
 
 
@@ -169,6 +184,33 @@ def run_norcal(seed_dir: Path, data: Path, base: list[str]) -> dict[str, Any]:
     return metrics
 
 
+DIAG_DIR = "eval_box_300dets"
+DIAG = ["model.test.detections_per_img=300", "eval.iou_types=[bbox]"]
+
+
+def run_diagnostic(seed: int, out: Path, data: Path, extra: list[str]) -> None:
+    """Re-evaluate every finished run of ``seed`` with LVIS's 300 detections per image (the
+    synthetic preset keeps 50), boxes only: separates what a method learnt about the rare
+    classes from where its scores rank them against the per-image cap."""
+    base = [*data_overrides(data), f"train.seed={seed}", *extra]
+    seed_dir = out / f"seed{seed}"
+    for label, run in [("stage 1", "stage1"), *[(m.label, m.run) for m in METHODS]]:
+        run_dir = seed_dir / run
+        if not (run_dir / "metrics.json").is_file():
+            continue
+        overrides = [*base, *DIAG]
+        if run == "norcal":
+            gamma = json.loads((run_dir / "metrics.json").read_text())["norcal_gamma"]
+            ckpt = final_checkpoint(seed_dir / "control")
+            overrides.append(f"model.test.norcal_gamma={gamma}")
+        else:
+            ckpt = final_checkpoint(run_dir)
+        t0 = time.perf_counter()
+        m = _evaluate_checkpoint(ckpt, run_dir / DIAG_DIR, overrides)
+        print(f"[study] seed {seed} {label}: 300 detections, box AP {100 * m['bbox']['AP']:.1f} "
+              f"APr {100 * m['bbox']['APr']:.1f} ({time.perf_counter() - t0:.0f} s)")
+
+
 def run_seed(seed: int, methods: list[Method], out: Path, data: Path,
              extra: list[str]) -> dict[str, dict[str, Any]]:
     base = [*data_overrides(data), f"train.seed={seed}", *extra]
@@ -190,15 +232,19 @@ def run_seed(seed: int, methods: list[Method], out: Path, data: Path,
 def collect(out: Path, seeds: list[int]) -> dict[str, dict[int, dict[str, Any]]]:
     """Metrics and minutes of every finished run: ``{label: {seed: {...}}}``."""
     found: dict[str, dict[int, dict[str, Any]]] = {}
-    for label, run in [("stage 1", "stage1"), *[(m.label, m.run) for m in METHODS]]:
+    for label, run in [("stage 1", "stage1"), *[(m.label, m.run) for m in (*METHODS, *DIAGNOSTICS)]]:
         for seed in seeds:
             run_dir = out / f"seed{seed}" / run
             f = run_dir / "metrics.json"
             if not f.is_file():
                 continue
             m = json.loads(f.read_text())
-            entry = {t: {k: 100 * float(m[t][k]) for k in KEYS} for t in TYPES}
+            entry = {t: {k: 100 * float(m[t][k]) for k in (*KEYS, *AR_KEYS)} for t in TYPES}
             entry["minutes"] = _minutes(run_dir)
+            diag = run_dir / DIAG_DIR / "metrics.json"
+            if diag.is_file():
+                d = json.loads(diag.read_text())["bbox"]
+                entry["bbox_300dets"] = {k: 100 * float(d[k]) for k in (*KEYS, *AR_KEYS)}
             if "norcal_gamma" in m:
                 entry["norcal_gamma"] = m["norcal_gamma"]
                 entry["norcal_selection"] = m["norcal_selection_train_box_AP"]
@@ -208,9 +254,9 @@ def collect(out: Path, seeds: list[int]) -> dict[str, dict[int, dict[str, Any]]]
 
 def report(found: dict[str, dict[int, dict[str, Any]]], seeds: list[int], report_dir: Path,
            plot_path: Path, extra: list[str]) -> str:
-    labels = [lab for lab in ["stage 1", *[m.label for m in METHODS]] if lab in found]
-    summary = {lab: {t: {k: _summary([found[lab][s][t][k] for s in found[lab]]) for k in KEYS}
-                     for t in TYPES} for lab in labels}
+    labels = [lab for lab in ["stage 1", *[m.label for m in (*METHODS, *DIAGNOSTICS)]] if lab in found]
+    summary = {lab: {t: {k: _summary([found[lab][s][t][k] for s in found[lab]])
+                         for k in (*KEYS, *AR_KEYS)} for t in TYPES} for lab in labels}
     delta = {}
     if "CE" in found:
         for lab in labels:
@@ -221,8 +267,10 @@ def report(found: dict[str, dict[int, dict[str, Any]]], seeds: list[int], report
                                            for s in common]) for k in KEYS} for t in TYPES}
     minutes = {lab: [found[lab][s]["minutes"] for s in found[lab] if found[lab][s]["minutes"]]
                for lab in labels}
-    per_seed_total = {s: sum(found[lab][s]["minutes"] or 0.0 for lab in labels if s in found[lab])
-                      for s in seeds}
+    mean_minutes = {lab: statistics.fmean(v) for lab, v in minutes.items() if v}
+    # Unknown times (runs copied from elsewhere) count at the mean of the measured ones.
+    per_seed_total = {s: sum(found[lab][s]["minutes"] or mean_minutes.get(lab, 0.0)
+                             for lab in labels if s in found[lab]) for s in seeds}
 
     def cell(x: dict[str, float]) -> str:
         return f"{x['mean']:.1f} ± {x['std']:.1f}"
@@ -240,12 +288,29 @@ def report(found: dict[str, dict[int, dict[str, Any]]], seeds: list[int], report
     for lab, d in delta.items():
         cells = [f"{d[t][k]['mean']:+.1f} ± {d[t][k]['std']:.1f}" for t in TYPES for k in KEYS]
         lines.append(f"| {lab} | {d['bbox']['AP']['n']} | " + " | ".join(cells) + " |")
+    lines += ["", "Box recall at 300 detections per image (mean ± std over seeds): does a method "
+              "find the rare objects at all, whatever their rank?", "",
+              "| method | " + " | ".join(f"box {k}" for k in AR_KEYS) + " |",
+              "|---|" + "---:|" * len(AR_KEYS)]
+    for lab in labels:
+        lines.append(f"| {lab} | " + " | ".join(cell(summary[lab]["bbox"][k]) for k in AR_KEYS) + " |")
+    diag = {lab: [found[lab][s]["bbox_300dets"] for s in found[lab] if "bbox_300dets" in found[lab][s]]
+            for lab in labels}
+    if any(diag.values()):
+        lines += ["", "Diagnostic: boxes evaluated again with 300 detections per image (LVIS's cap; "
+                  "the synthetic preset keeps 50), mean ± std over the seeds evaluated:", "",
+                  "| method | seeds | " + " | ".join(f"box {k}" for k in (*KEYS, "ARr")) + " |",
+                  "|---|---:|" + "---:|" * (len(KEYS) + 1)]
+        for lab, rows in diag.items():
+            if rows:
+                cells = [cell(_summary([r[k] for r in rows])) for k in (*KEYS, "ARr")]
+                lines.append(f"| {lab} | {len(rows)} | " + " | ".join(cells) + " |")
     if "NorCal on CE" in found:
         picks = ", ".join(f"seed {s}: {e['norcal_gamma']}" for s, e in found["NorCal on CE"].items())
         lines += ["", f"NorCal gamma chosen on training images (grid {list(NORCAL_GAMMAS)}): {picks}."]
     lines += ["", "Minutes per run (mean over seeds; fine-tunes include their evaluation): "
-              + ", ".join(f"{lab} {statistics.fmean(v):.1f}" for lab, v in minutes.items() if v),
-              "Minutes per seed, all runs: "
+              + ", ".join(f"{lab} {m:.1f}" for lab, m in mean_minutes.items()),
+              "Minutes per seed, all runs (a run without a measured time counts at the mean): "
               + ", ".join(f"{s}: {m:.1f}" for s, m in per_seed_total.items()),
               f"Whole study: {sum(per_seed_total.values()):.0f} min."]
     if extra:
@@ -254,10 +319,12 @@ def report(found: dict[str, dict[int, dict[str, Any]]], seeds: list[int], report
 
     report_dir.mkdir(parents=True, exist_ok=True)
     payload = {"seeds": seeds, "overrides": extra, "per_seed": found, "summary_percent": summary,
-               "minus_ce_percent": delta, "minutes_per_seed": per_seed_total}
+               "minus_ce_percent": delta, "minutes_per_seed": per_seed_total,
+               "mean_minutes_per_run": mean_minutes}
     (report_dir / "longtail.json").write_text(json.dumps(payload, indent=2, default=str))
     (report_dir / "longtail.md").write_text(table)
-    _plot(summary, plot_path)
+    main_rows = {"stage 1", *(m.label for m in METHODS)}
+    _plot({lab: v for lab, v in summary.items() if lab in main_rows}, plot_path)
     return table
 
 
@@ -298,6 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", default="docs/longtail-study.png")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: summarise the finished runs")
+    parser.add_argument("--diagnose", type=int, nargs="*", default=None, metavar="SEED",
+                        help="also re-evaluate the finished runs of these seeds (default: all "
+                             "--seeds) with 300 detections per image, boxes only")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
 
@@ -317,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             run_seed(seed, methods, out, data, args.overrides)
         print(f"[study] this invocation: {(time.perf_counter() - t0) / 60:.1f} min")
+    if args.diagnose is not None:
+        for seed in args.diagnose or args.seeds:
+            run_diagnostic(seed, out, data, args.overrides)
     table = report(collect(out, args.seeds), args.seeds, Path(args.report), Path(args.plot),
                    args.overrides)
     print(table)
