@@ -9,14 +9,14 @@ On the default synthetic long-tailed dataset (``loce synth``), for each training
    classification changed: cross-entropy (CE), CE with repeat factor sampling, EQL, EQLv2,
    Seesaw, federated loss, ECM, Gumbel (GOL) and LOCE, each with its bundled synthetic
    config. Sigmoid, normalised and K + 2 classifiers start afresh (``train.reinit``);
-   softmax ones continue from the stage-1 classifier. ``CE, fresh classifier`` is CE with
-   the classifier started afresh too, which separates the loss from the restart;
+   softmax ones continue from the stage-1 classifier;
 3. NorCal is post-hoc: the CE fine-tune evaluated with ``model.test.norcal_gamma``, gamma
    chosen on training images (a class-balanced subset, up to 5 images per class) from a grid,
    as its authors recommend, never on the validation set.
 
-Diagnostics (``--methods`` with their labels; not part of the default run): LOCE without its
-feature memory, and 3-epoch fine-tunes of CE, EQLv2 and Seesaw; ``--diagnose`` re-evaluates
+Diagnostics (``--methods`` with their labels; not part of the default run): CE with the
+classifier started afresh like the sigmoid methods (what the restart costs by itself), LOCE
+without its feature memory, and 3-epoch fine-tunes of CE and EQLv2; ``--diagnose`` re-evaluates
 finished runs with 300 detections per image (boxes only).
 
 Box and mask AP, APr, APc and APf are summarised as mean and spread over seeds. Writes
@@ -86,15 +86,15 @@ METHODS = (
     Method("Gumbel (GOL)", "gumbel", _synthetic("gumbel"), paper="Alexandridis et al., ECCV 2022"),
     Method("NorCal on CE", "norcal", None, paper="Pan et al., NeurIPS 2021"),
     Method("LOCE", "loce", LOCE, paper="Feng et al., ICCV 2021"),
-    Method("CE, fresh classifier", "ce_reinit", CONTROL, (REINIT,), paper="-"),
 )
-# Diagnostics, run only when named in --methods: is it the loss or the memory (LOCE without
-# its memory), and is it the method or the 1-epoch schedule (3-epoch fine-tunes)?
+# Diagnostics, run only when named in --methods: what the classifier restart of the sigmoid
+# methods costs by itself (CE restarted the same way), is it the loss or the memory (LOCE
+# without its memory), and is it the method or the 1-epoch schedule (3-epoch fine-tunes)?
 DIAGNOSTICS = (
+    Method("CE, fresh classifier", "ce_reinit", CONTROL, (REINIT,), paper="-"),
     Method("LOCE without memory", "loce_no_memory", LOCE, ("loce.feature_memory=false",)),
     Method("CE, 3 epochs", "control_3ep", CONTROL, ("solver.epochs=3",)),
     Method("EQLv2, 3 epochs", "eqlv2_3ep", _synthetic("eqlv2"), ("solver.epochs=3",)),
-    Method("Seesaw, 3 epochs", "seesaw_3ep", _synthetic("seesaw"), ("solver.epochs=3",)),
 )
 BY_LABEL = {m.label: m for m in (*METHODS, *DIAGNOSTICS)}
 
@@ -188,13 +188,16 @@ DIAG_DIR = "eval_box_300dets"
 DIAG = ["model.test.detections_per_img=300", "eval.iou_types=[bbox]"]
 
 
-def run_diagnostic(seed: int, out: Path, data: Path, extra: list[str]) -> None:
+def run_diagnostic(seed: int, out: Path, data: Path, extra: list[str],
+                   methods: list[Method] | None = None) -> None:
     """Re-evaluate every finished run of ``seed`` with LVIS's 300 detections per image (the
     synthetic preset keeps 50), boxes only: separates what a method learnt about the rare
     classes from where its scores rank them against the per-image cap."""
     base = [*data_overrides(data), f"train.seed={seed}", *extra]
     seed_dir = out / f"seed{seed}"
-    for label, run in [("stage 1", "stage1"), *[(m.label, m.run) for m in METHODS]]:
+    chosen = [(m.label, m.run) for m in methods] if methods else \
+        [("stage 1", "stage1"), *[(m.label, m.run) for m in METHODS]]
+    for label, run in chosen:
         run_dir = seed_dir / run
         if not (run_dir / "metrics.json").is_file():
             continue
@@ -269,8 +272,10 @@ def report(found: dict[str, dict[int, dict[str, Any]]], seeds: list[int], report
                for lab in labels}
     mean_minutes = {lab: statistics.fmean(v) for lab, v in minutes.items() if v}
     # Unknown times (runs copied from elsewhere) count at the mean of the measured ones.
+    default = {"stage 1", *(m.label for m in METHODS)}
     per_seed_total = {s: sum(found[lab][s]["minutes"] or mean_minutes.get(lab, 0.0)
-                             for lab in labels if s in found[lab]) for s in seeds}
+                             for lab in labels if s in found[lab] and lab in default)
+                      for s in seeds}
 
     def cell(x: dict[str, float]) -> str:
         return f"{x['mean']:.1f} ± {x['std']:.1f}"
@@ -308,11 +313,19 @@ def report(found: dict[str, dict[int, dict[str, Any]]], seeds: list[int], report
     if "NorCal on CE" in found:
         picks = ", ".join(f"seed {s}: {e['norcal_gamma']}" for s, e in found["NorCal on CE"].items())
         lines += ["", f"NorCal gamma chosen on training images (grid {list(NORCAL_GAMMAS)}): {picks}."]
-    lines += ["", "Minutes per run (mean over seeds; fine-tunes include their evaluation): "
-              + ", ".join(f"{lab} {m:.1f}" for lab, m in mean_minutes.items()),
-              "Minutes per seed, all runs (a run without a measured time counts at the mean): "
-              + ", ".join(f"{s}: {m:.1f}" for s, m in per_seed_total.items()),
-              f"Whole study: {sum(per_seed_total.values()):.0f} min."]
+    def minute(lab: str, s: int) -> str:
+        m = found[lab].get(s, {}).get("minutes")
+        return f"{m:.1f}" if m else "—"
+
+    lines += ["", "Minutes per run, training and evaluation (— : not measured, e.g. a run "
+              "directory copied from elsewhere):", "",
+              "| run | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+              "|---|" + "---:|" * len(seeds)]
+    lines += [f"| {lab} | " + " | ".join(minute(lab, s) for s in seeds) + " |" for lab in labels]
+    lines += ["", "The default study (stage 1 and the methods above the diagnostics), per seed, "
+              "counting a run without a measured time at its mean over the other seeds: "
+              + ", ".join(f"seed {s}: {m:.1f} min" for s, m in per_seed_total.items())
+              + f"; all seeds {sum(per_seed_total.values()):.0f} min."]
     if extra:
         lines.append(f"Config overrides for every run: {extra}")
     table = "\n".join(lines) + "\n"
@@ -338,14 +351,15 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     for ax, t, name in zip(axes, TYPES, ("box", "mask"), strict=True):
         for i, (lab, s) in enumerate(summary.items()):
             x, y = s[t]["APf"], s[t]["APr"]
-            color = "C3" if lab == "LOCE" else ("0.4" if lab == "stage 1" else f"C{i % 10}")
+            others = [f"C{j}" for j in range(10) if j != 3]  # red is LOCE's
+            color = "C3" if lab == "LOCE" else ("0.4" if lab == "stage 1" else others[i % 9])
             ax.errorbar(x["mean"], y["mean"], xerr=x["std"], yerr=y["std"], fmt="o",
                         color=color, capsize=3, markersize=6)
             ax.annotate(lab, (x["mean"], y["mean"]), textcoords="offset points",
                         xytext=(5, 4), fontsize=8)
         ax.set_xlabel(f"{name} APf (frequent classes, %)")
         ax.set_ylabel(f"{name} APr (rare classes, %)")
-        ax.set_title(f"{name}: rare against frequent (mean ± std over seeds)")
+        ax.set_title(f"{name}: rare against frequent (mean ± std over seeds)", fontsize=10)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -367,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="train nothing: summarise the finished runs")
     parser.add_argument("--diagnose", type=int, nargs="*", default=None, metavar="SEED",
                         help="also re-evaluate the finished runs of these seeds (default: all "
-                             "--seeds) with 300 detections per image, boxes only")
+                             "--seeds; only --methods when given) with 300 detections per "
+                             "image, boxes only")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
 
@@ -389,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[study] this invocation: {(time.perf_counter() - t0) / 60:.1f} min")
     if args.diagnose is not None:
         for seed in args.diagnose or args.seeds:
-            run_diagnostic(seed, out, data, args.overrides)
+            run_diagnostic(seed, out, data, args.overrides, methods if args.methods else None)
     table = report(collect(out, args.seeds), args.seeds, Path(args.report), Path(args.plot),
                    args.overrides)
     print(table)
