@@ -293,8 +293,8 @@ def report(found: dict[str, dict[int, dict[str, Any]]], seeds: list[int], report
     for lab, d in delta.items():
         cells = [f"{d[t][k]['mean']:+.1f} ± {d[t][k]['std']:.1f}" for t in TYPES for k in KEYS]
         lines.append(f"| {lab} | {d['bbox']['AP']['n']} | " + " | ".join(cells) + " |")
-    lines += ["", "Box recall at 300 detections per image (mean ± std over seeds): does a method "
-              "find the rare objects at all, whatever their rank?", "",
+    lines += ["", "Box recall (LVIS AR over an image's detections, 50 with the preset; mean ± std "
+              "over seeds): does a method find the rare objects at all, whatever their rank?", "",
               "| method | " + " | ".join(f"box {k}" for k in AR_KEYS) + " |",
               "|---|" + "---:|" * len(AR_KEYS)]
     for lab in labels:
