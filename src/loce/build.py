@@ -366,20 +366,15 @@ def load_initial_weights(model: nn.Module, data: Mapping[str, Any], source: str,
         ConfigError: a ``reinit`` prefix that names nothing in the model.
         CheckpointError: other missing or unexpected keys, or shapes that differ.
     """
-    import difflib
-
-    from loce.engine.checkpoint import load_model_weights
-    from loce.errors import CheckpointError, ConfigError
+    from loce.engine.checkpoint import describe_key_mismatch, load_model_weights
+    from loce.errors import CheckpointError
 
     own = set(model.state_dict())
     prefixes = [p.strip().strip(".") for p in reinit]
     for i, prefix in enumerate(prefixes):
         if not any(_matches(k, prefix) for k in own):
-            valid = trainable_prefix_choices(model)
-            close = difflib.get_close_matches(prefix, valid, n=1, cutoff=0.6)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"train.reinit[{i}] = {reinit[i]!r} names nothing in the model.{hint} "
-                              f"Valid prefixes (or any deeper module name): {', '.join(valid)}")
+            raise _unknown_prefix(model, prefix,
+                                  f"train.reinit[{i}] = {reinit[i]!r} names nothing in the model.")
     state = {k: v for k, v in _model_state(data).items()
              if not (_LOSS_STATE.search(k) and not _RUNNING_LOSS_STATE.search(k))
              and not any(_matches(k, p) for p in prefixes)}
@@ -387,16 +382,26 @@ def load_initial_weights(model: nn.Module, data: Mapping[str, Any], source: str,
     missing = sorted(k for k in own - set(state) if not _METHOD_STATE.search(k))
     unexpected = sorted(k for k in set(state) - own if not _METHOD_STATE.search(k))
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
         raise CheckpointError(
-            f"{source} does not fit the model: {'; '.join(parts)} keys; train.init_from must be "
+            f"{source} does not fit the model: {describe_key_mismatch(missing, unexpected)} "
+            "keys; train.init_from must be "
             "a checkpoint of the same architecture (model section) and category set"
         )
     load_model_weights(model, {k: v for k, v in state.items() if k in own}, source, strict=False)
+
+
+def _unknown_prefix(model: nn.Module, prefix: str, message: str):
+    """A ConfigError for a module prefix that names nothing: ``message``, the closest valid
+    prefix and the list of valid ones."""
+    import difflib
+
+    from loce.errors import ConfigError
+
+    valid = trainable_prefix_choices(model)
+    close = difflib.get_close_matches(prefix, valid, n=1, cutoff=0.6)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"{message}{hint} Valid prefixes (or any deeper module name): "
+                       f"{', '.join(valid)}")
 
 
 def check_reinit_trainable(model: nn.Module, cfg: Config) -> None:
@@ -449,12 +454,9 @@ def configure_trainable(model: nn.Module, cfg: Config) -> None:
     Raises:
         ConfigError: a prefix that matches no parameter, listing the valid prefixes.
     """
-    import difflib
     import warnings
 
     from torch.nn.modules.batchnorm import _BatchNorm
-
-    from loce.errors import ConfigError
 
     prefixes = cfg.train.trainable
     if prefixes is None:
@@ -463,13 +465,8 @@ def configure_trainable(model: nn.Module, cfg: Config) -> None:
     names = [n for n, _ in model.named_parameters()]
     for i, prefix in enumerate(prefixes):
         if not any(_matches(n, prefix) for n in names):
-            valid = trainable_prefix_choices(model)
-            close = difflib.get_close_matches(prefix, valid, n=1, cutoff=0.6)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(
-                f"train.trainable[{i}] = {cfg.train.trainable[i]!r} matches no parameter of the "
-                f"model.{hint} Valid prefixes (or any deeper module name): {', '.join(valid)}"
-            )
+            raise _unknown_prefix(model, prefix, f"train.trainable[{i}] = "
+                                  f"{cfg.train.trainable[i]!r} matches no parameter of the model.")
     for name, param in model.named_parameters():
         if not any(_matches(name, p) for p in prefixes):
             param.requires_grad_(False)

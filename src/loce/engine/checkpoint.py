@@ -86,6 +86,16 @@ def find_last_checkpoint(directory: str | os.PathLike) -> Path | None:
     return path
 
 
+def describe_key_mismatch(missing: list[str], unexpected: list[str]) -> str:
+    """``"2 missing (e.g. a, b); 1 unexpected (e.g. c)"`` for a state-dict error message."""
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+    return "; ".join(parts)
+
+
 def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint (a loce checkpoint or a bare state dict) onto the CPU."""
     path = Path(path)
@@ -142,13 +152,9 @@ def load_model_weights(
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if strict and (missing or unexpected):
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
         raise CheckpointError(
-            f"{source} does not fit the model: {'; '.join(parts)} keys; is it a checkpoint of "
+            f"{source} does not fit the model: {describe_key_mismatch(missing, unexpected)} "
+            "keys; is it a checkpoint of "
             "this architecture?"
         )
     model.load_state_dict(state, strict=False)

@@ -316,14 +316,11 @@ def load_backbone_weights(
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
+        from loce.engine.checkpoint import describe_key_mismatch
+
         raise CheckpointError(
-            f"{source}: not a {backbone} state dict: {'; '.join(parts)} keys; check "
-            f"model.backbone or {key}"
+            f"{source}: not a {backbone} state dict: {describe_key_mismatch(missing, unexpected)} "
+            f"keys; check model.backbone or {key}"
         )
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
