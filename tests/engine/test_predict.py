@@ -65,3 +65,34 @@ def test_predict_errors_are_one_line(tiny_checkpoint, tmp_path, capsys):
     code = cli_main(["predict", "--checkpoint", str(bad), "--images", str(tmp_path),
                      "--out", str(tmp_path / "r.json")])
     assert code == 2 and "cannot read checkpoint" in capsys.readouterr().err
+
+
+def test_box_only_prediction_skips_the_mask_branch(tiny_dataset, tiny_checkpoint, tmp_path):
+    """Without masks the mask branch does not run; boxes and scores are the same as with it,
+    and the model's setting is restored afterwards."""
+    import torch
+
+    from loce import build
+    from loce.config import config_from_dict
+    from loce.engine.checkpoint import load_checkpoint_file, load_model_weights
+    from loce.engine.evaluate import predict_to_file
+
+    state = load_checkpoint_file(tiny_checkpoint)
+    cfg = config_from_dict(state["config"], "tiny", ["model.test.score_thresh=0.0",
+                                                     f"data.val_images={tiny_dataset}"])
+    model = build.build_model(cfg, num_classes=len(state["category_ids"]), load_backbone=False)
+    load_model_weights(model, state, str(tiny_checkpoint))
+    dataset = build.build_val_dataset(cfg)
+    calls = []
+    model.roi_heads.mask_head.register_forward_hook(lambda *a: calls.append(1))
+    kw = {"device": torch.device("cpu"), "indices": range(3), "workers": 0, "progress": False}
+    predict_to_file(model, dataset, tmp_path / "masks.json", with_masks=True, **kw)
+    assert calls
+    calls.clear()
+    predict_to_file(model, dataset, tmp_path / "boxes.json", with_masks=False, **kw)
+    assert not calls and model.roi_heads.infer_masks is True
+    with_masks = json.loads((tmp_path / "masks.json").read_text())
+    boxes = json.loads((tmp_path / "boxes.json").read_text())
+    assert boxes and all("segmentation" not in r for r in boxes)
+    assert [(r["image_id"], r["category_id"], r["bbox"], r["score"]) for r in with_masks] == \
+        [(r["image_id"], r["category_id"], r["bbox"], r["score"]) for r in boxes]

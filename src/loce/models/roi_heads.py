@@ -269,6 +269,8 @@ class LoceRoIHeads(RoIHeads):
         self.select_mask_channels = select_mask_channels
         # NorCal (set_norcal): off until set; the counts are not part of the trained model.
         self.norcal_gamma: float | None = None
+        # False: inference skips the mask branch (box-only prediction and evaluation).
+        self.infer_masks = True
         self.register_buffer("norcal_log_counts", None, persistent=False)
 
     def set_norcal(self, image_counts: Tensor | None, gamma: float | None) -> None:
@@ -672,6 +674,6 @@ class LoceRoIHeads(RoIHeads):
         class_logits, box_regression = self.box_predict(self.box_head_forward(pooled))
         boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
         result = [{"boxes": b, "labels": lab, "scores": s} for b, s, lab in zip(boxes, scores, labels)]
-        if self.has_mask():
+        if self.has_mask() and self.infer_masks:
             self.mask_inference_step(features, result, image_shapes)
         return result, {}
