@@ -19,9 +19,7 @@ from pathlib import Path
 import torch
 
 from loce import build
-from loce.config import config_from_dict
 from loce.demo import data_overrides
-from loce.engine.checkpoint import load_checkpoint_file, load_model_weights
 from loce.engine.evaluate import predict_to_file
 
 
@@ -33,12 +31,9 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    state = load_checkpoint_file(args.checkpoint)
-    cfg = config_from_dict(state["config"], f"{args.checkpoint} (stored config)",
-                           [*data_overrides(Path(args.data)),
-                            f"model.test.detections_per_img={args.detections}"])
-    model = build.build_model(cfg, num_classes=len(state["category_ids"]), load_backbone=False)
-    load_model_weights(model, state, args.checkpoint)
+    model, cfg, _ = build.load_trained_model(
+        args.checkpoint, [*data_overrides(Path(args.data)),
+                          f"model.test.detections_per_img={args.detections}"])
     dataset = build.build_val_dataset(cfg)
     n = min(args.images, len(dataset))
     times: dict[bool, list[float]] = {True: [], False: []}

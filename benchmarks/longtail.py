@@ -139,18 +139,12 @@ def _evaluate_checkpoint(checkpoint: Path, out_dir: Path, overrides: list[str]) 
     import torch
 
     from loce import build
-    from loce.config import config_from_dict
-    from loce.engine.checkpoint import load_checkpoint_file, load_model_weights
     from loce.engine.evaluate import evaluate
 
     metrics_file = out_dir / "metrics.json"
     if metrics_file.is_file():
         return json.loads(metrics_file.read_text())
-    state = load_checkpoint_file(checkpoint)
-    cfg = config_from_dict(state["config"], f"{checkpoint} (stored config)", overrides)
-    model = build.build_model(cfg, num_classes=len(state["category_ids"]), load_backbone=False)
-    load_model_weights(model, state, str(checkpoint))
-    model.eval()
+    model, cfg, _ = build.load_trained_model(checkpoint, overrides)
     with torch.no_grad():
         return evaluate(model, cfg, out_dir, device=torch.device("cpu"))
 

@@ -39,6 +39,7 @@ __all__ = [
     "epoch_batches",
     "has_unused_parameters",
     "load_initial_weights",
+    "load_trained_model",
     "load_rank_state",
     "save_rank_state",
     "train_loader",
@@ -324,6 +325,42 @@ def build_model(cfg: Config, num_classes: int, *, load_backbone: bool = True,
         model.roi_heads.norcal_gamma = heads.norcal_gamma
         model.roi_heads.norcal_log_counts = heads.norcal_log_counts
     return model
+
+
+def load_trained_model(checkpoint: str | os.PathLike, overrides: Sequence[str] = (),
+                       config: str | None = None):
+    """A trained model for inference, from a checkpoint written by ``loce train``.
+
+    Args:
+        checkpoint: the checkpoint file.
+        overrides: ``key=value`` changes to the config (e.g. ``model.test.norcal_gamma=0.5``).
+        config: a config name or YAML file to use instead of the one stored in the checkpoint.
+
+    Returns:
+        ``(model, cfg, state)``: the model with the checkpoint's weights in eval mode on the
+        CPU, its config, and the checkpoint's contents (``category_ids``, ...).
+
+    Raises:
+        CheckpointError: a checkpoint without a stored config (and no ``config``), without
+            its category table, or whose weights do not fit.
+    """
+    from loce.config import config_from_dict, load_config
+    from loce.engine.checkpoint import load_checkpoint_file, load_model_weights
+    from loce.errors import CheckpointError
+
+    state = load_checkpoint_file(checkpoint)
+    if config is not None:
+        cfg = load_config(config, overrides)
+    elif "config" in state:
+        cfg = config_from_dict(state["config"], f"{checkpoint} (stored config)", overrides)
+    else:
+        raise CheckpointError(f"{checkpoint} stores no config; pass --config")
+    if state.get("category_ids") is None:
+        raise CheckpointError(f"{checkpoint} stores no category table (category_ids); "
+                              "was it written by `loce train`?")
+    model = build_model(cfg, num_classes=len(state["category_ids"]), load_backbone=False)
+    load_model_weights(model, state, str(checkpoint))
+    return model.eval(), cfg, state
 
 
 # State that belongs to the method, not to the network: a stage-1 checkpoint lacks it and a

@@ -73,15 +73,10 @@ def test_box_only_prediction_skips_the_mask_branch(tiny_dataset, tiny_checkpoint
     import torch
 
     from loce import build
-    from loce.config import config_from_dict
-    from loce.engine.checkpoint import load_checkpoint_file, load_model_weights
     from loce.engine.evaluate import predict_to_file
 
-    state = load_checkpoint_file(tiny_checkpoint)
-    cfg = config_from_dict(state["config"], "tiny", ["model.test.score_thresh=0.0",
-                                                     f"data.val_images={tiny_dataset}"])
-    model = build.build_model(cfg, num_classes=len(state["category_ids"]), load_backbone=False)
-    load_model_weights(model, state, str(tiny_checkpoint))
+    model, cfg, _ = build.load_trained_model(
+        tiny_checkpoint, ["model.test.score_thresh=0.0", f"data.val_images={tiny_dataset}"])
     dataset = build.build_val_dataset(cfg)
     calls = []
     model.roi_heads.mask_head.register_forward_hook(lambda *a: calls.append(1))

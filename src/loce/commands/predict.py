@@ -31,29 +31,15 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from loce import build
-    from loce.config import config_from_dict, load_config
-    from loce.engine.checkpoint import load_checkpoint_file, load_model_weights
     from loce.engine.distributed import select_device
     from loce.engine.evaluate import predict_to_file
     from loce.errors import CheckpointError
 
-    state = load_checkpoint_file(args.checkpoint)
-    if args.config is not None:
-        cfg = load_config(args.config, args.overrides)
-    elif "config" in state:
-        cfg = config_from_dict(state["config"], f"{args.checkpoint} (stored config)",
-                               args.overrides)
-    else:
-        raise CheckpointError(f"{args.checkpoint} stores no config; pass --config")
-    cat_ids = state.get("category_ids")
+    model, cfg, state = build.load_trained_model(args.checkpoint, args.overrides, args.config)
+    cat_ids = state["category_ids"]
     names = state.get("category_names")
-    if cat_ids is None:
-        raise CheckpointError(f"{args.checkpoint} stores no category table (category_ids); "
-                              "was it written by `loce train`?")
     device = select_device(args.device)
-    model = build.build_model(cfg, num_classes=len(cat_ids), load_backbone=False)
-    load_model_weights(model, state, args.checkpoint)
-    model.to(device).eval()
+    model.to(device)
 
     transforms = build.build_test_transforms(cfg)
     if args.images is not None:
