@@ -223,9 +223,7 @@ def config_from_dict(
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write ``cfg`` as YAML, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    os.replace(tmp, path)
+    from loce.fileio import atomic_write_text
+
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)), what="config")
 
