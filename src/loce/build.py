@@ -356,12 +356,30 @@ def load_trained_model(checkpoint: str | os.PathLike, overrides: Sequence[str] =
         cfg = config_from_dict(state["config"], f"{checkpoint} (stored config)", overrides)
     else:
         raise CheckpointError(f"{checkpoint} stores no config; pass --config")
-    if state.get("category_ids") is None:
-        raise CheckpointError(f"{checkpoint} stores no category table (category_ids); "
-                              "was it written by `loce train`?")
+    _check_category_table(state, str(checkpoint))
     model = build_model(cfg, num_classes=len(state["category_ids"]), load_backbone=False)
     load_model_weights(model, state, str(checkpoint))
     return model.eval(), cfg, state
+
+
+def _check_category_table(state: Mapping[str, Any], source: str) -> None:
+    """A checkpoint's ``category_ids`` (unique ints) and ``category_names`` (strs, or absent)."""
+    from loce.errors import CheckpointError
+
+    ids = state.get("category_ids")
+    if ids is None:
+        raise CheckpointError(f"{source} stores no category table (category_ids); "
+                              "was it written by `loce train`?")
+    if not isinstance(ids, list | tuple) or not ids or not all(
+            isinstance(c, int) and not isinstance(c, bool) for c in ids) \
+            or len(set(ids)) != len(ids):
+        raise CheckpointError(f"{source}: category_ids must be a non-empty list of distinct "
+                              f"integer ids, found {str(ids)[:60]}; was it written by `loce train`?")
+    names = state.get("category_names")
+    if names is not None and (not isinstance(names, list | tuple) or len(names) != len(ids)
+                              or not all(isinstance(n, str) for n in names)):
+        raise CheckpointError(f"{source}: category_names must list {len(ids)} strings, one per "
+                              f"category id, found {str(names)[:60]}")
 
 
 # State that belongs to the method, not to the network: a stage-1 checkpoint lacks it and a
