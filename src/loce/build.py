@@ -41,6 +41,7 @@ __all__ = [
     "load_initial_weights",
     "load_trained_model",
     "load_rank_state",
+    "prune_rank_state",
     "save_rank_state",
     "train_loader",
     "trainable_prefix_choices",
@@ -355,12 +356,30 @@ def load_trained_model(checkpoint: str | os.PathLike, overrides: Sequence[str] =
         cfg = config_from_dict(state["config"], f"{checkpoint} (stored config)", overrides)
     else:
         raise CheckpointError(f"{checkpoint} stores no config; pass --config")
-    if state.get("category_ids") is None:
-        raise CheckpointError(f"{checkpoint} stores no category table (category_ids); "
-                              "was it written by `loce train`?")
+    _check_category_table(state, str(checkpoint))
     model = build_model(cfg, num_classes=len(state["category_ids"]), load_backbone=False)
     load_model_weights(model, state, str(checkpoint))
     return model.eval(), cfg, state
+
+
+def _check_category_table(state: Mapping[str, Any], source: str) -> None:
+    """A checkpoint's ``category_ids`` (unique ints) and ``category_names`` (strs, or absent)."""
+    from loce.errors import CheckpointError
+
+    ids = state.get("category_ids")
+    if ids is None:
+        raise CheckpointError(f"{source} stores no category table (category_ids); "
+                              "was it written by `loce train`?")
+    if not isinstance(ids, list | tuple) or not ids or not all(
+            isinstance(c, int) and not isinstance(c, bool) for c in ids) \
+            or len(set(ids)) != len(ids):
+        raise CheckpointError(f"{source}: category_ids must be a non-empty list of distinct "
+                              f"integer ids, found {str(ids)[:60]}; was it written by `loce train`?")
+    names = state.get("category_names")
+    if names is not None and (not isinstance(names, list | tuple) or len(names) != len(ids)
+                              or not all(isinstance(n, str) for n in names)):
+        raise CheckpointError(f"{source}: category_names must list {len(ids)} strings, one per "
+                              f"category id, found {str(names)[:60]}")
 
 
 # State that belongs to the method, not to the network: a stage-1 checkpoint lacks it and a
@@ -584,12 +603,13 @@ def before_training(model: nn.Module, cfg: Config, dataset, device: torch.device
 
 def _write_scores(heads, cfg: Config, name: str) -> None:
     """Save the mean scores (labels 0..K, background first) as JSON in the run directory."""
-    import json
     from pathlib import Path
 
-    path = Path(cfg.train.output_dir) / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"scores": heads.score_tracker.scores.tolist()}))
+    from loce.fileio import atomic_write_json
+
+    atomic_write_json(Path(cfg.train.output_dir) / name,
+                      {"scores": heads.score_tracker.scores.tolist()}, what="mean scores",
+                      indent=None)
 
 
 def after_resume(model: nn.Module, state: Mapping[str, Any]) -> None:
@@ -600,27 +620,38 @@ def save_rank_state(model: nn.Module, cfg: Config, ckpt_dir, name: str, rank: in
     """Write this rank's unsynchronised state next to checkpoint ``name`` (every rank calls).
 
     LOCE with ``loce.save_memory``: the feature memory (per process, spec a.4) goes to
-    ``<ckpt_dir>/<name>.memory.rank<R>.pth``, written atomically; this rank's memory files of
-    older checkpoints are then deleted (a resume only reads the newest; at LVIS scale each is
-    2.4 GB in float16).
+    ``<ckpt_dir>/<name>.memory.rank<R>.pth``, written atomically and durably. Nothing is
+    deleted here: the training loop moves ``last_checkpoint`` to ``name`` afterwards and only
+    then calls :func:`prune_rank_state`, so the checkpoint the pointer names always has its
+    memory, whenever the run is killed.
     """
     if not (cfg.loce.enabled and cfg.loce.save_memory):
         return
-    import os
     from pathlib import Path
+
+    from loce.fileio import ensure_directory, save_torch_atomic
 
     heads = _loce_heads(model)
     memory = heads.feature_memory if heads is not None else None
     if memory is None:
         return
-    ckpt_dir = Path(ckpt_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    path = ckpt_dir / _memory_file(name, rank)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"feature_memory": memory.get_extra_state(), "rank": rank, "checkpoint": name}, tmp)
-    os.replace(tmp, path)
-    for old in ckpt_dir.glob(_memory_file("*", rank)):
-        if old.name != path.name:
+    ckpt_dir = ensure_directory(Path(ckpt_dir), what="checkpoint folder")
+    save_torch_atomic({"feature_memory": memory.get_extra_state(), "rank": rank,
+                       "checkpoint": name}, ckpt_dir / _memory_file(name, rank),
+                      what="feature memory")
+
+
+def prune_rank_state(cfg: Config, ckpt_dir, name: str, rank: int) -> None:
+    """Delete this rank's per-rank files of checkpoints other than ``name`` (every rank calls,
+    after ``last_checkpoint`` names ``name``): a resume only reads the newest, and at LVIS
+    scale each memory file is 2.4 GB in float16."""
+    if not cfg.loce.enabled:
+        return
+    from pathlib import Path
+
+    keep = _memory_file(name, rank)
+    for old in Path(ckpt_dir).glob(_memory_file("*", rank)):
+        if old.name != keep:
             old.unlink(missing_ok=True)
 
 

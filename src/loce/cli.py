@@ -28,16 +28,18 @@ COMMANDS: dict[str, str] = {
 def build_parser() -> argparse.ArgumentParser:
     from loce import __version__
 
+    # allow_abbrev=False everywhere: a prefix such as --res must not silently mean --resume.
     parser = argparse.ArgumentParser(
         prog="loce",
         description="LOCE and long-tailed object detection on PyTorch/torchvision.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"loce {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP, allow_abbrev=False)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -51,6 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except LoceError as err:
         print(f"loce {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError) as err:
+        # A path given by the user that a library opened directly.
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"loce {args.command}: error: {where}{err.strerror or err}; check the path",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"loce {args.command}: interrupted", file=sys.stderr)

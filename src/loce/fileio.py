@@ -25,15 +25,21 @@ from pathlib import Path
 from typing import IO, Any
 
 from loce.errors import LoceError
+from loce.faults import fault_point
 
 __all__ = [
     "FileWriteError",
     "atomic_write",
     "atomic_write_json",
     "atomic_write_text",
+    "check_output_file",
+    "ensure_directory",
     "fsync_directory",
+    "remove_stale_temp_files",
     "save_torch_atomic",
 ]
+
+TEMP_SUFFIX = ".tmp"
 
 
 class FileWriteError(LoceError, OSError):
@@ -54,6 +60,16 @@ def fsync_directory(directory: str | os.PathLike) -> None:
         os.close(fd)
 
 
+def _file_size_limit() -> int | None:
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
 def _describe_failure(path: Path, what: str, err: OSError, written: int | None) -> str:
     reason = err.strerror or str(err)
     fix = ""
@@ -66,7 +82,9 @@ def _describe_failure(path: Path, what: str, err: OSError, written: int | None) 
         have = f", {free / 2**20:.1f} MiB free" if free is not None else ""
         fix = f"; it needs {need}{have}: free some space or write elsewhere"
     elif err.errno == errno.EFBIG:
-        fix = "; the file-size limit (ulimit -f) is too small for it"
+        limit = _file_size_limit()
+        size = f" of {limit / 2**20:.1f} MiB" if limit is not None else ""
+        fix = f"; the file-size limit (ulimit -f){size} is too small for it: raise it"
     elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         fix = "; the folder is not writable: choose another output location"
     elif err.errno in (errno.ENOTDIR, errno.EEXIST):
@@ -78,7 +96,7 @@ def _describe_failure(path: Path, what: str, err: OSError, written: int | None) 
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", *, what: str = "file",
-                 encoding: str | None = "utf-8") -> Iterator[IO[Any]]:
+                 encoding: str | None = "utf-8", fsync: bool = True) -> Iterator[IO[Any]]:
     """Open a temporary file that replaces ``path`` when the ``with`` block ends without error.
 
     Args:
@@ -86,6 +104,8 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", *, what: str = "file"
         mode: ``"w"`` (text) or ``"wb"`` (binary).
         what: what the file is, for the error message ("checkpoint", "results file", ...).
         encoding: text encoding (ignored in binary mode).
+        fsync: flush the file and its folder to the disk before returning (off only for bulk
+            outputs whose completion another, durable file records, e.g. dataset images).
 
     Raises:
         FileWriteError: the folder or the file could not be written; nothing was replaced
@@ -102,15 +122,18 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", *, what: str = "file"
     f: IO[Any] | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
         f = os.fdopen(fd, mode, encoding=None if "b" in mode else encoding)
         yield f
         f.flush()
-        os.fsync(f.fileno())
+        if fsync:
+            os.fsync(f.fileno())
         f.close()
+        fault_point(f"write:{what}")
         os.replace(tmp, path)
         tmp = None
-        fsync_directory(path.parent)
+        if fsync:
+            fsync_directory(path.parent)
     except OSError as err:
         written = None
         if tmp is not None:
@@ -134,10 +157,13 @@ def atomic_write_text(path: str | os.PathLike, text: str, *, what: str = "file")
 
 
 def atomic_write_json(path: str | os.PathLike, payload: Any, *, what: str = "JSON file",
-                      indent: int | None = 2, default: Callable[[Any], Any] | None = None) -> Path:
+                      indent: int | None = 2, default: Callable[[Any], Any] | None = None,
+                      sort_keys: bool = False,
+                      separators: tuple[str, str] | None = None) -> Path:
     """Write ``payload`` as JSON (newline-terminated) to ``path`` atomically; returns the path."""
     with atomic_write(path, "w", what=what) as f:
-        json.dump(payload, f, indent=indent, default=default)
+        json.dump(payload, f, indent=indent, default=default, sort_keys=sort_keys,
+                  separators=separators)
         f.write("\n")
     return Path(path)
 
@@ -149,3 +175,70 @@ def save_torch_atomic(obj: Any, path: str | os.PathLike, *, what: str = "checkpo
     with atomic_write(path, "wb", what=what) as f:
         torch.save(obj, f)
     return Path(path)
+
+
+def ensure_directory(path: str | os.PathLike, *, what: str = "output folder") -> Path:
+    """Create the folder ``path`` (and its parents) unless it exists; returns it.
+
+    Raises:
+        FileWriteError: a file stands at ``path`` or above it, the parent is read-only, or the
+            folder exists but is not writable.
+    """
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise FileExistsError(errno.EEXIST, "a file of that name exists")
+        path.mkdir(parents=True, exist_ok=True)
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "permission denied")
+    except OSError as err:
+        reason = err.strerror or str(err)
+        if err.errno in (errno.ENOTDIR, errno.EEXIST):
+            fix = "a file stands where the folder should be: choose another location"
+        elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            fix = "it is not writable: choose another location"
+        elif err.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = "the disk is full: free some space or choose another location"
+        else:
+            fix = "choose another location"
+        raise FileWriteError(f"{path}: cannot create the {what} ({reason}); {fix}.") from None
+    return path
+
+
+def check_output_file(path: str | os.PathLike, *, what: str = "output file") -> Path:
+    """Check, before any work is done, that ``path`` can be written; creates nothing.
+
+    The path must not be a folder, and its nearest existing ancestor must be a writable
+    folder (the missing folders in between are created when the file is written).
+
+    Raises:
+        FileWriteError: naming the path, what is in the way and the fix.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise FileWriteError(_describe_failure(path, what, IsADirectoryError(
+            errno.EISDIR, "is a directory"), None))
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise FileWriteError(_describe_failure(path, what, NotADirectoryError(
+            errno.ENOTDIR, f"{parent} is a file, not a folder"), None))
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FileWriteError(_describe_failure(path, what, PermissionError(
+            errno.EACCES, f"{parent} is not writable"), None))
+    return path
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write (SIGKILL, power loss) left in
+    ``directory``; returns what was removed. Call it only where no other writer is active."""
+    directory = Path(directory)
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for tmp in directory.glob(f".*{TEMP_SUFFIX}"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed

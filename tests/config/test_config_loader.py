@@ -65,6 +65,11 @@ def test_overrides_are_typed_yaml_values():
         (["solver.steps=[5,3]"], r"solver\.steps must be increasing"),
         (["data.flip_prob=2"], r"data\.flip_prob must be in \[0, 1\]"),
         (["solver.lr"], r"expected KEY=VALUE"),
+        # non-finite numbers are refused everywhere (YAML spells them .inf and .nan)
+        (["solver.lr=.inf"], r"solver\.lr must be a finite number, got inf"),
+        (["solver.grad_clip=.nan"], r"solver\.grad_clip must be a finite number, got nan"),
+        (["solver.weight_decay=-.inf"], r"solver\.weight_decay must be a finite number"),
+        (["model.test.norcal_gamma=.inf"], r"model\.test\.norcal_gamma must be a finite"),
     ],
 )
 def test_bad_values_name_the_key(overrides, pattern):
@@ -115,3 +120,17 @@ def test_base_config_is_applied_first_and_cycles_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="'base' must be a config name or path"):
         load_config(tmp_path / "bad.yaml")
 
+
+
+def test_non_utf8_config_and_a_non_mapping_stored_config(tmp_path):
+    from loce.config import config_from_dict
+
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.yaml: not a UTF-8 text file \(byte 9"):
+        load_config(latin)
+    with pytest.raises(ConfigError, match="ckpt: expected a mapping of config sections, found a "
+                       "list"):
+        config_from_dict(["solver"], "ckpt")
+    # negative control: finite values pass
+    assert load_config(LVIS_V1, ["solver.lr=1e-3"]).solver.lr == 1e-3

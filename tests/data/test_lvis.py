@@ -449,7 +449,7 @@ def test_missing_segmentation(tmp_path):
     assert "masks" not in ds.get_target(1)
 
 
-def test_missing_and_unreadable_images(tmp_path):
+def test_missing_and_unreadable_images(tmp_path, monkeypatch):
     _write_images(tmp_path)
     (tmp_path / "b.jpg").unlink()
     ds = LVISDataset(tiny(), tmp_path, train=True)
@@ -467,6 +467,15 @@ def test_missing_and_unreadable_images(tmp_path):
         ds[1]
     with pytest.raises(IndexError):
         ds[2]
+    # Pillow's decompression-bomb guard: above the limit (a warning) and twice above (an error)
+    Image.new("RGB", (20, 30)).save(tmp_path / "b.jpg")
+    for limit in (400, 200):
+        with monkeypatch.context() as m:
+            m.setattr(Image, "MAX_IMAGE_PIXELS", limit)
+            with pytest.raises(DataError, match=r"b\.jpg \(image id 7\) is too large to decode "
+                               r"safely .*downscale it below 0\.0 Mpixels"):
+                ds[1]
+    assert ds[1][0].shape == (3, 30, 20)  # negative control: the default limit
     with pytest.raises(DataError, match=r"image root .*nowhere is not a folder"):
         LVISDataset(tiny(), tmp_path / "nowhere", train=True)
 

@@ -41,3 +41,25 @@ def tiny_overrides(dataset: Path, output_dir: Path, **extra) -> list[str]:
 
 
 SYNTH_CONFIG = "mask_rcnn_r18_fpn_normed_mask_synthetic"
+
+
+def logged_losses(path: Path) -> dict[int, dict[str, float]]:
+    """The losses of each global iteration in a run's ``metrics.jsonl`` (the last line wins)."""
+    import json
+
+    out = {}
+    for line in path.read_text().splitlines():
+        rec = json.loads(line)
+        if rec.get("type") == "train":
+            out[rec["global_iter"]] = {k: v for k, v in rec.items() if k.startswith("loss")}
+    return out
+
+
+def train_command(config: str, overrides: list[str], *extra: str) -> list[str]:
+    """``python -m loce train CONFIG --set ...`` as an argument list for a subprocess."""
+    import sys
+
+    cmd = [sys.executable, "-m", "loce", "train", config, *extra]
+    for o in overrides:
+        cmd += ["--set", o]
+    return cmd

@@ -64,3 +64,53 @@ def test_two_process_gloo_training_keeps_ranks_identical(tiny_dataset, tmp_path)
     # each rank logged the same number of iterations: the batches were sharded evenly
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [x["global_iter"] for x in lines if x["type"] == "train"] == [1, 2, 3]
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_a_user_error_on_one_rank_stops_every_rank_promptly(tiny_dataset, tmp_path):
+    """A corrupt image in rank 1's shard: rank 1 prints its one-line error last and exits 2;
+    rank 0, blocked in a collective, exits at once without a traceback of its own."""
+    import shutil
+    import subprocess
+    import time
+
+    from engine_utils import train_command
+
+    from loce import build
+    from loce.config import load_config
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data)
+    overrides = tiny_overrides(data, tmp_path / "run")
+    cfg = load_config(SYNTH_CONFIG, overrides)
+    train_set = build.build_train_dataset(cfg)
+    first = build.epoch_batches(cfg, train_set, 0, rank=1, world=2)[0][0]
+    broken = train_set.image_path(first)
+    broken.write_bytes(b"truncated")
+    port = _free_port()
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+               "RANK": str(rank), "WORLD_SIZE": "2", "LOCAL_RANK": str(rank)}
+        procs.append(subprocess.Popen(train_command(SYNTH_CONFIG, overrides), env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    ended = {}
+    deadline = time.time() + 240
+    while len(ended) < 2 and time.time() < deadline:
+        for rank, p in enumerate(procs):
+            if rank not in ended and p.poll() is not None:
+                ended[rank] = time.time()
+        time.sleep(0.05)
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    outputs = [p.communicate() for p in procs]
+    assert len(ended) == 2, "a rank hung"
+    err1 = outputs[1][1]
+    assert procs[1].returncode == 2, err1
+    last = err1.strip().splitlines()[-1].split("\r")[-1]
+    assert last.startswith("loce train: error: [rank 1] cannot read image file")
+    assert str(broken) in last and "Traceback" not in err1
+    assert procs[0].returncode != 0 and "Traceback" not in outputs[0][1], outputs[0][1]
+    assert ended[0] - ended[1] < 15, "rank 0 waited for a timeout"

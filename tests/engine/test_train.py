@@ -94,18 +94,55 @@ def test_non_finite_loss_stops_with_iteration_and_loss_names(tiny_dataset, tmp_p
     def poisoned(self, *args, **kwargs):
         result, losses = original(self, *args, **kwargs)
         calls["n"] += 1
-        if self.training and calls["n"] == 2:
+        if self.training and calls["n"] == 3:
             losses["loss_classifier"] = losses["loss_classifier"] * float("nan")
         return result, losses
 
     monkeypatch.setattr(LoceRoIHeads, "forward", poisoned)
     out = tmp_path / "nan"
     cfg = load_config(SYNTH_CONFIG, tiny_overrides(tiny_dataset, out, **{
-        "train.checkpoint_every_iters": 1}))
-    with pytest.raises(NonFiniteLossError, match=r"iteration 2 .*loss_classifier=nan"):
+        "train.checkpoint_every_iters": 1, "train.max_iters_per_epoch": 4}))
+    with pytest.raises(NonFiniteLossError, match=r"iteration 3 .*loss_classifier=nan.*"
+                       r"iter_1\.pth \(after 1 iterations\)"):
         train(cfg)
-    # the checkpoint of the last good iteration is kept
-    assert (out / "checkpoints" / "last_checkpoint").read_text().strip() == "iter_1.pth"
+    # iter_2.pth holds the weights whose loss is NaN (resuming from it fails at once, at any
+    # learning rate): the pointer steps back to the checkpoint before it
+    ckpts = out / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("*.pth")) == ["iter_1.pth", "iter_2.pth"]
+    assert (ckpts / "last_checkpoint").read_text().strip() == "iter_1.pth"
+
+
+def test_non_finite_weights_are_never_checkpointed(tiny_dataset, tmp_path, monkeypatch):
+    from loce.engine.train import NonFiniteWeightsError
+
+    original = torch.optim.SGD.step
+    calls = {"n": 0}
+
+    def exploding(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:  # as an infinite learning rate would
+            self.param_groups[0]["params"][0].data.fill_(float("inf"))
+        return out
+
+    monkeypatch.setattr(torch.optim.SGD, "step", exploding)
+    out = tmp_path / "inf"
+    cfg = load_config(SYNTH_CONFIG, tiny_overrides(tiny_dataset, out, **{
+        "train.checkpoint_every_iters": 1}))
+    with pytest.raises(NonFiniteWeightsError, match=r"non-finite by epoch 1, iteration 2 .*"
+                       r"no checkpoint is written.*iter_1\.pth"):
+        train(cfg)
+    ckpts = out / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("*.pth")) == ["iter_1.pth"]
+    assert (ckpts / "last_checkpoint").read_text().strip() == "iter_1.pth"
+    # a checkpoint with non-finite weights (say, from another tool) is refused on load
+    state = torch.load(ckpts / "iter_1.pth", weights_only=False)
+    key = next(iter(state["model"]))
+    state["model"][key] = state["model"][key].float().fill_(float("nan"))
+    torch.save(state, tmp_path / "nan.pth")
+    code = cli_main(["predict", "--checkpoint", str(tmp_path / "nan.pth"), "--images",
+                     str(tiny_dataset / "val"), "--out", str(tmp_path / "res.json")])
+    assert code == 2 and not (tmp_path / "res.json").exists()
 
 
 def test_checkpoint_for_other_classes_names_layer_and_shapes(tiny_dataset, tmp_path, capsys):

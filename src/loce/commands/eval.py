@@ -12,13 +12,7 @@ parameters. Imports no torch.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
-import tempfile
 from pathlib import Path
-
-from loce.errors import LoceError
 
 HELP = "Evaluate a detection results file with the LVIS protocol (box and mask AP)."
 
@@ -82,27 +76,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="metrics.json", help="write all metrics as JSON here")
 
 
-def _write_json_atomic(path: Path, payload: object) -> None:
-    """Write JSON next to ``path`` and rename it into place, so readers never see half a file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(payload, f, indent=2)
-                f.write("\n")
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    except OSError as err:
-        raise LoceError(f"{path}: cannot write the metrics file ({err.strerror or err}).") from None
-
-
 def run(args: argparse.Namespace) -> int:
     from loce.evaluation import evaluate_lvis_multi, format_metrics_table
     from loce.evaluation.results import file_has_masks
+    from loce.fileio import atomic_write_json, check_output_file
+
+    if args.out:
+        check_output_file(args.out, what="metrics file")
 
     iou_types = args.iou_type
     if iou_types is None:
@@ -131,6 +111,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_metrics_table(results))
     if args.out:
-        _write_json_atomic(Path(args.out), results)
+        atomic_write_json(args.out, results, what="metrics file")
         print(f"wrote {args.out}")
     return 0

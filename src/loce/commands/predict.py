@@ -34,7 +34,13 @@ def run(args: argparse.Namespace) -> int:
     from loce.engine.distributed import select_device
     from loce.engine.evaluate import predict_to_file
     from loce.errors import CheckpointError
+    from loce.fileio import atomic_write, check_output_file, ensure_directory
 
+    # Output paths are checked before any work; the results file replaces --out only when
+    # every image went through (a failure leaves an existing file untouched).
+    check_output_file(args.out, what="results file")
+    if args.visualize is not None:
+        ensure_directory(args.visualize, what="--visualize folder")
     model, cfg, state = build.load_trained_model(args.checkpoint, args.overrides, args.config)
     cat_ids = state["category_ids"]
     names = state.get("category_names")
@@ -63,16 +69,15 @@ def run(args: argparse.Namespace) -> int:
         from loce.engine.predict import draw_detections
 
         vis_dir = Path(args.visualize)
-        vis_dir.mkdir(parents=True, exist_ok=True)
         class_names = list(names) if names else [str(c) for c in cat_ids]
 
         def on_image(index, image, det):  # image: the resized model input (unused)
             original = dataset.load_image(index).permute(1, 2, 0).mul(255).round()
             picture = draw_detections(original.byte().numpy(), det, class_names,
                                       args.vis_threshold)
-            picture.save(vis_dir / f"{index + 1:06d}.png")
+            with atomic_write(vis_dir / f"{index + 1:06d}.png", "wb", what="picture") as f:
+                picture.save(f, format="PNG")
 
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     n = predict_to_file(model, dataset, args.out, device=device, with_masks=not args.no_masks,
                         workers=cfg.data.workers, on_image=on_image)
     print(f"wrote {n} detections for {len(dataset)} images to {args.out}")

@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from loce.config import load_config
     from loce.engine import distributed as dist_utils
     from loce.engine.train import train
+    from loce.errors import LoceError
     from loce.evaluation.lvis_eval import format_metrics_table
 
     overrides = list(args.overrides)
@@ -29,6 +30,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     try:
         metrics = train(cfg, resume=args.resume).metrics
+    except LoceError as err:
+        # One rank of many: say what is wrong and leave at once, so that the other ranks'
+        # collectives fail now (and they exit quietly) rather than at the timeout.
+        if dist_utils.get_world_size() > 1:
+            dist_utils.exit_now(f"loce train: error: [rank {dist_utils.get_rank()}] {err}", 2)
+        raise
+    except Exception as err:
+        if dist_utils.get_world_size() > 1 and dist_utils.is_peer_failure(err):
+            dist_utils.exit_now(None, 1)
+        raise
     finally:
         dist_utils.cleanup_distributed()
     if dist_utils.get_rank() == 0 and metrics:

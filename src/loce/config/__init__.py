@@ -15,6 +15,7 @@ Example::
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import fields, is_dataclass
@@ -94,9 +95,12 @@ def _friendly(err: OmegaConfBaseException, source: str) -> ConfigError:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"cannot read config {path}: {err.strerror or err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start}: {err.reason}); "
+                          "a config is a YAML file saved as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -169,12 +173,25 @@ def _overrides_to_dict(overrides: Sequence[str]) -> list[dict[str, Any]]:
     return out
 
 
+def _check_finite(node: Any, key: str, source: str) -> None:
+    """Refuse NaN and infinite numbers anywhere in the config (YAML's ``.nan``, ``.inf``)."""
+    if is_dataclass(node):
+        for f in fields(node):
+            _check_finite(getattr(node, f.name), f"{key}.{f.name}" if key else f.name, source)
+    elif isinstance(node, list | tuple):
+        for i, item in enumerate(node):
+            _check_finite(item, f"{key}[{i}]", source)
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{source}: {key} must be a finite number, got {node}")
+
+
 def _finish(conf: DictConfig, source: str) -> Config:
     try:
         cfg = OmegaConf.to_object(conf)
     except OmegaConfBaseException as err:
         raise _friendly(err, source) from None
     assert isinstance(cfg, Config)
+    _check_finite(cfg, "", source)
     cfg.validate()
     return cfg
 
@@ -214,7 +231,14 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 def config_from_dict(
     data: Mapping[str, Any], source: str = "checkpoint config", overrides: Sequence[str] = ()
 ) -> Config:
-    """Rebuild a :class:`Config` from :func:`config_to_dict` output, then apply ``overrides``."""
+    """Rebuild a :class:`Config` from :func:`config_to_dict` output, then apply ``overrides``.
+
+    Raises:
+        ConfigError: ``data`` is not a mapping, or does not fit the schema.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of config sections, found a "
+                          f"{type(data).__name__}")
     conf = _merge(OmegaConf.structured(Config), dict(data), source)
     for override, item in zip(_overrides_to_dict(overrides), overrides):
         conf = _merge(conf, override, f"--set {item}")
@@ -223,9 +247,7 @@ def config_from_dict(
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:
     """Write ``cfg`` as YAML, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    os.replace(tmp, path)
+    from loce.fileio import atomic_write_text
+
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)), what="config")
 

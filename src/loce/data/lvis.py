@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from loce.data.rle import rle_problem
 from loce.errors import DataError
 
 if TYPE_CHECKING:
@@ -50,6 +51,7 @@ __all__ = [
     "LVISDataset",
     "LVISIndex",
     "load_lvis_json",
+    "read_rgb",
     "validate_lvis",
 ]
 
@@ -122,7 +124,11 @@ def load_lvis_json(path_or_dict: str | os.PathLike[str] | Mapping[str, Any]) -> 
 
 
 def validate_lvis(
-    data: Mapping[str, Any], source: str = "<annotation dict>", *, require_federated: bool = False
+    data: Mapping[str, Any],
+    source: str = "<annotation dict>",
+    *,
+    require_federated: bool = False,
+    require_file_names: bool = True,
 ) -> None:
     """Check an LVIS/COCO annotation dict and raise one error listing what is wrong.
 
@@ -130,8 +136,8 @@ def validate_lvis(
     required keys and types (ids are integers, ``width``/``height`` positive integers, each
     image has ``file_name`` or ``coco_url``, ``bbox`` is 4 finite numbers with width and height
     ``>= 0``, ``segmentation`` is a list of polygons with an even number ``>= 6`` of finite
-    coordinates or an RLE dict whose ``size`` is the image's ``[height, width]``,
-    ``frequency`` is ``'r'``, ``'c'`` or ``'f'``); no duplicate ids; every annotation's
+    coordinates or an RLE dict whose ``size`` is the image's ``[height, width]`` and whose
+    ``counts`` decode to run lengths covering exactly that many pixels, ``frequency`` is ``'r'``, ``'c'`` or ``'f'``); no duplicate ids; every annotation's
     ``image_id`` and ``category_id`` and every id in ``neg_category_ids`` /
     ``not_exhaustive_category_ids`` exist. The work is linear in the file size.
 
@@ -140,12 +146,15 @@ def validate_lvis(
         source: the file name to put in messages.
         require_federated: also require the LVIS evaluation fields: ``neg_category_ids`` and
             ``not_exhaustive_category_ids`` on every image and ``frequency`` on every category.
+        require_file_names: require an image file name (``file_name`` or ``coco_url``) on every
+            image; evaluation, which opens no image, passes False.
 
     Raises:
         DataError: naming ``source``, the first few problems (key path or index, what was
             found, how to fix it) and how many there are in all.
     """
-    _check_and_extract(data, source, require_federated=require_federated)
+    _check_and_extract(data, source, require_federated=require_federated,
+                       require_file_names=require_file_names)
 
 
 def _json_type(v: Any) -> str:
@@ -320,7 +329,11 @@ def _lookup(sorted_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def _check_and_extract(
-    data: Mapping[str, Any], source: str, *, require_federated: bool = False
+    data: Mapping[str, Any],
+    source: str,
+    *,
+    require_federated: bool = False,
+    require_file_names: bool = True,
 ) -> _Extracted:
     problems = _Problems(source)
     if not isinstance(data, Mapping):
@@ -413,7 +426,7 @@ def _check_and_extract(
             uses_url = True
             continue
         file_names.append("")
-        if i not in img_skip:
+        if i not in img_skip and require_file_names:
             problems.add(
                 f"{img_where_id(i)}: no image file name: 'file_name' is "
                 f"{'missing' if fn is _MISSING else _show(fn)} and 'coco_url' is "
@@ -712,6 +725,11 @@ def _segmentation_columns(
                 f"[{int(heights[row])}, {int(widths[row])}]. Fix: encode the mask at the image "
                 "size given in 'images'."
             )
+            continue
+        problem = rle_problem(counts, size[0], size[1])
+        if problem is not None:
+            problems.add(f"{where(i)}: {problem}. Fix: re-encode the mask with pycocotools "
+                         "(mask.encode) at the image size.")
     return {
         "seg_kind": seg_kind,
         "ann_poly_offsets": ann_poly_offsets,
@@ -910,6 +928,40 @@ class LVISIndex:
 # --------------------------------------------------------------------------------------------
 # Dataset
 # --------------------------------------------------------------------------------------------
+
+
+def read_rgb(path: str | os.PathLike[str], what: str) -> np.ndarray:
+    """Decode an image file as ``[H, W, 3]`` uint8 RGB.
+
+    Args:
+        path: the image file.
+        what: how to name it in messages, e.g. ``"image id 7"``.
+
+    Raises:
+        DataError: the file cannot be read or decoded, is larger than Pillow's
+            decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, 89.5 Mpixels: the limit
+            guards against files that would exhaust memory), or has no pixels.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    fix = "Fix: replace the file with a readable JPEG/PNG or remove the image."
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that: refuse both.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                rgb = np.asarray(im.convert("RGB"))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        limit = Image.MAX_IMAGE_PIXELS
+        raise DataError(
+            f"image file {path} ({what}) is too large to decode safely ({e}). Fix: downscale "
+            f"it below {limit / 1e6:.1f} Mpixels (Pillow's decompression-bomb limit)."
+        ) from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise DataError(f"cannot read image file {path} ({what}): {e}. {fix}") from None
+    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise DataError(f"image file {path} ({what}) has no pixels ({rgb.shape}). {fix}")
+    return rgb
 
 
 def _candidate_paths(root: Path, rel: str) -> list[Path]:
@@ -1120,19 +1172,11 @@ class LVISDataset:
     def load_image(self, i: int) -> torch.Tensor:
         """Item ``i``'s image as ``[3, H, W]`` float32 in ``[0, 1]``."""
         import torch
-        from PIL import Image, UnidentifiedImageError
 
         r = int(self.rows[i])
         image_id = int(self.index.image_ids[r])
         path = self.image_path(i)
-        try:
-            with Image.open(path) as im:
-                rgb = np.asarray(im.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as e:
-            raise DataError(
-                f"cannot read image file {path} (image id {image_id}): {e}. Fix: replace the "
-                "file with a readable JPEG/PNG or remove the image from the annotation file."
-            ) from None
+        rgb = read_rgb(path, f"image id {image_id}")
         h, w = int(self.index.heights[r]), int(self.index.widths[r])
         if rgb.shape[:2] != (h, w):
             raise DataError(

@@ -66,7 +66,6 @@ presence as the mark of LVIS v0.5 or COCO).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import shutil
@@ -78,6 +77,7 @@ from typing import Any
 import numpy as np
 
 from loce.errors import LoceError
+from loce.fileio import atomic_write, atomic_write_json, ensure_directory
 
 __all__ = [
     "COLOURS",
@@ -1176,9 +1176,11 @@ def _render_and_save(task: tuple[str, int]) -> tuple[int, list[tuple[int, list, 
     rendered = render_image(image_plan, plan.categories, plan.config)
     path = os.path.join(_WORKER["out_dir"], image_plan.relative_path)
     # 4:4:4 chroma: the default 4:2:0 subsampling blurs the colour patterns of small objects.
-    Image.fromarray(rendered.image).save(
-        path, format="JPEG", quality=plan.config.jpeg_quality, subsampling=0
-    )
+    # Not fsync-ed one by one: the annotation files, written durably last, complete the set.
+    with atomic_write(path, "wb", what="image", fsync=False) as f:
+        Image.fromarray(rendered.image).save(
+            f, format="JPEG", quality=plan.config.jpeg_quality, subsampling=0
+        )
     anns = []
     for cat_id, visible in zip(rendered.category_ids, rendered.visible_masks):
         polygons = mask_to_polygons(visible)
@@ -1188,12 +1190,8 @@ def _render_and_save(task: tuple[str, int]) -> tuple[int, list[tuple[int, list, 
 
 
 def _write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically: a temporary file in the same folder, then ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, separators=(",", ":"))
-        f.write("\n")
-    os.replace(tmp, path)
+    """Write JSON atomically (see :mod:`loce.fileio`), compact."""
+    atomic_write_json(path, data, what="annotation file", indent=None, separators=(",", ":"))
 
 
 _OUTPUTS = ("train", "val", "annotations", "summary.json")
@@ -1216,8 +1214,8 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
             elif target.exists() or target.is_symlink():
                 target.unlink()
     for split in SPLITS:
-        (out_dir / split).mkdir(parents=True, exist_ok=True)
-    (out_dir / "annotations").mkdir(exist_ok=True)
+        ensure_directory(out_dir / split, what="dataset folder")
+    ensure_directory(out_dir / "annotations", what="dataset folder")
 
 
 def _lvis_json(

@@ -48,7 +48,8 @@ def rescale_size(height: int, width: int, short: int, max_size: int) -> tuple[in
     """Output ``(new_h, new_w)`` of a keep-ratio resize, with mmcv's rounding.
 
     ``s = min(max_size / long_side, short / short_side)``; each side becomes
-    ``int(side * s + 0.5)``.
+    ``int(side * s + 0.5)``, and at least 1 pixel (mmcv would return 0 for a side shorter than
+    ``0.5 / s``, e.g. a 4000 x 2 image, and the model cannot run on an empty image).
 
     Args:
         height, width: input size in pixels (positive).
@@ -65,7 +66,7 @@ def rescale_size(height: int, width: int, short: int, max_size: int) -> tuple[in
     # the smaller one the short side.
     long_cap, short_cap = max(short, max_size), min(short, max_size)
     s = min(long_cap / max(height, width), short_cap / min(height, width))
-    return int(height * s + 0.5), int(width * s + 0.5)
+    return max(1, int(height * s + 0.5)), max(1, int(width * s + 0.5))
 
 
 def resize(

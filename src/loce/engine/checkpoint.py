@@ -10,15 +10,18 @@ A training checkpoint is a dict with
 - ``config``: the resolved config as a plain dict;
 - ``loce_version``.
 
-Files are written to ``NAME.tmp`` and renamed, so a run killed while saving never leaves a
-truncated checkpoint; ``last_checkpoint`` (a one-line text file) names the newest one.
+Every file is written atomically (:mod:`loce.fileio`: a temporary file, ``fsync``, rename), so
+a run killed while saving never leaves a truncated checkpoint; ``last_checkpoint`` (a one-line
+text file) names the newest one and moves only after the checkpoint and every per-rank file
+that belongs to it are on the disk. A checkpoint is never written with non-finite weights or
+optimizer state, and one with non-finite weights is refused on load.
 """
 
 from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +30,54 @@ import torch
 from torch import nn
 
 from loce.errors import CheckpointError
+from loce.faults import fault_point
+from loce.fileio import atomic_write_text, ensure_directory, save_torch_atomic
 
 __all__ = [
     "capture_rng_state",
+    "check_resumable",
+    "checkpoint_global_iter",
     "find_last_checkpoint",
     "load_checkpoint_file",
     "load_model_weights",
+    "non_finite_entries",
+    "optimizer_tensors",
     "restore_rng_state",
     "save_checkpoint",
+    "set_last_checkpoint",
 ]
 
 LAST = "last_checkpoint"
+# What `--resume` reads from a checkpoint, with the type each must have.
+RESUME_KEYS: dict[str, type | tuple[type, ...]] = {
+    "model": Mapping,
+    "optimizer": Mapping,
+    "scheduler": Mapping,
+    "epoch": int,
+    "iter_in_epoch": int,
+    "global_iter": int,
+    "rng": (Mapping, list),
+}
+
+
+def non_finite_entries(tensors: Iterable[tuple[str, Any]]) -> list[str]:
+    """Names of the floating-point tensors among ``(name, value)`` pairs with a NaN or inf."""
+    bad = []
+    for name, value in tensors:
+        if torch.is_tensor(value) and value.is_floating_point() and value.numel() \
+                and not bool(torch.isfinite(value).all()):
+            bad.append(name)
+    return bad
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` for every tensor of the optimizer's per-parameter state."""
+    out = []
+    for i, state in enumerate(optimizer.state.values()):
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                out.append((f"optimizer state {i} {key}", value))
+    return out
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -60,17 +100,29 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 
 
 def save_checkpoint(state: Mapping[str, Any], directory: str | os.PathLike, name: str) -> Path:
-    """Write ``state`` to ``directory/name`` atomically and point ``last_checkpoint`` at it."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write ``state`` to ``directory/name`` atomically and point ``last_checkpoint`` at it.
+
+    Whatever else belongs to the checkpoint (per-rank files) must be written before this is
+    called: the pointer moves last.
+
+    Raises:
+        FileWriteError: the folder or a file cannot be written (nothing replaced).
+    """
+    directory = ensure_directory(directory, what="checkpoint folder")
     path = directory / name
-    tmp = directory / (name + ".tmp")
-    torch.save(dict(state), tmp)
-    os.replace(tmp, path)
-    pointer_tmp = directory / (LAST + ".tmp")
-    pointer_tmp.write_text(name + "\n")
-    os.replace(pointer_tmp, directory / LAST)
+    save_torch_atomic(dict(state), path, what="checkpoint")
+    fault_point("checkpoint:after-file")
+    set_last_checkpoint(directory, name)
     return path
+
+
+def set_last_checkpoint(directory: str | os.PathLike, name: str | None) -> None:
+    """Point ``directory/last_checkpoint`` at ``name`` atomically (None: remove the pointer)."""
+    pointer = Path(directory) / LAST
+    if name is None:
+        pointer.unlink(missing_ok=True)
+        return
+    atomic_write_text(pointer, name + "\n", what="checkpoint pointer")
 
 
 def find_last_checkpoint(directory: str | os.PathLike) -> Path | None:
@@ -78,12 +130,49 @@ def find_last_checkpoint(directory: str | os.PathLike) -> Path | None:
     pointer = Path(directory) / LAST
     if not pointer.is_file():
         return None
-    path = Path(directory) / pointer.read_text().strip()
-    if not path.is_file():
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"cannot read {pointer} ({err}); delete it to start over") from None
+    path = Path(directory) / name
+    if not name or "/" in name or not path.is_file():
         raise CheckpointError(
-            f"{pointer} names {path.name}, which does not exist; delete {pointer} to start over"
+            f"{pointer} names {name!r}, which is not a checkpoint in {directory}; delete "
+            f"{pointer} to start over"
         )
     return path
+
+
+def checkpoint_global_iter(path: str | os.PathLike) -> int | None:
+    """The ``global_iter`` stored in a checkpoint (read lazily), or None when unreadable."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        value = data.get("global_iter") if isinstance(data, dict) else None
+    except Exception:  # noqa: BLE001 - any unreadable file is simply not a candidate
+        return None
+    return value if isinstance(value, int) else None
+
+
+def check_resumable(state: Mapping[str, Any], source: str) -> None:
+    """Raise unless ``state`` holds everything ``--resume`` restores, with the right types.
+
+    Raises:
+        CheckpointError: naming the missing or mistyped entry (a weights-only file is not a
+            training checkpoint: it can start a run as ``train.init_from``).
+    """
+    for key, kind in RESUME_KEYS.items():
+        value = state.get(key)
+        if value is None:
+            raise CheckpointError(
+                f"{source} has no {key!r}, so training cannot resume from it (a weights-only "
+                "file?); use it as train.init_from in a new output_dir, or delete "
+                "last_checkpoint to start over"
+            )
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(
+                f"{source}: {key!r} is a {type(value).__name__}; it is not a checkpoint written "
+                "by `loce train`: delete last_checkpoint to start over"
+            )
 
 
 def describe_key_mismatch(missing: list[str], unexpected: list[str]) -> str:
@@ -142,6 +231,12 @@ def load_model_weights(
     """
     state = _model_state(data)
     own = model.state_dict()
+    bad = non_finite_entries((k, v) for k, v in state.items() if k in own)
+    if bad:
+        raise CheckpointError(
+            f"{source} holds non-finite weights ({len(bad)} tensors with NaN or inf, e.g. "
+            f"{', '.join(bad[:3])}): it was written by a diverged run; use an earlier checkpoint"
+        )
     for key, value in state.items():
         if key in own and hasattr(value, "shape") and tuple(value.shape) != tuple(own[key].shape):
             raise CheckpointError(

@@ -21,6 +21,8 @@ __all__ = [
     "barrier",
     "broadcast_object",
     "cleanup_distributed",
+    "exit_now",
+    "is_peer_failure",
     "get_rank",
     "get_world_size",
     "init_distributed",
@@ -76,6 +78,41 @@ def init_distributed(device: torch.device) -> bool:
 def cleanup_distributed() -> None:
     if is_distributed():
         dist.destroy_process_group()
+
+
+def exit_now(message: str | None, status: int) -> None:
+    """End this process at once with ``status``, printing ``message`` (when given) last.
+
+    For a rank of a multi-process run that cannot go on: the other ranks are blocked in a
+    collective that fails as soon as this process is gone, so they stop within moments
+    instead of waiting for the process-group timeout. Under torchrun the message is also
+    written to the rank's error file, so torchrun's failure summary (printed last) ends with
+    it. Nothing is cleaned up: tearing down the process group would wait for the peers.
+    """
+    import json
+    import sys
+    import time
+
+    if message is not None:
+        print(message, file=sys.stderr, flush=True)
+        error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
+        if error_file:
+            try:
+                with open(error_file, "w") as f:
+                    json.dump({"message": message, "timestamp": int(time.time())}, f)
+            except OSError:
+                pass
+    sys.stdout.flush()
+    os._exit(status)
+
+
+def is_peer_failure(err: BaseException) -> bool:
+    """Whether ``err`` is a collective failing because another rank of the run has exited."""
+    dist_error = getattr(dist, "DistError", ())
+    text = str(err)
+    return isinstance(err, dist_error) or (isinstance(err, RuntimeError) and any(
+        s in text for s in ("Connection closed by peer", "Connection reset by peer",
+                            "Broken pipe", "NCCL communicator was aborted")))
 
 
 def barrier() -> None:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from loce.engine import distributed as dist_utils
+from loce.fileio import atomic_write, atomic_write_json
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 
@@ -85,24 +86,33 @@ def detections_to_results(
 
 
 class _ResultWriter:
-    """Streams result dicts into a JSON list file without holding them all."""
+    """Streams result dicts into a JSON list file without holding them all.
+
+    Use as a context manager: the file is written atomically (see :mod:`loce.fileio`) and
+    replaces ``path`` only when the block ends without an error, so a run that stops midway
+    leaves an existing file untouched.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.tmp = path.with_name(path.name + ".tmp")
-        self.f = self.tmp.open("w")
-        self.f.write("[")
         self.count = 0
+        self._writing = atomic_write(path, "w", what="results file")
+        self.f = None
+
+    def __enter__(self) -> _ResultWriter:
+        self.f = self._writing.__enter__()
+        self.f.write("[")
+        return self
 
     def extend(self, results: Iterable[dict[str, Any]]) -> None:
         for r in results:
             self.f.write(("," if self.count else "") + "\n" + json.dumps(r, separators=(",", ":")))
             self.count += 1
 
-    def close(self) -> None:
-        self.f.write("\n]\n")
-        self.f.close()
-        os.replace(self.tmp, self.path)
+    def __exit__(self, *exc) -> bool | None:
+        if exc[0] is None:
+            self.f.write("\n]\n")
+        return self._writing.__exit__(*exc)
 
 
 @torch.no_grad()
@@ -152,22 +162,22 @@ def predict_to_file(
         torch.utils.data.Subset(dataset, idx), batch_size=1, shuffle=False,
         num_workers=workers, collate_fn=collate_fn,
     )
-    writer = _ResultWriter(Path(out_path))
     cat_ids = list(dataset.cat_ids)
     try:
-        for k, (images, targets) in enumerate(
-            tqdm(loader, total=len(idx), desc="inference", disable=not progress, leave=False,
-                 dynamic_ncols=True, mininterval=1.0)
-        ):
-            images = [im.to(device) for im in images]
-            sizes = [tuple(int(s) for s in t["orig_size"]) for t in targets]
-            dets = model(images, original_image_sizes=sizes)
-            for t, d, im in zip(targets, dets, images):
-                writer.extend(detections_to_results(d, int(t["image_id"]), cat_ids, with_masks))
-                if on_image is not None:
-                    on_image(idx[k], im, d)
+        with _ResultWriter(Path(out_path)) as writer:
+            for k, (images, targets) in enumerate(
+                tqdm(loader, total=len(idx), desc="inference", disable=not progress,
+                     leave=False, dynamic_ncols=True, mininterval=1.0)
+            ):
+                images = [im.to(device) for im in images]
+                sizes = [tuple(int(s) for s in t["orig_size"]) for t in targets]
+                dets = model(images, original_image_sizes=sizes)
+                for t, d, im in zip(targets, dets, images):
+                    writer.extend(detections_to_results(d, int(t["image_id"]), cat_ids,
+                                                        with_masks))
+                    if on_image is not None:
+                        on_image(idx[k], im, d)
     finally:
-        writer.close()
         model.train(was_training)
         if infer_masks is not None:
             heads.infer_masks = infer_masks
@@ -176,11 +186,10 @@ def predict_to_file(
 
 def merge_result_shards(shards: Sequence[Path], out_path: Path) -> int:
     """Concatenate JSON-list shard files into one JSON list, one shard in memory at a time."""
-    writer = _ResultWriter(out_path)
-    for shard in shards:
-        with shard.open() as f:
-            writer.extend(json.load(f))
-    writer.close()
+    with _ResultWriter(out_path) as writer:
+        for shard in shards:
+            with shard.open() as f:
+                writer.extend(json.load(f))
     return writer.count
 
 
@@ -224,8 +233,7 @@ def evaluate(model: nn.Module, cfg, out_dir: str | os.PathLike, *, device: torch
             metrics = evaluate_lvis_multi(cfg.data.val_ann, str(merged), iou_types=iou_types,
                                           max_dets=cfg.eval.max_dets,
                                           protocol=cfg.eval.protocol)
-        tmp = out / "metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))
-        tmp.replace(out / "metrics.json")
+        atomic_write_json(out / "metrics.json", metrics, what="metrics file", sort_keys=True,
+                          default=str)
     dist_utils.barrier()
     return metrics

@@ -43,14 +43,9 @@ class ImageFolder:
 
     def load_image(self, i: int) -> torch.Tensor:
         """Image ``i`` as ``[3, H, W]`` float32 in ``[0, 1]``."""
-        from PIL import Image
+        from loce.data.lvis import read_rgb
 
-        path = self.files[i]
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"))
-        except OSError as err:
-            raise DataError(f"cannot read image {path} (image id {i + 1}): {err}") from None
+        arr = read_rgb(self.files[i], f"image id {i + 1}")
         return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
     def __getitem__(self, i: int):

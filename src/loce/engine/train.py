@@ -35,16 +35,23 @@ from loce.config import Config, config_to_dict, save_config
 from loce.engine import distributed as dist_utils
 from loce.engine.checkpoint import (
     capture_rng_state,
+    check_resumable,
+    checkpoint_global_iter,
     find_last_checkpoint,
     load_checkpoint_file,
     load_model_weights,
+    non_finite_entries,
+    optimizer_tensors,
     restore_rng_state,
     save_checkpoint,
+    set_last_checkpoint,
 )
 from loce.engine.schedule import WarmupStepSchedule
 from loce.errors import LoceError
+from loce.faults import fault_point
+from loce.fileio import atomic_write_json, ensure_directory, remove_stale_temp_files
 
-__all__ = ["NonFiniteLossError", "TrainResult", "train", "unwrap"]
+__all__ = ["NonFiniteLossError", "NonFiniteWeightsError", "TrainResult", "train", "unwrap"]
 
 
 @dataclass
@@ -62,6 +69,10 @@ class NonFiniteLossError(LoceError):
     """A loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
+class NonFiniteWeightsError(NonFiniteLossError):
+    """The weights or the optimizer state became NaN or infinite; no checkpoint is written."""
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
@@ -76,8 +87,15 @@ class MetricsLog:
     def write(self, record: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
-        with self.path.open("a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        from loce.fileio import FileWriteError
+
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+        except OSError as err:
+            raise FileWriteError(f"{self.path}: cannot append to the training log "
+                                 f"({err.strerror or err}); free some space or choose another "
+                                 "train.output_dir") from None
 
 
 def _autocast(device: torch.device, amp: str):
@@ -107,17 +125,69 @@ def _reduce_losses(loss_dict: Mapping[str, torch.Tensor]) -> dict[str, float]:
     return {n: float(v) for n, v in zip(names, values.cpu())}
 
 
-def _check_finite(total: torch.Tensor, loss_dict: Mapping[str, torch.Tensor], epoch: int,
-                  it: int, global_iter: int) -> None:
-    """Raise on every rank when any rank's loss is not finite (so no rank hangs)."""
-    bad = torch.tensor([0.0 if torch.isfinite(total).item() else 1.0], device=total.device)
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is true on any rank (every rank must call)."""
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
     if dist_utils.is_distributed():
-        torch.distributed.all_reduce(bad)
-    if bad.item() > 0:
+        torch.distributed.all_reduce(value)
+    return bool(value.item() > 0)
+
+
+def _last_good_checkpoint(ckpt_dir: Path, global_iter: int) -> tuple[Path | None, int]:
+    """The newest checkpoint saved before ``global_iter`` iterations, and its iteration.
+
+    A checkpoint saved *at* ``global_iter`` holds the very weights whose loss is not finite:
+    resuming from it fails at the same iteration whatever the learning rate.
+    """
+    best: tuple[Path | None, int] = (None, -1)
+    for path in ckpt_dir.glob("*.pth"):
+        if ".memory." in path.name:
+            continue
+        g = checkpoint_global_iter(path)
+        if g is not None and best[1] < g < global_iter:
+            best = (path, g)
+    return best
+
+
+def _keep_last_good(ckpt_dir: Path, global_iter: int, main: bool) -> str:
+    """Point ``last_checkpoint`` at the newest checkpoint before the divergence; describe it."""
+    path, g = _last_good_checkpoint(ckpt_dir, global_iter) if ckpt_dir.is_dir() else (None, -1)
+    dist_utils.barrier()
+    if main:
+        set_last_checkpoint(ckpt_dir, path.name if path is not None else None)
+    dist_utils.barrier()
+    if path is None:
+        return (f"No checkpoint precedes it, so {ckpt_dir / 'last_checkpoint'} is removed and "
+                "--resume starts over")
+    return (f"The last good checkpoint, {path} (after {g} iterations), is what "
+            "last_checkpoint names now; --resume continues from it")
+
+
+def _check_finite(total: torch.Tensor, loss_dict: Mapping[str, torch.Tensor], epoch: int,
+                  it: int, global_iter: int, ckpt_dir: Path, main: bool) -> None:
+    """Raise on every rank when any rank's loss is not finite (so no rank hangs)."""
+    if _any_rank(not bool(torch.isfinite(total).item()), total.device):
         parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in sorted(loss_dict.items()))
+        kept = _keep_last_good(ckpt_dir, global_iter, main)
         raise NonFiniteLossError(
             f"non-finite loss at epoch {epoch + 1}, iteration {it + 1} (global {global_iter + 1}): "
-            f"{parts}. The last good checkpoint is kept; lower solver.lr or set solver.grad_clip."
+            f"{parts}. {kept}; lower solver.lr or set solver.grad_clip."
+        )
+
+
+def _check_finite_state(model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+                        epoch: int, it: int, global_iter: int, ckpt_dir: Path, main: bool) -> None:
+    """Raise on every rank, before anything is written, when weights or optimizer state are not
+    finite (a step with an infinite learning rate or gradient)."""
+    bad = non_finite_entries(model.state_dict().items())
+    bad += non_finite_entries(optimizer_tensors(optimizer))
+    if _any_rank(bool(bad), device):
+        where = f" ({len(bad)} tensors, e.g. {', '.join(bad[:3])})" if bad else " on another rank"
+        kept = _keep_last_good(ckpt_dir, global_iter, main)
+        raise NonFiniteWeightsError(
+            f"the weights or optimizer state became non-finite by epoch {epoch + 1}, iteration "
+            f"{it} (global {global_iter}){where}; no checkpoint is written. {kept}; lower "
+            "solver.lr or set solver.grad_clip."
         )
 
 
@@ -151,7 +221,10 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
     out = Path(cfg.train.output_dir)
     ckpt_dir = out / "checkpoints"
     if main:
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_directory(out, what="run directory (train.output_dir)")
+        # Temporary files of writers killed mid-write (SIGKILL) would only fill the disk.
+        remove_stale_temp_files(out)
+        remove_stale_temp_files(ckpt_dir)
         save_config(cfg, out / "config.yaml")
     dist_utils.barrier()
     log = MetricsLog(out / "metrics.jsonl", enabled=main)
@@ -185,14 +258,15 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
                 print(f"no checkpoint in {ckpt_dir}; starting from the beginning")
         else:
             state = load_checkpoint_file(last)
+            check_resumable(state, str(last))
             load_model_weights(model, state, str(last))
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["scheduler"])
+            _load_optimizer(optimizer, state, cfg, str(last))
+            _load_schedule(schedule, state["scheduler"], cfg, str(last), main)
             if scaler is not None and state.get("scaler") is not None:
                 scaler.load_state_dict(state["scaler"])
             start_epoch, start_iter = int(state["epoch"]), int(state["iter_in_epoch"])
             global_iter = int(state["global_iter"])
-            restore_rng_state(state["rng"][rank] if isinstance(state["rng"], list) else state["rng"])
+            _restore_rng(state["rng"], rank, str(last))
             build.load_rank_state(model, cfg, ckpt_dir, last.name, rank)
             build.after_resume(model, state)
             if main:
@@ -214,13 +288,21 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
 
     def checkpoint(name: str, epoch: int, it_in_epoch: int, g_iter: int) -> None:
         dist_utils.average_batchnorm_statistics(model)
+        _check_finite_state(model, optimizer, device, epoch, it_in_epoch, g_iter, ckpt_dir, main)
         rng = dist_utils.all_gather_object(capture_rng_state())
         # Per-rank state that is not synchronised (e.g. a feature memory) is written by
-        # every rank next to the checkpoint, before rank 0 points last_checkpoint at it.
+        # every rank next to the checkpoint and is on the disk before rank 0 points
+        # last_checkpoint at it; older per-rank files are deleted only after the pointer moved.
         build.save_rank_state(model, cfg, ckpt_dir, name, rank)
         dist_utils.barrier()
-        if not main:
-            return
+        fault_point("checkpoint:after-rank-state")
+        if main:
+            _write_checkpoint(name, epoch, it_in_epoch, g_iter, rng)
+        dist_utils.barrier()
+        fault_point("checkpoint:after-pointer")
+        build.prune_rank_state(cfg, ckpt_dir, name, rank)
+
+    def _write_checkpoint(name: str, epoch: int, it_in_epoch: int, g_iter: int, rng) -> None:
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -254,7 +336,7 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
             with _autocast(device, cfg.solver.amp):
                 loss_dict = ddp_model(images, targets)
             total = sum(loss_dict.values())
-            _check_finite(total, loss_dict, epoch, it, global_iter)
+            _check_finite(total, loss_dict, epoch, it, global_iter, ckpt_dir, main)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(total).backward()
@@ -292,11 +374,81 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
             metrics = evaluate(model, cfg, out / f"eval_epoch_{epoch + 1}", device=device)
             log.write({"type": "eval", "epoch": epoch + 1, **_flat(metrics)})
     if main and metrics:
-        tmp = out / "metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=2, sort_keys=True))
-        tmp.replace(out / "metrics.json")
+        atomic_write_json(out / "metrics.json", metrics, what="metrics file", sort_keys=True)
     dist_utils.barrier()
     return TrainResult(metrics=metrics, model=model, output_dir=out, global_iter=global_iter)
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, state: Mapping[str, Any], cfg: Config,
+                    source: str) -> None:
+    """Restore the optimizer, refusing a checkpoint whose trained parameters differ."""
+    from loce.errors import CheckpointError
+
+    saved_cfg = state.get("config")
+    saved = (saved_cfg.get("train") or {}).get("trainable") if isinstance(saved_cfg, Mapping) \
+        else None
+    now = cfg.train.trainable
+    if isinstance(saved_cfg, Mapping) and saved != (list(now) if now is not None else None):
+        raise CheckpointError(
+            f"{source} was trained with train.trainable={saved} but the config now says "
+            f"{now}: the optimizer state belongs to other parameters. Resume with the same "
+            "train.trainable, or start a new train.output_dir (with train.init_from) to change it"
+        )
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    groups = state["optimizer"].get("param_groups")
+    saved_state = state["optimizer"].get("state")
+    try:
+        count = sum(len(g["params"]) for g in groups)
+        if count != len(params):
+            raise ValueError(f"{count} parameters in the checkpoint, {len(params)} now")
+        for i, p in enumerate(params):
+            buf = (saved_state.get(i) or {}).get("momentum_buffer")
+            if buf is not None and tuple(buf.shape) != tuple(p.shape):
+                raise ValueError(f"parameter {i} has shape {tuple(buf.shape)} in the checkpoint, "
+                                 f"{tuple(p.shape)} now")
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(
+            f"{source}: the optimizer state does not fit the parameters this config trains "
+            f"({err}); resume with the config the run was started with, or start a new "
+            "train.output_dir"
+        ) from None
+
+
+def _load_schedule(schedule: WarmupStepSchedule, saved: Mapping[str, Any], cfg: Config,
+                   source: str, main: bool) -> None:
+    """Restore the schedule; the config's solver settings win (a resume may lower solver.lr)."""
+    from loce.errors import CheckpointError
+
+    try:
+        schedule.load_state_dict(dict(saved))
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{source}: unreadable schedule state ({err!r}); delete "
+                              "last_checkpoint to start over") from None
+    if schedule.base_lr != cfg.solver.lr and main:
+        print(f"solver.lr is {cfg.solver.lr} now, {schedule.base_lr} in {source}: continuing "
+              f"with {cfg.solver.lr}")
+    schedule.base_lr = float(cfg.solver.lr)
+    schedule.steps = [int(s) for s in cfg.solver.steps]
+    schedule.gamma = float(cfg.solver.gamma)
+    schedule.warmup_iters = int(cfg.solver.warmup_iters)
+    schedule.warmup_ratio = float(cfg.solver.warmup_ratio)
+
+
+def _restore_rng(saved: Any, rank: int, source: str) -> None:
+    from loce.errors import CheckpointError
+
+    if isinstance(saved, list):
+        if rank >= len(saved):
+            raise CheckpointError(
+                f"{source} was written by {len(saved)} processes; resume it with the same "
+                f"number (it holds no random state for rank {rank})")
+        saved = saved[rank]
+    try:
+        restore_rng_state(saved)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{source}: unreadable random-generator state ({err!r}); delete "
+                              "last_checkpoint to start over") from None
 
 
 def resume_available(ckpt_dir: Path, resume: bool) -> bool:

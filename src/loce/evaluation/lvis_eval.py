@@ -54,7 +54,6 @@ protocol and in-memory lists go through the Python validation, whose cost is dom
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -65,6 +64,7 @@ from typing import Any, Literal
 import hotcoco
 import numpy as np
 
+from loce.data.lvis import load_lvis_json, validate_lvis
 from loce.errors import DataError, ResultsError
 from loce.evaluation.results import (
     DetectionColumns,
@@ -118,21 +118,6 @@ class GroundTruth:
 # --------------------------------------------------------------------------------------
 # Ground truth
 # --------------------------------------------------------------------------------------
-
-
-def _count_in_file(path: Path, needles: Sequence[bytes]) -> dict[bytes, int]:
-    """Occurrences of each byte string in a file, read in chunks."""
-    counts = dict.fromkeys(needles, 0)
-    overlap = max(len(n) for n in needles) - 1
-    tail = b""
-    with path.open("rb") as f:
-        while block := f.read(1 << 25):
-            data = tail + block
-            # Occurrences wholly inside the carried tail were counted with the previous block.
-            for n in needles:
-                counts[n] += data.count(n) - tail.count(n)
-            tail = data[-overlap:]
-    return counts
 
 
 def _check_gt_records(
@@ -224,7 +209,7 @@ def load_ground_truth(gt: str | os.PathLike[str] | Mapping[str, Any] | GroundTru
                     f"{source}: '{key}' is missing or not a list; an LVIS annotation dict has "
                     "images, annotations and categories lists."
                 )
-        _check_gt_records(gt["images"], gt["categories"], source, federated_keys=True)
+        _validate_gt(gt, source)
         kept, dropped = _without_empty(gt)
         coco = _engine_call(lambda: hotcoco.COCO(kept), source, DataError)
         return _index_gt(coco, gt["images"], gt["categories"], source, dropped)
@@ -238,31 +223,26 @@ def load_ground_truth(gt: str | os.PathLike[str] | Mapping[str, Any] | GroundTru
             f"{source}: annotation file not found; pass an LVIS v0.5/v1 annotation json "
             "(for example lvis_v1_val.json, or annotations/val.json of `loce synth`)."
         )
+    parsed = load_lvis_json(path)
+    _validate_gt(parsed, source)
     coco = _engine_call(lambda: hotcoco.COCO(source), source, DataError)
     images = list(coco.imgs.values())
     categories = list(coco.cats.values())
-    # The engine keeps the federated lists but drops empty ones from its image records, so
-    # whether each image *has* them is read from the file: a count screen first, the exact
-    # per-image check only when the counts fall short.
-    counts = _count_in_file(path, (b'"neg_category_ids"', b'"not_exhaustive_category_ids"'))
-    parsed = None
-    if min(counts.values()) < len(images):
-        parsed = _read_json(path)
-        _check_gt_records(
-            parsed.get("images"), parsed.get("categories"), source, federated_keys=True
-        )
-    _check_gt_records(images, categories, source, federated_keys=False)
     dropped = 0
     stats = coco.stats()
     if stats["annotation_count"] and stats["annotation_area"]["min"] <= 0:
-        kept, dropped = _without_empty(parsed if parsed is not None else _read_json(path))
+        kept, dropped = _without_empty(parsed)
         coco = _engine_call(lambda: hotcoco.COCO(kept), source, DataError)
     return _index_gt(coco, images, categories, source, dropped)
 
 
-def _read_json(path: Path) -> Any:
-    with path.open("rb") as f:
-        return json.load(f)
+def _validate_gt(data: Mapping[str, Any], source: str) -> None:
+    """The data layer's checks (types, ids, references, boxes, masks) plus the LVIS fields.
+
+    Image file names are not required: evaluation opens no image.
+    """
+    _check_gt_records(data.get("images"), data.get("categories"), source, federated_keys=True)
+    validate_lvis(data, source, require_federated=True, require_file_names=False)
 
 
 # --------------------------------------------------------------------------------------

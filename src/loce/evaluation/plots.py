@@ -70,10 +70,18 @@ def plot_ap_vs_frequency(
     ax.legend(fontsize=8, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    return _save_png(plt, fig, out)
+
+
+def _save_png(plt, fig, out: str | os.PathLike) -> Path:
+    from loce.fileio import atomic_write
+
     path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with atomic_write(path, "wb", what="plot") as f:
+            fig.savefig(f, dpi=120, format="png")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -102,8 +110,4 @@ def plot_mean_scores(
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_png(plt, fig, out)
