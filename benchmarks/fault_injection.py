@@ -15,7 +15,7 @@ with a checkpoint after every iteration so that kills often land in checkpoint w
 Each kill is recorded with what was on the disk when it landed: the checkpoint the pointer
 named and whether a temporary file (a write in progress) was there.
 
-    python benchmarks/fault_injection.py                      # 8 kills per target
+    python benchmarks/fault_injection.py                      # 10 kills per target
     python benchmarks/fault_injection.py --kills 12 --seed 1
 
 Writes ``benchmarks/results/fault_injection.{json,md}``.
@@ -184,7 +184,7 @@ def _markdown(report: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    parser.add_argument("--kills", type=int, default=8, help="kills per target (default 8)")
+    parser.add_argument("--kills", type=int, default=10, help="kills per target (default 10)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
@@ -197,13 +197,13 @@ def main() -> int:
 
         dataset = work / "data"
         generate(dataset, PRESETS["tiny"], workers=1)
-        stage1_extra = {"solver.epochs": 2, "solver.steps": "[2]", "train.max_iters_per_epoch": 4,
+        stage1_extra = {"solver.epochs": 3, "solver.steps": "[2]", "train.max_iters_per_epoch": 4,
                         "train.checkpoint_every_iters": 1}
         stage1 = _target("stage 1", "stage1", SYNTH_CONFIG, dataset, work, stage1_extra,
                          args.kills, STAGE1_POINTS, rng)
         init = work / "stage1_reference" / "checkpoints" / "epoch_1.pth"
         loce_extra = {"train.init_from": str(init),
-                      "loce.memory_capacity": 32, "solver.epochs": 2,
+                      "loce.memory_capacity": 32, "solver.epochs": 3,
                       "train.max_iters_per_epoch": 3, "train.checkpoint_every_iters": 1}
         loce = _target("LOCE fine-tune", "loce", LOCE_CONFIG, dataset, work, loce_extra,
                        args.kills, LOCE_POINTS, rng)

@@ -89,18 +89,21 @@ def exit_now(message: str | None, status: int) -> None:
     written to the rank's error file, so torchrun's failure summary (printed last) ends with
     it. Nothing is cleaned up: tearing down the process group would wait for the peers.
     """
-    import json
     import sys
     import time
+
+    from loce.errors import LoceError
+    from loce.fileio import atomic_write_json
 
     if message is not None:
         print(message, file=sys.stderr, flush=True)
         error_file = os.environ.get("TORCHELASTIC_ERROR_FILE")
         if error_file:
             try:
-                with open(error_file, "w") as f:
-                    json.dump({"message": message, "timestamp": int(time.time())}, f)
-            except OSError:
+                atomic_write_json(error_file, {"message": message,
+                                               "timestamp": int(time.time())},
+                                  what="torchrun error file")
+            except LoceError:
                 pass
     sys.stdout.flush()
     os._exit(status)

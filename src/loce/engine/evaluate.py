@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from loce.engine import distributed as dist_utils
-from loce.fileio import atomic_write, atomic_write_json
+from loce.fileio import atomic_write, atomic_write_json, ensure_directory
 
 METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 
@@ -206,7 +206,7 @@ def evaluate(model: nn.Module, cfg, out_dir: str | os.PathLike, *, device: torch
     rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
     out = Path(out_dir)
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_directory(out, what="evaluation folder")
     dist_utils.barrier()
     if dataset is None:
         dataset = build.build_val_dataset(cfg)

@@ -12,7 +12,15 @@ It writes into ``cfg.train.output_dir``:
 
 Exact resume: the data order of an epoch is a function of (seed, epoch), each image's random
 augmentation a function of (seed, epoch, index), and the checkpoint holds every RNG state, so
-``--resume`` after a kill reproduces the losses of an uninterrupted run.
+``--resume`` after a kill reproduces the losses of an uninterrupted run. Every rank's
+per-rank files (LOCE's feature memory) are durable before rank 0 moves ``last_checkpoint``,
+and older ones are deleted only after it moved, so a kill at any moment leaves a pointer to a
+complete checkpoint.
+
+Non-finite values: a checkpoint is never written with non-finite weights or optimizer state
+(:class:`NonFiniteWeightsError`); on a non-finite loss (:class:`NonFiniteLossError`) the
+checkpoint saved at that very iteration, whose weights produced the loss, is skipped:
+``last_checkpoint`` steps back to the newest checkpoint before it.
 """
 
 from __future__ import annotations
@@ -268,6 +276,9 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
             global_iter = int(state["global_iter"])
             _restore_rng(state["rng"], rank, str(last))
             build.load_rank_state(model, cfg, ckpt_dir, last.name, rank)
+            # Per-rank files of other checkpoints are left by a kill between the pointer move
+            # and their deletion; the pointer names `last`, so they are of no use.
+            build.prune_rank_state(cfg, ckpt_dir, last.name, rank)
             build.after_resume(model, state)
             if main:
                 print(f"resumed from {last} at epoch {start_epoch + 1}, iteration {start_iter}")
