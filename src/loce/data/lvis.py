@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from loce.data.image_io import Decoder, check_decoder, read_rgb
 from loce.errors import DataError
 
 if TYPE_CHECKING:
@@ -936,7 +937,8 @@ class LVISDataset:
 
     Each item is ``(image, target)``:
 
-    * ``image``: ``[3, H, W]`` float32 RGB in ``[0, 1]`` (decoded with Pillow);
+    * ``image``: ``[3, H, W]`` float32 RGB in ``[0, 1]`` (decoded with Pillow, or OpenCV as
+      the original's mmcv, see ``decoder``);
     * ``target["boxes"]``: ``[N, 4]`` float32 ``(x1, y1, x2, y2)``; the file's ``(x, y, w, h)``
       becomes ``(x, y, x + w, y + h)``, clipped to the image;
     * ``target["labels"]``: ``[N]`` int64 in ``1..K``;
@@ -962,6 +964,8 @@ class LVISDataset:
             least this many pixels; ``0`` keeps every box with positive area. (MMDetection
             drops boxes whose unclipped width or height is below 1 px; ``1.0`` is the nearest
             setting.)
+        decoder: "pillow" or "opencv" (:func:`loce.data.image_io.read_rgb`); the test
+            pipeline picks it with ``data.test_resize`` (:func:`loce.build.build_test_decoder`).
     """
 
     def __init__(
@@ -974,7 +978,9 @@ class LVISDataset:
         filter_empty: bool | None = None,
         with_masks: bool = True,
         min_box_size: float = 0.0,
+        decoder: Decoder = "pillow",
     ) -> None:
+        self.decoder = check_decoder(decoder)
         index = ann_file if isinstance(ann_file, LVISIndex) else LVISIndex.from_json(ann_file)
         self.index = index
         self.image_root = Path(image_root)
@@ -1120,15 +1126,13 @@ class LVISDataset:
     def load_image(self, i: int) -> torch.Tensor:
         """Item ``i``'s image as ``[3, H, W]`` float32 in ``[0, 1]``."""
         import torch
-        from PIL import Image, UnidentifiedImageError
 
         r = int(self.rows[i])
         image_id = int(self.index.image_ids[r])
         path = self.image_path(i)
         try:
-            with Image.open(path) as im:
-                rgb = np.asarray(im.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as e:
+            rgb = read_rgb(path, self.decoder)
+        except OSError as e:
             raise DataError(
                 f"cannot read image file {path} (image id {image_id}): {e}. Fix: replace the "
                 "file with a readable JPEG/PNG or remove the image from the annotation file."
