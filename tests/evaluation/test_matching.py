@@ -66,3 +66,11 @@ def test_empty_sets():
     assert match_detections(empty, torch.zeros(0), empty, torch.zeros(0)).all_matched
     m = match_detections(BOXES, SCORES, empty, torch.zeros(0))
     assert m.unmatched_reference == [0, 1, 2, 3] and m.pairs.shape == (0, 2)
+
+
+def test_boxes_without_area_match_by_their_corners():
+    flat = torch.tensor([[243.0, 0.0, 243.0, 185.0], [10.0, 185.0, 30.0, 185.0]])
+    scores = torch.tensor([0.99, 0.98])
+    assert match_detections(flat, scores, flat.flip(0), scores.flip(0)).all_matched
+    moved = flat + torch.tensor([0.0, 0.0, 0.0, 0.01])  # 0.01 px off (the second gets an area)
+    assert match_detections(flat, scores, moved, scores).unmatched_reference == [0, 1]

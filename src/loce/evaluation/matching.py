@@ -21,7 +21,10 @@ import torch
 from torch import Tensor
 from torchvision.ops import box_iou
 
-__all__ = ["DetectionMatch", "match_detections"]
+__all__ = ["DEGENERATE_TOLERANCE", "DetectionMatch", "match_detections"]
+
+#: Pixels within which the corners of two zero-area boxes must agree for them to match.
+DEGENERATE_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,8 @@ def match_detections(
     """Match a candidate detection set to a reference set one-to-one.
 
     A pair matches when the labels are equal (if given), the box IoU is above
-    ``iou_threshold`` and the scores differ by less than ``score_tolerance``. Among the
+    ``iou_threshold`` (for two boxes without area: corners within
+    :data:`DEGENERATE_TOLERANCE` px) and the scores differ by less than ``score_tolerance``. Among the
     pairs that qualify, the matching is greedy by decreasing IoU, each detection used once.
 
     With ``top_k`` (both sets were cut to their ``top_k`` best) and a full reference set
@@ -108,6 +112,12 @@ def match_detections(
         ref_idx = torch.where(ref_scores > cut)[0]
         cand_required = scores > cut + score_tolerance
     iou = box_iou(ref_boxes[ref_idx], boxes)
+    # Two boxes without area (e.g. proposals clipped flat at the border) have no IoU (0 / 0):
+    # they match when their corners agree within DEGENERATE_TOLERANCE pixels.
+    both_flat = torch.isnan(iou)
+    if both_flat.any():
+        close = torch.cdist(ref_boxes[ref_idx], boxes, p=float("inf")) < DEGENERATE_TOLERANCE
+        iou = torch.where(both_flat, close.to(iou.dtype), iou)
     ok = (iou > iou_threshold) & ((ref_scores[ref_idx, None] - scores[None, :]).abs() < score_tolerance)
     if ref_labels is not None and labels is not None:
         ok &= ref_labels.cpu().reshape(-1)[ref_idx, None] == labels.cpu().reshape(-1)[None, :]
