@@ -3,8 +3,11 @@
 Input and output frames
 -----------------------
 The model does **not** resize: the data pipeline resizes each image (with mmcv's rounding)
-and scales its targets. The model's transform only normalises (ImageNet mean/std) and pads
-the batch bottom/right to a multiple of 32.
+and scales its targets. The model's transform only normalises (ImageNet mean/std; uint8
+images, from the original's decode-and-resize path, as mmcv does) and pads the batch
+bottom/right to a multiple of 32. The RoI heads receive each image's scale factor, so that
+the class-wise NMS can run in the original frame as the original's does
+(``model.parity.nms``).
 
 Predictions come back in the frame of the *original* image when ``forward`` gets
 ``original_image_sizes`` (one ``(height, width)`` per image, before the pipeline resized
