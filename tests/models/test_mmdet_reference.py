@@ -19,13 +19,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from pycocotools import mask as mask_utils
 
-from loce import build
-from loce.config import load_config
 from loce.config.model import ParityConfig
-from loce.engine.predict import ImageFolder
-from loce.evaluation.matching import match_detections
 from loce.models import build_mask_rcnn
 from loce.models.mask_rcnn import LoceTransform
 from loce.models.mmdet_weights import (
@@ -36,8 +31,7 @@ from loce.models.mmdet_weights import (
 
 pytestmark = pytest.mark.slow
 
-CONFIG = "mask_rcnn_r50_fpn_normed_mask_mstrain_2x_lvis_v1"
-K = 8
+K = ref_data.NUM_CLASSES
 
 
 @pytest.fixture(scope="module")
@@ -64,68 +58,15 @@ def image_dir(tmp_path_factory):
     return folder
 
 
-def _config(overrides=(), parity: ParityConfig | None = None):
-    cfg = load_config(CONFIG, ["model.backbone_weights=none", *overrides])
-    if parity is not None:
-        cfg.model.parity = parity
-    return cfg
-
-
-def _folder(cfg, image_dir) -> ImageFolder:
-    return ImageFolder(image_dir, build.build_test_transforms(cfg), list(range(1, K + 1)),
-                       decoder=build.build_test_decoder(cfg))
-
-
-def _run(cfg, state, image_dir) -> dict:
-    """One forward from the JPEG; the detections and the RPN's proposals with scores."""
-    model = build_mask_rcnn(cfg.model, K, load_backbone=False)
-    model.load_state_dict(state, strict=True)
-    model.eval()
-    image, target = _folder(cfg, image_dir)[0]
-    captured = []
-    filter_proposals = model.rpn.filter_proposals
-
-    def capture(*args, **kwargs):
-        boxes, scores = filter_proposals(*args, **kwargs)
-        captured.append((boxes[0], scores[0]))
-        return boxes, scores
-
-    model.rpn.filter_proposals = capture
-    with torch.no_grad():
-        det = model([image], original_image_sizes=[tuple(int(v) for v in target["orig_size"])])[0]
-    return {"image": image, "det": det, "proposals": captured[0]}
-
-
 @pytest.fixture(scope="module")
 def parity_run(loce_state, image_dir):
-    return _run(_config(), loce_state, image_dir)
+    return ref_data.run_reference_image(ref_data.reference_config(), loce_state, image_dir)
 
 
 @pytest.fixture(scope="module")
 def stock_run(loce_state, image_dir):
-    return _run(_config(["data.test_resize=torch"], ParityConfig.torchvision()), loce_state,
-                image_dir)
-
-
-def _compare(run: dict, reference: dict) -> dict:
-    """Match figures of one run against the reference."""
-    dets = reference["detections"]
-    det = run["det"]
-    match = match_detections(
-        torch.tensor([d["bbox"] for d in dets]), torch.tensor([d["score"] for d in dets]),
-        det["boxes"], det["scores"],
-        torch.tensor([d["label"] + 1 for d in dets]), det["labels"], top_k=300)
-    ref_masks = mask_utils.decode([d["segmentation"] for d in dets])  # [H, W, 300]
-    differing = total = 0
-    for r, c in match.pairs.tolist():
-        ours = det["masks"][c, 0].numpy()
-        differing += int((ours != ref_masks[:, :, r].astype(bool)).sum())
-        total += ours.size
-    props = torch.tensor(reference["proposals"])
-    boxes, scores = run["proposals"]
-    # No cut here: all 1000 must be found (the 1000th's score is not tied in this run).
-    proposals = match_detections(props[:, :4], props[:, 4], boxes, scores)
-    return {"detections": match, "mask_pixels": (differing, total), "proposals": proposals}
+    cfg = ref_data.reference_config(["data.test_resize=torch"], ParityConfig.torchvision())
+    return ref_data.run_reference_image(cfg, loce_state, image_dir)
 
 
 def test_rebuilt_weights_are_the_reference_weights(mmdet_state, reference):
@@ -137,13 +78,13 @@ def test_input_path_gives_mmdets_network_input(image_dir, reference):
     """T13 made exact: the mmcv path equals mmdet's resized uint8 image bit for bit; the float
     path differs (reported, the 0.26 grey levels of the fixture's README)."""
     mmdet_input = np.asarray(Image.open(ref_data.RESIZED_INPUT))
-    image, target = _folder(_config(), image_dir)[0]
+    image, target = ref_data.image_folder(ref_data.reference_config(), image_dir)[0]
     assert image.dtype == torch.uint8
     assert np.array_equal(image.permute(1, 2, 0).numpy(), mmdet_input)
     h, w = reference["meta"]["img_shape"][:2]
     assert torch.equal(target["scale_factor"], torch.tensor(reference["meta"]["scale_factor"]))
     assert tuple(image.shape[-2:]) == (h, w)
-    floats, _ = _folder(_config(["data.test_resize=torch"]), image_dir)[0]
+    floats, _ = ref_data.image_folder(ref_data.reference_config(["data.test_resize=torch"]), image_dir)[0]
     assert floats.shape == image.shape and floats.dtype == torch.float32
     grey = (floats * 255 - image.float()).abs()
     print(f"float path vs mmcv input: mean {grey.mean():.3f}, max {grey.max():.3f} grey levels")
@@ -173,7 +114,7 @@ def test_uint8_normalisation_is_mmcvs():
 
 
 def test_parity_path_reproduces_the_original_from_the_jpeg(parity_run, reference):
-    figures = _compare(parity_run, reference)
+    figures = ref_data.compare_with_reference(parity_run, reference)
     det, props = figures["detections"], figures["proposals"]
     differing, total = figures["mask_pixels"]
     print(f"parity path: detections {det.num_matched}/{det.num_reference} above the cut, "
@@ -186,7 +127,7 @@ def test_parity_path_reproduces_the_original_from_the_jpeg(parity_run, reference
 
 def test_stock_torchvision_settings_fail_the_same_test(stock_run, reference):
     """The negative control: the same weights without the parity settings."""
-    figures = _compare(stock_run, reference)
+    figures = ref_data.compare_with_reference(stock_run, reference)
     det, props = figures["detections"], figures["proposals"]
     print(f"negative control: detections {det.num_matched}/{det.num_reference}, "
           f"proposals {props.num_matched}/1000")
@@ -203,7 +144,7 @@ def test_k1203_recipe_converts_loads_strictly_and_round_trips():
     mmdet_state = ref_data.build_weights(spec)
     state, info = mmdet_to_loce_state_dict(mmdet_state)
     assert (info.num_classes, info.num_logits, info.mmdet_keys, info.loce_keys) == (1203, 1204, 360, 307)
-    model = build_mask_rcnn(_config().model, 1203, load_backbone=False)
+    model = build_mask_rcnn(ref_data.reference_config().model, 1203, load_backbone=False)
     assert {k: tuple(v.shape) for k, v in state.items()} == \
         {k: tuple(v.shape) for k, v in model.state_dict().items()}
     model.load_state_dict(state, strict=True)

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import nms
 
-from loce.config import load_config
 from loce.evaluation.matching import match_detections
 from loce.models import build_mask_rcnn
 from loce.models.mmdet_weights import mmdet_to_loce_state_dict
@@ -34,9 +33,7 @@ def mm():
 
 @pytest.fixture(scope="module")
 def model(mm):
-    cfg = load_config("mask_rcnn_r50_fpn_normed_mask_mstrain_2x_lvis_v1",
-                      ["model.backbone_weights=none"])
-    net = build_mask_rcnn(cfg.model, K, load_backbone=False)
+    net = build_mask_rcnn(ref_data.reference_config().model, K, load_backbone=False)
     net.load_state_dict(mmdet_to_loce_state_dict(mm)[0], strict=True)
     return net.eval()
 
