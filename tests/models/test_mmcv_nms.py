@@ -131,7 +131,8 @@ def _reference_for(heads, props, logits, deltas, shape):
     return reference_detections(scores, decoded, FACTOR)
 
 
-@pytest.mark.parametrize(("num_classes", "strong"), [(8, 8), (1203, 2)])
+@pytest.mark.parametrize(("num_classes", "strong"),
+                         [(8, 8), pytest.param(1203, 2, marks=pytest.mark.slow)])
 def test_postprocess_equals_mmdet_reference(num_classes, strong):
     """K = 8: 8000 candidates (one NMS); K = 1203: ~100,000 (mmcv's per-class branch)."""
     shape = (800, 1203)

@@ -21,6 +21,8 @@ from loce.evaluation.matching import match_detections
 from loce.models import build_mask_rcnn
 from loce.models.mmdet_weights import mmdet_to_loce_state_dict
 
+pytestmark = pytest.mark.slow  # building the R50 and the reference weights: 10-20 s here
+
 K = 8
 H, W = 192, 256  # a padded input size (multiples of 32)
 BLOCKS = (3, 4, 6, 3)
