@@ -31,6 +31,7 @@ __all__ = [
     "build_model",
     "build_train_dataset",
     "build_train_transforms",
+    "build_test_decoder",
     "build_test_transforms",
     "build_val_dataset",
     "class_statistics",
@@ -63,9 +64,19 @@ def build_train_transforms(cfg: Config):
 
 
 def build_test_transforms(cfg: Config):
-    from loce.data.transforms import Resize
+    """The test-time resize of ``data.test_resize``: :class:`~loce.data.transforms.MMCVResize`
+    ("mmcv", uint8 output) or :class:`~loce.data.transforms.Resize` ("torch"). Use it with
+    the decoder of :func:`build_test_decoder`."""
+    from loce.data.transforms import MMCVResize, Resize
 
-    return Resize(cfg.data.test_scale, cfg.data.test_max_size)
+    resize = MMCVResize if cfg.data.test_resize == "mmcv" else Resize
+    return resize(cfg.data.test_scale, cfg.data.test_max_size)
+
+
+def build_test_decoder(cfg: Config) -> str:
+    """The image decoder of the test pipeline: "opencv" for ``data.test_resize: mmcv`` (as
+    the original decodes), "pillow" for "torch"."""
+    return "opencv" if cfg.data.test_resize == "mmcv" else "pillow"
 
 
 # The training set built last in this process, by annotation file: build_model takes the class
@@ -175,7 +186,7 @@ def build_val_dataset(cfg: Config):
     from loce.data.lvis import LVISDataset
 
     return LVISDataset(cfg.data.val_ann, cfg.data.val_images, train=False,
-                       transforms=build_test_transforms(cfg))
+                       transforms=build_test_transforms(cfg), decoder=build_test_decoder(cfg))
 
 
 def _train_sampler(cfg: Config, dataset, rank: int, world: int):

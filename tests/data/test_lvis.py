@@ -555,3 +555,23 @@ def test_parsing_does_not_import_torch():
         f"LVISIndex.from_json({str(FIXTURE)!r}); assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_opencv_decoder_and_the_test_pipeline(tmp_path):
+    """``decoder="opencv"`` (the original's) reads the same PNG pixels; with MMCVResize the
+    items are uint8 and the targets follow."""
+    from loce.data.transforms import MMCVResize
+
+    a, _ = _write_images(tmp_path)
+    ds = LVISDataset(tiny(), tmp_path, train=False, decoder="opencv")
+    assert ds.decoder == "opencv"
+    assert torch.equal(ds[0][0], LVISDataset(tiny(), tmp_path, train=False)[0][0])
+    assert torch.equal(ds.load_image(0), torch.from_numpy(a).permute(2, 0, 1).float() / 255)
+    resized = LVISDataset(tiny(), tmp_path, train=False, decoder="opencv",
+                          transforms=MMCVResize(60, 100))
+    image, t = resized[0]
+    assert image.dtype == torch.uint8 and image.shape == (3, 60, 80)
+    assert t["boxes"].tolist() == [[4, 6, 20, 18], [20, 10, 40, 30]]
+    assert t["scale_factor"].tolist() == [2, 2, 2, 2] and t["masks"].shape == (2, 60, 80)
+    with pytest.raises(ValueError, match="decoder must be one of"):
+        LVISDataset(tiny(), tmp_path, train=False, decoder="cv2")

@@ -166,3 +166,48 @@ def test_compose_runs_in_order():
     assert out_image.shape == (3, 12, 16)
     assert out["boxes"][0].tolist() == [6, 2, 12, 6]  # (4, 2, 10, 6) flipped in W = 16
     assert "Resize(short=12" in repr(t)
+
+
+def test_mmcv_resize_is_cv2_on_uint8_with_the_same_targets():
+    import cv2
+    import numpy as np
+
+    from loce.data.transforms import MMCVResize
+
+    g = torch.Generator().manual_seed(0)
+    pixels = torch.randint(0, 256, (3, 30, 41), generator=g, dtype=torch.uint8)
+    target = {"boxes": torch.tensor([[1.0, 2.0, 30.0, 20.0]]),
+              "masks": torch.ones(1, 30, 41, dtype=torch.uint8), "orig_size": torch.tensor([30, 41])}
+    out, t = MMCVResize(80, 1333)(pixels, target)
+    size = rescale_size(30, 41, 80, 1333)
+    assert size == (80, 109) and out.dtype == torch.uint8 and out.shape == (3, *size)
+    expected = cv2.resize(np.ascontiguousarray(pixels.permute(1, 2, 0).numpy()), (109, 80),
+                          interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(out.permute(1, 2, 0).numpy(), expected)
+    # the targets are Resize's
+    float_out, float_t = Resize(80, 1333)(pixels.float() / 255, target)
+    for key in ("boxes", "masks", "scale_factor"):
+        assert torch.equal(t[key], float_t[key]), key
+    # a float image in [0, 1] is quantised back to its uint8 pixels first
+    assert torch.equal(MMCVResize(80, 1333)(pixels.float() / 255)[0], out)
+    # the uint8 kernel rounds differently from the float bilinear resize
+    assert not torch.equal((float_out * 255).round().to(torch.uint8), out)
+    # no resize needed: the pixels come back unchanged, as uint8
+    same, _ = MMCVResize(30, 1333)(pixels)
+    assert torch.equal(same, pixels)
+    assert "MMCVResize(short=80" in repr(MMCVResize(80, 1333))
+
+
+def test_build_picks_the_test_pipeline():
+    from loce import build
+    from loce.config import load_config
+    from loce.data.transforms import MMCVResize
+
+    lvis = load_config("loce_mask_rcnn_r50_fpn_normed_mask_mstrain_2x_lvis_v1")
+    assert lvis.data.test_resize == "mmcv" and lvis.model.parity.nms == "mmcv"
+    assert isinstance(build.build_test_transforms(lvis), MMCVResize)
+    assert build.build_test_decoder(lvis) == "opencv"
+    synthetic = load_config("loce_mask_rcnn_r18_fpn_normed_mask_synthetic")
+    assert synthetic.data.test_resize == "torch"
+    assert type(build.build_test_transforms(synthetic)) is Resize
+    assert build.build_test_decoder(synthetic) == "pillow"

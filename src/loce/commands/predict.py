@@ -47,16 +47,16 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     model.to(device)
 
-    transforms = build.build_test_transforms(cfg)
+    transforms, decoder = build.build_test_transforms(cfg), build.build_test_decoder(cfg)
     if args.images is not None:
         from loce.engine.predict import ImageFolder
 
-        dataset = ImageFolder(args.images, transforms, cat_ids)
+        dataset = ImageFolder(args.images, transforms, cat_ids, decoder=decoder)
     else:
         from loce.data.lvis import LVISDataset
 
         root = args.image_root or cfg.data.val_images
-        dataset = LVISDataset(args.gt, root, train=False, transforms=transforms)
+        dataset = LVISDataset(args.gt, root, train=False, transforms=transforms, decoder=decoder)
         if list(dataset.cat_ids) != list(cat_ids):
             raise CheckpointError(
                 f"{args.gt} has {len(dataset.cat_ids)} categories but the checkpoint was "

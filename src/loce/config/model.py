@@ -363,7 +363,8 @@ class ParityConfig:
     torchvision's behaviour. Sections refer to docs/mmdet-parity.md.
 
     Not here because it is not the model's job: the resize rounding (§4 #7), done by the data
-    transforms with mmcv's ``int(x * s + 0.5)`` rule.
+    transforms with mmcv's ``int(x * s + 0.5)`` rule, and the test-time decode and resize
+    kernel (§4 #12, #13), ``data.test_resize``.
     """
 
     # RoI feature pooling (§4 #4): "mmdet" = RoIAlign aligned=True with adaptive sampling
@@ -400,6 +401,14 @@ class ParityConfig:
     # (FPN xavier-uniform, box head fc6/fc7 xavier-uniform, classifier normal std 0.01, box
     # deltas normal std 0.001, all biases 0); "torchvision" = torchvision's defaults.
     init: Literal["mmdet", "torchvision"] = "mmdet"
+    # Class-wise NMS of the detections (§4 #24): "mmcv" = the original's batched_nms, run on
+    # the boxes rescaled to the original image (divided by the float32 scale factor) and
+    # shifted by (label - 1) x (max coordinate + 1) in float32 (one NMS below 10,000
+    # candidates, one per class above: the same boxes); "exact" = NMS of each class on its
+    # own boxes in the input frame (torchvision's result). They differ where float32
+    # rounding of the shifted boxes flips a pair near the IoU threshold, mostly with many
+    # classes (LVIS).
+    nms: Literal["mmcv", "exact"] = "mmcv"
 
     @classmethod
     def torchvision(cls) -> ParityConfig:
@@ -414,6 +423,7 @@ class ParityConfig:
             rpn_min_size=1e-3,
             det_min_size=1e-2,
             init="torchvision",
+            nms="exact",
         )
 
     def validate(self, prefix: str = "model.parity") -> None:

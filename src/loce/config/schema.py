@@ -47,6 +47,13 @@ class DataConfig:
     # Single-scale test resize.
     test_scale: int = 800
     test_max_size: int = 1333
+    # How test images are decoded and resized (mmdet-parity.md §4 #12, #13): "mmcv" = the
+    # original's path, OpenCV decode, cv2.resize(INTER_LINEAR) of the uint8 image, then
+    # mmcv's float32 normalisation in the model (bit-equal network input); "torch" = Pillow
+    # decode and bilinear resize of the float image (about 0.26 grey levels off on average).
+    # Used wherever images are decoded for inference (evaluation, `loce predict`); training
+    # is not affected.
+    test_resize: Literal["mmcv", "torch"] = "mmcv"
     flip_prob: float = 0.5
     # Image sampling: "random" (LOCE's default) or LVIS repeat factor sampling.
     sampler: Literal["random", "repeat_factor"] = "random"

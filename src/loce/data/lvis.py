@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from loce.data.image_io import Decoder, check_decoder, read_rgb
 from loce.data.rle import rle_problem
 from loce.errors import DataError
 
@@ -930,40 +931,6 @@ class LVISIndex:
 # --------------------------------------------------------------------------------------------
 
 
-def read_rgb(path: str | os.PathLike[str], what: str) -> np.ndarray:
-    """Decode an image file as ``[H, W, 3]`` uint8 RGB.
-
-    Args:
-        path: the image file.
-        what: how to name it in messages, e.g. ``"image id 7"``.
-
-    Raises:
-        DataError: the file cannot be read or decoded, is larger than Pillow's
-            decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, 89.5 Mpixels: the limit
-            guards against files that would exhaust memory), or has no pixels.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    fix = "Fix: replace the file with a readable JPEG/PNG or remove the image."
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that: refuse both.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                rgb = np.asarray(im.convert("RGB"))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        limit = Image.MAX_IMAGE_PIXELS
-        raise DataError(
-            f"image file {path} ({what}) is too large to decode safely ({e}). Fix: downscale "
-            f"it below {limit / 1e6:.1f} Mpixels (Pillow's decompression-bomb limit)."
-        ) from None
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
-        raise DataError(f"cannot read image file {path} ({what}): {e}. {fix}") from None
-    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise DataError(f"image file {path} ({what}) has no pixels ({rgb.shape}). {fix}")
-    return rgb
-
-
 def _candidate_paths(root: Path, rel: str) -> list[Path]:
     """Where an image named ``rel`` may live under ``root`` (see the module docstring)."""
     out = [root / rel]
@@ -988,7 +955,8 @@ class LVISDataset:
 
     Each item is ``(image, target)``:
 
-    * ``image``: ``[3, H, W]`` float32 RGB in ``[0, 1]`` (decoded with Pillow);
+    * ``image``: ``[3, H, W]`` float32 RGB in ``[0, 1]`` (decoded with Pillow, or OpenCV as
+      the original's mmcv, see ``decoder``);
     * ``target["boxes"]``: ``[N, 4]`` float32 ``(x1, y1, x2, y2)``; the file's ``(x, y, w, h)``
       becomes ``(x, y, x + w, y + h)``, clipped to the image;
     * ``target["labels"]``: ``[N]`` int64 in ``1..K``;
@@ -1014,6 +982,8 @@ class LVISDataset:
             least this many pixels; ``0`` keeps every box with positive area. (MMDetection
             drops boxes whose unclipped width or height is below 1 px; ``1.0`` is the nearest
             setting.)
+        decoder: "pillow" or "opencv" (:func:`loce.data.image_io.read_rgb`); the test
+            pipeline picks it with ``data.test_resize`` (:func:`loce.build.build_test_decoder`).
     """
 
     def __init__(
@@ -1026,7 +996,9 @@ class LVISDataset:
         filter_empty: bool | None = None,
         with_masks: bool = True,
         min_box_size: float = 0.0,
+        decoder: Decoder = "pillow",
     ) -> None:
+        self.decoder = check_decoder(decoder)
         index = ann_file if isinstance(ann_file, LVISIndex) else LVISIndex.from_json(ann_file)
         self.index = index
         self.image_root = Path(image_root)
@@ -1176,7 +1148,7 @@ class LVISDataset:
         r = int(self.rows[i])
         image_id = int(self.index.image_ids[r])
         path = self.image_path(i)
-        rgb = read_rgb(path, f"image id {image_id}")
+        rgb = read_rgb(path, self.decoder, what=f"image id {image_id}")
         h, w = int(self.index.heights[r]), int(self.index.widths[r])
         if rgb.shape[:2] != (h, w):
             raise DataError(

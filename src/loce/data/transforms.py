@@ -2,7 +2,8 @@
 
 Shape shorthand: ``N`` instances, ``H``/``W`` current image height and width.
 
-* ``image``: ``[3, H, W]`` float32 (any range; the dataset gives ``[0, 1]``).
+* ``image``: ``[3, H, W]`` float32 (any range; the dataset gives ``[0, 1]``); the test-time
+  :class:`MMCVResize` returns uint8 (the original's decode-and-resize path).
 * ``target`` (optional keys; a missing key is simply not transformed):
   ``boxes`` ``[N, 4]`` float32 xyxy in pixels, ``masks`` ``[N, H, W]`` uint8,
   ``orig_size`` ``[2]`` int64 ``(H0, W0)`` of the file's image, ``scale_factor`` ``[4]``
@@ -28,17 +29,20 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 __all__ = [
     "Compose",
+    "MMCVResize",
     "RandomHorizontalFlip",
     "RandomShortSideResize",
     "Resize",
     "hflip",
     "rescale_size",
     "resize",
+    "resize_target",
 ]
 
 Target = dict[str, Any] | None
@@ -92,8 +96,17 @@ def resize(
         image = F.interpolate(
             image[None], size=(nh, nw), mode="bilinear", align_corners=False, antialias=False
         )[0]
+    return image, resize_target(target, (int(h), int(w)), (nh, nw))
+
+
+def resize_target(target: Target, old_size: tuple[int, int], size: tuple[int, int]) -> Target:
+    """The target of an image resized from ``old_size`` to ``size`` (both ``(h, w)``): boxes
+    scaled by ``(new_w / W, new_h / H)`` in float32, masks resized with nearest, and
+    ``scale_factor`` updated (see the module docstring). Returns a new dict (None for None).
+    """
     if target is None:
-        return image, None
+        return None
+    (h, w), (nh, nw) = old_size, size
     target = dict(target)
     sx, sy = nw / w, nh / h
     if "boxes" in target:
@@ -112,7 +125,7 @@ def resize(
         prev = target.get("scale_factor", torch.ones(4)).double()
         fx, fy = float(prev[0]) * sx, float(prev[1]) * sy
     target["scale_factor"] = torch.tensor([fx, fy, fx, fy], dtype=torch.float32)
-    return image, target
+    return target
 
 
 def hflip(image: torch.Tensor, target: Target) -> tuple[torch.Tensor, Target]:
@@ -187,6 +200,46 @@ class Resize:
 
     def __repr__(self) -> str:
         return f"Resize(short={self.short}, max_size={self.max_size})"
+
+
+class MMCVResize:
+    """Test-time resize as the original's data pipeline computes it, bit for bit.
+
+    The image is held as uint8 and resized with OpenCV, ``cv2.resize(..., INTER_LINEAR)`` on
+    the uint8 pixels (fixed-point weights, uint8 output), to :func:`rescale_size`'s size, as
+    ``mmcv.imrescale`` does. The result stays uint8: the model normalises uint8 images as
+    mmcv does (:class:`loce.models.mask_rcnn.LoceTransform`), so the network gets exactly the
+    original's input when the image was decoded with OpenCV (``decoder="opencv"`` of the
+    datasets). Boxes, masks and ``scale_factor`` follow as in :func:`resize`.
+
+    Args:
+        short: wanted short side (LOCE tests at 800).
+        max_size: long-side cap (1333).
+
+    Input: ``[3, H, W]`` uint8, or float in ``[0, 1]`` (quantised to uint8 first by
+    ``round(x * 255)``, which restores a decoded uint8 image exactly). Output: ``[3, h, w]``
+    uint8.
+    """
+
+    def __init__(self, short: int = 800, max_size: int = 1333) -> None:
+        _check_size(short, max_size)
+        self.short, self.max_size = int(short), int(max_size)
+
+    def __call__(self, image: torch.Tensor, target: Target = None) -> tuple[torch.Tensor, Target]:
+        import cv2
+
+        h, w = (int(v) for v in image.shape[-2:])
+        size = rescale_size(h, w, self.short, self.max_size)
+        if image.dtype != torch.uint8:
+            image = image.detach().mul(255).round_().clamp_(0, 255).to(torch.uint8)
+        if size != (h, w):
+            pixels = np.ascontiguousarray(image.cpu().permute(1, 2, 0).numpy())
+            pixels = cv2.resize(pixels, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+            image = torch.from_numpy(pixels.reshape(size[0], size[1], -1)).permute(2, 0, 1)
+        return image.contiguous(), resize_target(target, (h, w), size)
+
+    def __repr__(self) -> str:
+        return f"MMCVResize(short={self.short}, max_size={self.max_size}, uint8 cv2 INTER_LINEAR)"
 
 
 class RandomShortSideResize:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from loce.data.image_io import Decoder, check_decoder, read_rgb
 from loce.errors import DataError
 
 __all__ = ["ImageFolder", "draw_detections"]
@@ -26,9 +27,13 @@ class ImageFolder:
         root: the folder.
         transforms: test-time transform ``(image, target) -> (image, target)``.
         category_ids: label ``i`` ↔ ``category_ids[i - 1]`` (from the checkpoint).
+        decoder: "pillow" or "opencv" (:func:`loce.data.image_io.read_rgb`; the test
+            pipeline's choice is :func:`loce.build.build_test_decoder`).
     """
 
-    def __init__(self, root: str | os.PathLike, transforms, category_ids: list[int]) -> None:
+    def __init__(self, root: str | os.PathLike, transforms, category_ids: list[int],
+                 decoder: Decoder = "pillow") -> None:
+        self.decoder = check_decoder(decoder)
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(f"--images {self.root}: not a folder")
@@ -43,10 +48,8 @@ class ImageFolder:
 
     def load_image(self, i: int) -> torch.Tensor:
         """Image ``i`` as ``[3, H, W]`` float32 in ``[0, 1]``."""
-        from loce.data.lvis import read_rgb
-
-        arr = read_rgb(self.files[i], f"image id {i + 1}")
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+        arr = read_rgb(self.files[i], self.decoder, what=f"image id {i + 1}")
+        return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
     def __getitem__(self, i: int):
         image = self.load_image(i)

@@ -233,6 +233,7 @@ class EquilibriumRoIHeads(LoceRoIHeads):
             det_min_size=heads.det_min_size,
             mask_targets=heads.mask_targets,
             select_mask_channels=heads.select_mask_channels,
+            nms=heads.nms,
             **kwargs,
         )
         new.box_coder.bbox_xform_clip = heads.box_coder.bbox_xform_clip

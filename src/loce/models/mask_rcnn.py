@@ -3,8 +3,11 @@
 Input and output frames
 -----------------------
 The model does **not** resize: the data pipeline resizes each image (with mmcv's rounding)
-and scales its targets. The model's transform only normalises (ImageNet mean/std) and pads
-the batch bottom/right to a multiple of 32.
+and scales its targets. The model's transform only normalises (ImageNet mean/std; uint8
+images, from the original's decode-and-resize path, as mmcv does) and pads the batch
+bottom/right to a multiple of 32. The RoI heads receive each image's scale factor, so that
+the class-wise NMS can run in the original frame as the original's does
+(``model.parity.nms``).
 
 Predictions come back in the frame of the *original* image when ``forward`` gets
 ``original_image_sizes`` (one ``(height, width)`` per image, before the pipeline resized
@@ -64,6 +67,7 @@ from loce.models.mmdet_compat import (
     LoceRPN,
     MMDetAnchorGenerator,
     MMDetMultiScaleRoIAlign,
+    mmcv_normalize,
     mmdet_init_,
     paste_masks_grid_sample,
 )
@@ -85,6 +89,11 @@ FEATMAP_NAMES = ["0", "1", "2", "3"]
 
 class LoceTransform(GeneralizedRCNNTransform):
     """Normalise and pad; no resizing (the data pipeline resizes).
+
+    Float images in ``[0, 1]`` are normalised as torchvision does, ``(x - mean) / std``;
+    uint8 images (the original's decode-and-resize path, :class:`loce.data.transforms.MMCVResize`)
+    as mmcv does (:func:`loce.models.mmdet_compat.mmcv_normalize`), bit-equal to the original's
+    network input.
 
     Args:
         image_mean: per-channel mean of ``[0, 1]`` RGB images.
@@ -113,9 +122,29 @@ class LoceTransform(GeneralizedRCNNTransform):
         self.mask_threshold = mask_threshold
         self.binarize_masks = binarize_masks
 
+    def normalize(self, image: Tensor) -> Tensor:
+        """``[3, H, W]`` float in ``[0, 1]`` or uint8 -> normalised float (see the class doc)."""
+        if image.dtype == torch.uint8:
+            return mmcv_normalize(image, self.image_mean, self.image_std)
+        return super().normalize(image)
+
     def resize(self, image: Tensor, target: dict[str, Tensor] | None = None):
         """Identity: images arrive resized by the data pipeline."""
         return image, target
+
+    @staticmethod
+    def scale_factors(
+        image_shapes: list[tuple[int, int]], original_image_sizes: list[tuple[int, int]],
+    ) -> list[Tensor]:
+        """Per image the factor from the original frame to the input frame, as the original
+        stores it: ``[4]`` float32 ``(w_in / w_orig, h_in / h_orig, ...)`` (Python division,
+        then float32), so that ``boxes / factor`` maps input-frame boxes to the original frame.
+        """
+        out = []
+        for (h_in, w_in), (h0, w0) in zip(image_shapes, original_image_sizes):
+            sw, sh = float(w_in) / float(w0), float(h_in) / float(h0)
+            out.append(torch.tensor([sw, sh, sw, sh], dtype=torch.float32))
+        return out
 
     def postprocess(
         self,
@@ -137,12 +166,12 @@ class LoceTransform(GeneralizedRCNNTransform):
         """
         if self.training:
             return result
-        for pred, (h_in, w_in), (h0, w0) in zip(result, image_shapes, original_image_sizes):
+        factors = self.scale_factors(image_shapes, original_image_sizes)
+        for pred, shape, size, factor in zip(result, image_shapes, original_image_sizes, factors):
             boxes = pred["boxes"]
-            if (h_in, w_in) != (h0, w0):
-                sw, sh = float(w_in) / float(w0), float(h_in) / float(h0)
-                factor = torch.tensor([sw, sh, sw, sh], dtype=torch.float32, device=boxes.device)
-                boxes = boxes / factor
+            h0, w0 = size
+            if tuple(shape) != tuple(size):
+                boxes = boxes / factor.to(boxes.device)
                 pred["boxes"] = boxes
             if "masks" in pred:
                 pred["masks"] = self.paste_masks(pred["masks"], boxes, (int(h0), int(w0)))
@@ -185,7 +214,8 @@ class LoceMaskRCNN(MaskRCNN):
         """Losses in training, detections in eval.
 
         Args:
-            images: N float tensors ``[3, H_i, W_i]`` in ``[0, 1]`` (already resized).
+            images: N tensors ``[3, H_i, W_i]`` (already resized), float in ``[0, 1]`` or
+                uint8 (normalised as mmcv does, see :class:`LoceTransform`).
             targets: training only; per image ``boxes [G, 4]`` float xyxy, ``labels [G]``
                 int64 in 1..K, ``masks [G, H_i, W_i]`` uint8/bool.
             original_image_sizes: eval only, optional; per image ``(h, w)`` before resizing.
@@ -210,9 +240,13 @@ class LoceMaskRCNN(MaskRCNN):
         image_list, targets = self.transform(images, targets)
         features = self.backbone(image_list.tensors)
         proposals, proposal_losses = self.rpn(image_list, features, targets)
-        detections, detector_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
         if self.training:
+            _, detector_losses = self.roi_heads(features, proposals, image_list.image_sizes, targets)
             return {**detector_losses, **proposal_losses}
+        # The RoI heads' post-processing may work in the original frame (parity.nms "mmcv").
+        factors = self.transform.scale_factors(image_list.image_sizes, list(original_image_sizes))
+        detections, _ = self.roi_heads(features, proposals, image_list.image_sizes,
+                                       scale_factors=factors)
         return self.transform.postprocess(detections, image_list.image_sizes, list(original_image_sizes))
 
 
@@ -566,6 +600,7 @@ def _build_roi_heads(cfg: ModelConfig, num_classes: int, out_channels: int,
         det_min_size=cfg.parity.det_min_size,
         mask_targets=cfg.parity.mask_targets,
         select_mask_channels=mask.select_channels,
+        nms=cfg.parity.nms,
     )
 
 

@@ -34,6 +34,7 @@ __all__ = [
     "MMDetAnchorGenerator",
     "MMDetMultiScaleRoIAlign",
     "box_regression_loss_sum",
+    "mmcv_normalize",
     "mmdet_init_",
     "paste_masks_grid_sample",
     "project_masks_aligned",
@@ -234,6 +235,30 @@ class MMDetMultiScaleRoIAlign(MultiScaleRoIAlign):
             f"output_size={self.output_size}, strides={self.featmap_strides}, "
             f"sampling_ratio={self.sampling_ratio}, aligned={self.aligned})"
         )
+
+
+def mmcv_normalize(image: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """Normalise a uint8 image exactly as mmcv's ``imnormalize`` does [12-14].
+
+    mmcv subtracts the mean in float32 and multiplies by ``1 / std`` computed and applied in
+    float64 (OpenCV's scalar arithmetic), rounding the product to float32; on 0..255 pixels
+    with mmdet's constants (123.675, 116.28, 103.53) / (58.395, 57.12, 57.375). Those are
+    ``mean`` and ``std`` given in ``[0, 1]`` units times 255, rounded to 6 decimals (which
+    restores the decimal constants exactly).
+
+    Args:
+        image: ``[3, H, W]`` uint8 RGB.
+        mean: per-channel mean of ``[0, 1]`` images (0.485, 0.456, 0.406).
+        std: per-channel std of ``[0, 1]`` images (0.229, 0.224, 0.225).
+
+    Returns:
+        ``[3, H, W]`` float32, bit-equal to mmcv's network input.
+    """
+    device = image.device
+    mean255 = torch.tensor([round(float(m) * 255, 6) for m in mean], dtype=torch.float32, device=device)
+    inv_std = torch.tensor([1.0 / round(float(s) * 255, 6) for s in std], dtype=torch.float64, device=device)
+    centred = image.to(torch.float32) - mean255[:, None, None]
+    return (centred.to(torch.float64) * inv_std[:, None, None]).to(torch.float32)
 
 
 def box_regression_loss_sum(pred: Tensor, target: Tensor, kind: BoxLoss, beta: float = 1.0 / 9.0) -> Tensor:

@@ -94,6 +94,7 @@ __all__ = [
     "LoceRoIHeads",
     "RoISamples",
     "class_wise_nms",
+    "offset_class_wise_nms",
     "is_softmax_loss",
     "norcal_scores",
 ]
@@ -188,6 +189,34 @@ def class_wise_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold:
     return keep[torch.argsort(scores[keep], descending=True, stable=True)]
 
 
+def offset_class_wise_nms(
+    boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float, max_coordinate: Tensor,
+) -> Tensor:
+    """Class-wise NMS as mmcv's ``batched_nms`` computes it (docs/mmdet-parity.md §4 #24).
+
+    Each box is shifted by ``label * (max_coordinate + 1)``, in float32, and NMS runs on the
+    shifted boxes. The shift separates the classes (boxes of different classes never
+    overlap), so one NMS over all boxes (mmcv below 10,000 boxes) and one per class (mmcv
+    above) keep the same boxes, and this function runs one per class. What differs from
+    :func:`class_wise_nms` is the float32 rounding of the shifted coordinates (a ulp of
+    0.06-0.125 px at LVIS's offsets of ~1e6), which flips near-threshold pairs.
+
+    Args:
+        boxes: ``[B, 4]`` float32 ``(x1, y1, x2, y2)``.
+        scores: ``[B]`` float.
+        labels: ``[B]`` int64 class as the original counts it (0-based: loce label - 1).
+        iou_threshold: boxes with IoU above this with a higher-scoring box of the same class
+            are dropped.
+        max_coordinate: scalar float32, the largest coordinate of *all* the candidate boxes
+            (the original computes it before any top-k), which sets the offsets.
+
+    Returns:
+        ``[B_kept]`` int64 indices into the inputs, by decreasing score.
+    """
+    offsets = labels.to(boxes.dtype) * (max_coordinate.to(boxes.dtype) + 1)
+    return class_wise_nms(boxes + offsets[:, None], scores, labels, iou_threshold)
+
+
 def norcal_scores(logits: Tensor, log_counts: Tensor, gamma: float) -> Tensor:
     """NorCal's calibrated softmax (peer-method spec §8.1, its default gamma/exps/renorm mode).
 
@@ -241,6 +270,11 @@ class LoceRoIHeads(RoIHeads):
             (the original: aligned RoIAlign, then ``>= 0.5``).
         select_mask_channels: compute only each RoI's class channel of the mask logits
             (needs a predictor with ``supports_label_selection``; same numbers, less memory).
+        nms: the class-wise NMS of the detections: "exact" (each class on its own boxes, in
+            the input frame) or "mmcv" (the original: in the original image frame, on boxes
+            shifted by ``(label - 1) * (max coordinate + 1)`` in float32,
+            :func:`offset_class_wise_nms`). Either way the detections come back in the
+            input frame, so the mask branch pools the same boxes.
     """
 
     def __init__(
@@ -252,9 +286,13 @@ class LoceRoIHeads(RoIHeads):
         det_min_size: float = 1e-2,
         mask_targets: Literal["legacy", "aligned_binary"] = "legacy",
         select_mask_channels: bool = True,
+        nms: Literal["exact", "mmcv"] = "exact",
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
+        if nms not in ("exact", "mmcv"):
+            raise ValueError(f"nms must be one of 'exact', 'mmcv', got {nms!r}")
+        self.nms = nms
         if box_loss not in ("smooth_l1", "l1"):
             raise ValueError(f"box_loss must be one of 'smooth_l1', 'l1', got {box_loss!r}")
         if mask_targets not in ("legacy", "aligned_binary"):
@@ -477,6 +515,7 @@ class LoceRoIHeads(RoIHeads):
         box_regression: Tensor,
         proposals: list[Tensor],
         image_shapes: list[tuple[int, int]],
+        scale_factors: list[Tensor] | None = None,
     ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Detections per image: threshold, decode, class-wise NMS, top ``detections_per_img``.
 
@@ -491,17 +530,23 @@ class LoceRoIHeads(RoIHeads):
         4. if fewer than ``detections_per_img`` survive and pairs are left, grow ``n``.
 
         Step 3 is exact for the taken pairs because a box is only ever suppressed by a
-        higher-scoring box of its class, all of which are among the taken pairs.
+        higher-scoring box of its class, all of which are among the taken pairs. With
+        ``nms="mmcv"`` step 3 runs :func:`offset_class_wise_nms` on the boxes divided by the
+        image's scale factor, with the offsets set by all pairs above the threshold (as the
+        original, which decodes them all).
 
         Args:
             class_logits: ``[R, C']`` float (``C' = C``, or ``K + 2`` for Seesaw).
             box_regression: ``[R, 4C]`` float.
             proposals: N tensors ``[R_i, 4]`` float.
             image_shapes: N ``(h, w)`` to clip to.
+            scale_factors: N ``[4]`` float32 factors from the original image to the input
+                (:meth:`loce.models.mask_rcnn.LoceTransform.scale_factors`), used by
+                ``nms="mmcv"``; None: the input frame is the original one.
 
         Returns:
-            ``(boxes, scores, labels)``: N tensors each, ``[n_i, 4]`` float, ``[n_i]`` float,
-            ``[n_i]`` int64 in 1..K, by decreasing score.
+            ``(boxes, scores, labels)``: N tensors each, ``[n_i, 4]`` float (input frame),
+            ``[n_i]`` float, ``[n_i]`` int64 in 1..K, by decreasing score.
         """
         scores = self.class_scores(class_logits)
         num_classes = scores.shape[-1]
@@ -511,16 +556,21 @@ class LoceRoIHeads(RoIHeads):
         counts = [p.shape[0] for p in proposals]
         scores_all = scores.split(counts, 0)
         deltas_all = box_regression.reshape(box_regression.shape[0], num_classes, 4).split(counts, 0)
+        if scale_factors is None:
+            scale_factors = [torch.ones(4) for _ in proposals]
         out_boxes, out_scores, out_labels = [], [], []
-        for scores, deltas, props, shape in zip(scores_all, deltas_all, proposals, image_shapes):
-            boxes, kept_scores, labels = self._detections_one_image(scores, deltas, props, shape)
+        for scores, deltas, props, shape, factor in zip(scores_all, deltas_all, proposals,
+                                                        image_shapes, scale_factors):
+            boxes, kept_scores, labels = self._detections_one_image(scores, deltas, props, shape,
+                                                                    factor)
             out_boxes.append(boxes)
             out_scores.append(kept_scores)
             out_labels.append(labels)
         return out_boxes, out_scores, out_labels
 
     def _detections_one_image(
-        self, scores: Tensor, deltas: Tensor, proposals: Tensor, image_shape: tuple[int, int]
+        self, scores: Tensor, deltas: Tensor, proposals: Tensor, image_shape: tuple[int, int],
+        scale_factor: Tensor,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """One image of :meth:`postprocess_detections`.
 
@@ -529,24 +579,36 @@ class LoceRoIHeads(RoIHeads):
             deltas: ``[P, C, 4]``.
             proposals: ``[P, 4]``.
             image_shape: ``(h, w)``.
+            scale_factor: ``[4]`` float32, original frame -> input frame.
         """
         fg = scores[:, 1:]
         cand = torch.where(fg.reshape(-1) > self.score_thresh)[0]  # flat (proposal, class)
         cand_scores = fg.reshape(-1)[cand]
         num_fg = fg.shape[1]
+        factor = scale_factor.to(device=proposals.device, dtype=proposals.dtype)
+
+        def decode(flat: Tensor) -> tuple[Tensor, Tensor]:
+            prop_idx = torch.div(flat, num_fg, rounding_mode="floor")
+            labels = flat % num_fg + 1
+            boxes = self.box_coder.decode_single(deltas[prop_idx, labels], proposals[prop_idx])
+            return box_ops.clip_boxes_to_image(boxes, image_shape), labels
+
+        max_coordinate = None
+        if self.nms == "mmcv" and cand.numel() > 0:
+            max_coordinate = (decode(cand)[0] / factor).max()
         limit = self.detections_per_img
         take = min(cand.numel(), 4 * limit)
         while True:
             top_scores, top = torch.topk(cand_scores, take, sorted=True)
-            flat = cand[top]
-            prop_idx = torch.div(flat, num_fg, rounding_mode="floor")
-            labels = flat % num_fg + 1
-            boxes = self.box_coder.decode_single(deltas[prop_idx, labels], proposals[prop_idx])
-            boxes = box_ops.clip_boxes_to_image(boxes, image_shape)
+            boxes, labels = decode(cand[top])
             if self.det_min_size > 0:
                 ok = box_ops.remove_small_boxes(boxes, min_size=self.det_min_size)
                 boxes, top_scores, labels = boxes[ok], top_scores[ok], labels[ok]
-            keep = class_wise_nms(boxes, top_scores, labels, self.nms_thresh)
+            if max_coordinate is not None:
+                keep = offset_class_wise_nms(boxes / factor, top_scores, labels - 1,
+                                             self.nms_thresh, max_coordinate)
+            else:
+                keep = class_wise_nms(boxes, top_scores, labels, self.nms_thresh)
             if keep.numel() >= limit or take == cand.numel():
                 break
             take = min(cand.numel(), 4 * take)
@@ -648,6 +710,7 @@ class LoceRoIHeads(RoIHeads):
         proposals: list[Tensor],
         image_shapes: list[tuple[int, int]],
         targets: list[dict[str, Tensor]] | None = None,
+        scale_factors: list[Tensor] | None = None,
     ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
         """Box (and mask) branch.
 
@@ -656,6 +719,8 @@ class LoceRoIHeads(RoIHeads):
             proposals: N tensors ``[P_i, 4]`` float from the RPN.
             image_shapes: N ``(h, w)`` of the unpadded input images.
             targets: in training, N dicts with ``boxes``, ``labels`` and ``masks``.
+            scale_factors: in eval, optional N ``[4]`` float32 factors from the original
+                images to the inputs (see :meth:`postprocess_detections`).
 
         Returns:
             ``(result, losses)``: in training ``([], {"loss_classifier", "loss_box_reg",
@@ -672,7 +737,8 @@ class LoceRoIHeads(RoIHeads):
             return [], losses
         pooled = self.pool_box_features(features, proposals, image_shapes)
         class_logits, box_regression = self.box_predict(self.box_head_forward(pooled))
-        boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals, image_shapes)
+        boxes, scores, labels = self.postprocess_detections(class_logits, box_regression, proposals,
+                                                            image_shapes, scale_factors)
         result = [{"boxes": b, "labels": lab, "scores": s} for b, s, lab in zip(boxes, scores, labels)]
         if self.has_mask() and self.infer_masks:
             self.mask_inference_step(features, result, image_shapes)
