@@ -42,16 +42,18 @@ class ImageFolder:
         return len(self.files)
 
     def load_image(self, i: int) -> torch.Tensor:
-        """Image ``i`` as ``[3, H, W]`` float32 in ``[0, 1]``."""
-        from PIL import Image
+        """Image ``i`` as ``[3, H, W]`` float32 in ``[0, 1]`` (grey and RGBA images are
+        converted to RGB with a note, see :func:`loce.inference.read_image`)."""
+        from loce.inference import read_image
 
         path = self.files[i]
         try:
-            with Image.open(path) as im:
-                arr = np.asarray(im.convert("RGB"))
-        except OSError as err:
-            raise DataError(f"cannot read image {path} (image id {i + 1}): {err}") from None
-        return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+            arr, note = read_image(path)
+        except DataError as err:
+            raise DataError(f"image id {i + 1}: {err}") from None
+        if note is not None:
+            print(f"note: {path.name}: {note}")
+        return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
     def __getitem__(self, i: int):
         image = self.load_image(i)
