@@ -258,13 +258,20 @@ def mmdet_config(depth: int = 50, k: int = 1203, *, variant: str = "stage1",
 
 
 def random_mmdet_state(depth: int, k: int, *, num_logits: int | None = None,
-                       seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random float32 tensors of MMDetection's Mask R-CNN shapes (counters zero)."""
+                       seed: int = 0, zeros: bool = False) -> dict[str, torch.Tensor]:
+    """Random float32 tensors of MMDetection's Mask R-CNN shapes (counters zero).
+
+    ``zeros=True`` gives expanded views of one zero instead: the right shapes at no memory
+    or disk cost (``torch.save`` stores one value per tensor), for tests about keys, shapes
+    and metadata.
+    """
     g = torch.Generator().manual_seed(seed)
     out = {}
     for key, shape in mmdet_key_shapes(depth, k, num_logits=num_logits).items():
         if key.endswith("num_batches_tracked"):
             out[key] = torch.zeros((), dtype=torch.int64)
+        elif zeros:
+            out[key] = torch.zeros(()).expand(shape)
         else:
             out[key] = torch.randn(shape, generator=g) * 0.01
     return out

@@ -70,17 +70,18 @@ class _Evaluator:
     def _eval(self, node: ast.AST) -> Any:
         if isinstance(node, ast.Constant):
             return node.value
+        # Inside containers a non-literal element becomes an Unparsed value of its own.
         if isinstance(node, ast.List):
-            return [self._eval(e) for e in node.elts]
+            return [self(e) for e in node.elts]
         if isinstance(node, ast.Tuple):
-            return tuple(self._eval(e) for e in node.elts)
+            return tuple(self(e) for e in node.elts)
         if isinstance(node, ast.Dict):
             out: dict[Any, Any] = {}
             for key, value in zip(node.keys, node.values):
                 if key is None:  # {**other, ...}
                     out.update(self._mapping(value))
                 else:
-                    out[self._eval(key)] = self._eval(value)
+                    out[self._eval(key)] = self(value)
             return out
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
             if node.args:
@@ -90,7 +91,7 @@ class _Evaluator:
                 if kw.arg is None:  # dict(**other, ...)
                     out.update(self._mapping(kw.value))
                 else:
-                    out[kw.arg] = self._eval(kw.value)
+                    out[kw.arg] = self(kw.value)
             return out
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
             value = self._eval(node.operand)
