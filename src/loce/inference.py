@@ -28,6 +28,7 @@ Shape shorthand: ``n`` detections, ``H, W`` the original image size, ``K`` class
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ __all__ = ["MAX_PIXELS", "DetectionResult", "Detector", "read_image", "to_rgb_ar
 #: Image files with more pixels than this are refused (Pillow's own default limit, about
 #: 89.5 megapixels; a 14000 x 14000 image has 196).
 MAX_PIXELS = 89_478_485
+_HEADER_LOCK = threading.Lock()
 
 
 def _describe(source: Any) -> str:
@@ -69,6 +71,20 @@ def _from_pil(im, where: str) -> tuple[np.ndarray, str | None]:
             return np.repeat(grey[..., None], 3, axis=2), note
         im = im.convert("RGB")
     return np.array(im, dtype=np.uint8), note
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """An image file's ``(width, height)`` from its header, with Pillow's bomb check off for
+    this one look (nothing is decoded)."""
+    from PIL import Image
+
+    with _HEADER_LOCK:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as im:
+                return im.size
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
@@ -96,8 +112,7 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
                 im.load()
                 return _from_pil(im, str(path))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        with Image.open(path) as im:  # the header only: the size
-            w, h = im.size
+        w, h = _header_size(path)
         raise DataError(
             f"{path}: the image is {w}x{h} ({w * h / 1e6:.1f} megapixels), over the "
             f"{MAX_PIXELS / 1e6:.1f}-megapixel limit that guards against decompression bombs; "
