@@ -256,3 +256,43 @@ def test_to_mmdet_refuses_what_mmdetection_cannot_hold(tmp_path):
     assert not (tmp_path / "mm.pth").exists()
     res = _cli(ckpt, tmp_path / "mm.pth")
     assert res.returncode == 2 and "already a loce checkpoint" in res.stderr
+
+
+def test_r101_lvis_v1_loce_checkpoint(tmp_path):
+    """R101, K = 1203, LOCE's fine-tune: 666 -> 562 keys, strict load, the R101 config."""
+    state = random_mmdet_state(101, 1203, zeros=True)
+    src = write_mmdet_checkpoint(tmp_path / "r101.pth", state, mmdet_config(101, 1203, variant="loce"),
+                                 classes=lvis_like_classes(1203))
+    lines: list[str] = []
+    mmdet_to_loce(src, tmp_path / "loce.pth", log=lines.append)
+    text = "\n".join(lines)
+    assert "666 MMDetection keys -> 562 loce keys" in text and "strict load OK" in text
+    assert "1203 (LVIS v1)" in text
+    converted = torch.load(tmp_path / "loce.pth", weights_only=False)
+    cfg = config_from_dict(converted["config"])
+    assert cfg.name == "loce_mask_rcnn_r101_fpn_normed_mask_mstrain_2x_lvis_v1"
+    assert cfg.model.backbone == "resnet101" and cfg.loce.enabled
+    assert converted["category_ids"] == list(range(1, 1204))
+    # 562 network keys plus LOCE's mean scores.
+    assert len(converted["model"]) == 563
+
+
+@pytest.mark.parametrize("name", ["loce_mask_rcnn_r50_fpn_normed_mask_mstrain_2x_lvis_v1",
+                                  "seesaw_mask_rcnn_r50_fpn_normed_mask_rfs_mstrain_2x_lvis_v1",
+                                  "mask_rcnn_r101_fpn_normed_mask_mstrain_2x_lvis_v1"])
+def test_written_config_text_reads_back_as_the_same_model(name):
+    """--to mmdet on a checkpoint trained by loce writes a config text; reading it picks the
+    same bundled config and changes nothing the model depends on."""
+    from loce.convert import loce_config_name, mmdet_config_text
+    from loce.convert.mmcv_config import parse_config_text
+    from loce.convert.mmdet_spec import read_model_spec
+
+    cfg = load_config(name)
+    spec = read_model_spec(parse_config_text(mmdet_config_text(cfg, 1203)).values, "text")
+    assert loce_config_name(spec) == name
+    assert spec.num_classes == 1203 and spec.depth == int(cfg.model.backbone[len("resnet"):])
+    again = load_config(name, [f"{k}={json.dumps(v)}" for k, v in spec.settings.items()])
+    for section in ("rpn", "roi", "mask", "test"):
+        assert getattr(again.model, section) == getattr(cfg.model, section), section
+    assert again.model.backbone == cfg.model.backbone and again.loce.enabled == cfg.loce.enabled
+    assert (again.data.sampler, again.data.test_scale) == (cfg.data.sampler, cfg.data.test_scale)
