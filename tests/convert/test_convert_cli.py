@@ -193,11 +193,19 @@ def test_bare_state_dict_needs_a_config(tmp_path, r50_state):
     assert res.returncode == 0, res.stderr
     assert "MASK HEAD  normed — from the loce config" in res.stdout
     # With an MMDetection config file (.py) the text decides.
+    (tmp_path / "base.py").write_text(mmdet_config(50, 8, variant="rfs"))
     py = tmp_path / "rfs_config.py"
-    py.write_text(mmdet_config(50, 8, variant="rfs"))
+    py.write_text("_base_ = './base.py'\nmodel = dict(test_cfg=dict(rcnn=dict(max_per_img=100)))\n")
     res = _cli(src, tmp_path / "z.pth", "--config", py)
     assert res.returncode == 0, res.stderr
     assert "MASK HEAD  plain — FCNMaskHead in the config" in res.stdout
+    converted = torch.load(tmp_path / "z.pth", weights_only=False)
+    assert config_from_dict(converted["config"]).model.test.detections_per_img == 100
+    # The merged text is kept (for --to mmdet): it reads back to the same values.
+    from loce.convert.mmcv_config import load_config_file, parse_config_text
+
+    kept = parse_config_text(converted["converted_from"]["config_text"])
+    assert kept.values == load_config_file(py).values and not kept.skipped
     res = _cli(src, tmp_path / "w.pth", "--config", "mask_rcnn_r101_fpn_normed_mask_mstrain_2x_lvis_v1")
     assert res.returncode == 2 and "builds a resnet101 but the weights are ResNet-50" in res.stderr
 

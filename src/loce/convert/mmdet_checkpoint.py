@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from loce.convert.categories import resolve_categories
-from loce.convert.mmcv_config import load_config_file, parse_config_text
+from loce.convert.mmcv_config import Unparsed, load_config_file, parse_config_text
 from loce.convert.mmdet_spec import MMDetModelSpec, read_model_spec
 from loce.errors import CheckpointError, ConfigError
 
@@ -249,7 +249,8 @@ def mmdet_to_loce(src: str | os.PathLike, dst: str | os.PathLike, *,
     if config is not None and config.endswith(".py"):
         parsed = load_config_file(config)
         text_source, values = config, parsed.values
-        text = Path(config).read_text(encoding="utf-8")
+        # The merged config, as MMDetection stores it in meta['config'] (no _base_ left).
+        text = "\n".join(f"{name} = {_pretty(value)}" for name, value in values.items()) + "\n"
     elif isinstance(meta.get("config"), str):
         text = meta["config"]
         parsed = parse_config_text(text)
@@ -394,6 +395,8 @@ def _pretty(value: Any, indent: int = 0) -> str:
         if isinstance(value, tuple) and len(value) == 1:
             body += ","
         return f"{open_}{body}{close}"
+    if isinstance(value, Unparsed):
+        return value.source
     return repr(value)
 
 
