@@ -44,6 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _message(err: LoceError) -> str:
+    """The error's own message. One raised in a DataLoader worker process arrives wrapped in
+    the worker's traceback, whose last line is the message."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        _, sep, rest = last.partition(f"{type(err).__name__}: ")
+        return rest if sep else last
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
     parser = build_parser()
@@ -51,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except LoceError as err:
-        print(f"loce {args.command}: error: {err}", file=sys.stderr)
+        print(f"loce {args.command}: error: {_message(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"loce {args.command}: interrupted", file=sys.stderr)
