@@ -88,3 +88,20 @@ def test_a_missing_base_file_is_named(tmp_path):
     (tmp_path / "r101.py").write_text("_base_ = './mask_rcnn_r50_fpn_mstrain_2x_lvis_v1.py'\n")
     with pytest.raises(CheckpointError, match="mask_rcnn_r50_fpn_mstrain_2x_lvis_v1.py"):
         load_config_file(tmp_path / "r101.py")
+
+
+def test_concatenated_config_files_merge_in_order():
+    """mmcv's Config.text: each file after a line with its path, bases first."""
+    text = (
+        "/mmdetection/configs/_base_/models/mask_rcnn_r50_fpn.py\n"
+        "model = dict(type='MaskRCNN', roi_head=dict(bbox_head=dict(num_classes=80),\n"
+        "                                           mask_head=dict(num_classes=80)))\n"
+        "/mmdetection/configs/lvis/mask_rcnn_r50_fpn_sample1e-3_mstrain_2x_lvis_v0.5.py\n"
+        "_base_ = ['../_base_/models/mask_rcnn_r50_fpn.py']\n"
+        "model = dict(roi_head=dict(bbox_head=dict(num_classes=1230)))\n"
+    )
+    parsed = parse_config_text(text)
+    assert lookup(parsed.values, "model.type") == "MaskRCNN"
+    assert lookup(parsed.values, "model.roi_head.bbox_head.num_classes") == 1230
+    assert lookup(parsed.values, "model.roi_head.mask_head.num_classes") == 80
+    assert "_base_" not in parsed.values and parsed.skipped == []

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,8 +145,17 @@ def _statements(text: str) -> tuple[list[tuple[int, ast.stmt]], list[str]]:
     return out, skipped
 
 
+# mmcv's ``Config.text`` (what older MMDetection versions stored) concatenates the base files
+# and the config file, each after a line holding its path.
+_FILE_LINE = re.compile(r"^\S+\.py$")
+
+
 def parse_config_text(text: str) -> ParsedConfig:
     """Parse mmcv config text (see the module docstring); never executes it.
+
+    Besides ``Config.pretty_text`` (one merged config) this reads ``Config.text``, the
+    concatenation of the base files and the config file, each headed by its path: the files
+    are read one by one and merged in order, as mmcv merges them.
 
     Args:
         text: the config source (``meta["config"]`` of a checkpoint, or a config file).
@@ -153,6 +163,23 @@ def parse_config_text(text: str) -> ParsedConfig:
     Returns:
         The top-level assignments and what was skipped.
     """
+    lines = text.splitlines()
+    heads = [i for i, line in enumerate(lines) if _FILE_LINE.match(line)]
+    if not heads:
+        return _parse_one(text)
+    merged: dict[str, Any] = {}
+    skipped: list[str] = []
+    bounds = [0, *heads, len(lines)] if heads[0] else [*heads, len(lines)]
+    for a, b in zip(bounds, bounds[1:]):
+        start = a + 1 if a in heads else a
+        part = _parse_one("\n".join(lines[start:b]))
+        part.values.pop("_base_", None)
+        merged = _merge(merged, part.values)
+        skipped += [f"{lines[a] if a in heads else 'text'}: {s}" for s in part.skipped]
+    return ParsedConfig(merged, skipped)
+
+
+def _parse_one(text: str) -> ParsedConfig:
     values: dict[str, Any] = {}
     statements, skipped = _statements(text)
     evaluate = _Evaluator(values)
