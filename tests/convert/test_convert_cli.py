@@ -173,6 +173,12 @@ def test_lvis_v05_categories_resolved_by_name(tmp_path):
     assert converted["category_names"] == names
     cfg = config_from_dict(converted["config"])
     assert cfg.name == "mask_rcnn_r50_fpn_normed_mask_mstrain_2x_lvis_v0.5"
+    # Without --gt the bundled LVIS v0.5 table resolves the same ids.
+    lines: list[str] = []
+    mmdet_to_loce(src, tmp_path / "bundled.pth", log=lines.append)
+    assert any("category ids of LVIS v0.5, matched by name" in line for line in lines)
+    assert torch.load(tmp_path / "bundled.pth", weights_only=False)["category_ids"] == \
+        [c["id"] for c in cats]
     # A class name the annotation file does not have is named.
     wrong = write_mmdet_checkpoint(tmp_path / "wrong.pth", state,
                                    mmdet_config(50, k, dataset="v0.5"),
