@@ -281,7 +281,7 @@ def test_r101_lvis_v1_loce_checkpoint(tmp_path):
     mmdet_to_loce(src, tmp_path / "loce.pth", log=lines.append)
     text = "\n".join(lines)
     assert "666 MMDetection keys -> 562 loce keys" in text and "strict load OK" in text
-    assert "1203 (LVIS v1)" in text
+    assert "1203 (dataset LVIS v1)" in text
     converted = torch.load(tmp_path / "loce.pth", weights_only=False)
     cfg = config_from_dict(converted["config"])
     assert cfg.name == "loce_mask_rcnn_r101_fpn_normed_mask_mstrain_2x_lvis_v1"

@@ -265,6 +265,8 @@ def mmdet_to_loce(src: str | os.PathLike, dst: str | os.PathLike, *,
                 "MMDetection config file (.py) or a loce config name, e.g. --config "
                 "mask_rcnn_r50_fpn_normed_mask_mstrain_2x_lvis_v1"
             )
+    if config is not None and config.endswith(".py") and isinstance(meta.get("config"), str):
+        say(f"  note: the model is read from {config}, not from the checkpoint's meta['config']")
     spec = read_model_spec(values, text_source) if values is not None else None
     if parsed is not None and parsed.skipped:
         say(f"  note: {len(parsed.skipped)} statement(s) of the config could not be read "
@@ -331,7 +333,7 @@ def mmdet_to_loce(src: str | os.PathLike, dst: str | os.PathLike, *,
     result.category_ids = table.ids
     dataset = {"lvis_v1": "LVIS v1", "lvis_v0.5": "LVIS v0.5"}.get(
         spec.dataset if spec else "", {1203: "LVIS v1", 1230: "LVIS v0.5"}.get(k, "not LVIS"))
-    say(f"  classes    {k} ({dataset}): {table.how}")
+    say(f"  classes    {k} (dataset {dataset}): {table.how}")
     test = cfg.model.test
     say(f"  test       score > {test.score_thresh:g}, NMS {test.nms_thresh:g}, "
         f"{test.detections_per_img} per image, RPN {cfg.model.rpn.pre_nms_top_n_test}/"
