@@ -139,6 +139,8 @@ def test_draw_writes_the_picture(detector, image, tmp_path):
     with Image.open(tmp_path / "out" / "pred.png") as saved:
         assert saved.size == (80, 60)
         assert np.asarray(saved).tolist() == np.asarray(picture).tolist()
+    with pytest.raises(DataError, match="the result is for a 80x60 image"):
+        detector.draw(result, np.zeros((10, 10, 3), np.uint8))
 
 
 def test_grey_and_rgba_are_converted_with_a_note(detector, image):

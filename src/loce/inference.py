@@ -394,6 +394,10 @@ class Detector:
         from loce.engine.predict import draw_detections
 
         rgb, _ = to_rgb_array(image)
+        if isinstance(result, DetectionResult) and tuple(result.image_size) != rgb.shape[:2]:
+            raise DataError(f"{_describe(image)}: the image is {rgb.shape[1]}x{rgb.shape[0]} but "
+                            f"the result is for a {result.image_size[1]}x{result.image_size[0]} "
+                            "image; draw a result on the image it was computed for")
         det = result.as_dict() if isinstance(result, DetectionResult) else result
         picture = draw_detections(rgb, det, self.category_names, score_threshold)
         if out_path is not None:
