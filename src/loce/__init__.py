@@ -4,7 +4,8 @@ The method's building blocks take plain tensors and can be used from any detecto
 
     from loce import equilibrium_loss, MeanScoreTracker, FeatureMemory, jitter_boxes
 
-They are imported lazily (on first attribute access) so that light commands such as
+``from loce import Detector`` is the inference API (:mod:`loce.inference`). All are imported
+lazily (on first attribute access) so that light commands such as
 ``loce eval`` start without importing torch.
 """
 
@@ -24,6 +25,8 @@ _LAZY = {
     "FeatureMemory": "loce.method.feature_memory",
     "jitter_boxes": "loce.method.box_jitter",
     "evaluate_lvis": "loce.evaluation",
+    "Detector": "loce.inference",
+    "DetectionResult": "loce.inference",
 }
 
 __all__ = ["LoceError", "__version__", *_LAZY]

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "train": "loce.commands.train",
     "predict": "loce.commands.predict",
     "eval": "loce.commands.eval",
+    "convert": "loce.commands.convert",
     "configs": "loce.commands.configs",
     "demo": "loce.demo",
 }

@@ -68,5 +68,5 @@ def test_image_folder_decoder(tmp_path):
     assert torch.equal(image, expected) and target["orig_size"].tolist() == [7, 9]
     from loce.errors import DataError
 
-    with pytest.raises(DataError, match=r"cannot read image .*bad.png \(image id 1\)"):
+    with pytest.raises(DataError, match=r"image id 1: .*bad.png"):
         folder[0]

@@ -107,8 +107,8 @@ def test_a_bad_image_leaves_the_existing_results_untouched(tiny_checkpoint, tmp_
 
     (folder / "01.png").unlink()
     monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)
-    _fails(_predict(tiny_checkpoint, folder, out), capsys, "00.png", "too large to decode",
-           "Mpixels")
+    _fails(_predict(tiny_checkpoint, folder, out), capsys, "00.png", "is 64x48 (0.0 megapixels)",
+           "over the 0.0-megapixel limit that guards against decompression bombs")
     assert out.read_text() == '[{"kept": true}]'
 
 

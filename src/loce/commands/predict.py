@@ -8,7 +8,8 @@ HELP = "Run a trained detector on a folder of images or an annotated set; write 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a checkpoint written by `loce train`")
+    parser.add_argument("--checkpoint", required=True,
+                        help="a checkpoint written by `loce train` or `loce convert`")
     parser.add_argument("--config", default=None,
                         help="config (default: the one stored in the checkpoint)")
     src = parser.add_mutually_exclusive_group(required=True)
@@ -30,33 +31,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from loce import build
-    from loce.engine.distributed import select_device
     from loce.engine.evaluate import predict_to_file
     from loce.errors import CheckpointError
-    from loce.fileio import atomic_write, check_output_file, ensure_directory
+    from loce.fileio import check_output_file, ensure_directory
+    from loce.inference import Detector
 
     # Output paths are checked before any work; the results file replaces --out only when
     # every image went through (a failure leaves an existing file untouched).
     check_output_file(args.out, what="results file")
     if args.visualize is not None:
         ensure_directory(args.visualize, what="--visualize folder")
-    model, cfg, state = build.load_trained_model(args.checkpoint, args.overrides, args.config)
-    cat_ids = state["category_ids"]
-    names = state.get("category_names")
-    device = select_device(args.device)
-    model.to(device)
-
-    transforms, decoder = build.build_test_transforms(cfg), build.build_test_decoder(cfg)
+    det = Detector.from_checkpoint(args.checkpoint, device=args.device,
+                                   with_masks=not args.no_masks, overrides=args.overrides,
+                                   config=args.config)
+    cat_ids, cfg = det.category_ids, det.cfg
     if args.images is not None:
         from loce.engine.predict import ImageFolder
 
-        dataset = ImageFolder(args.images, transforms, cat_ids, decoder=decoder)
+        dataset = ImageFolder(args.images, det.transforms, cat_ids, decoder=det.decoder)
     else:
         from loce.data.lvis import LVISDataset
 
         root = args.image_root or cfg.data.val_images
-        dataset = LVISDataset(args.gt, root, train=False, transforms=transforms, decoder=decoder)
+        dataset = LVISDataset(args.gt, root, train=False, transforms=det.transforms,
+                              decoder=det.decoder)
         if list(dataset.cat_ids) != list(cat_ids):
             raise CheckpointError(
                 f"{args.gt} has {len(dataset.cat_ids)} categories but the checkpoint was "
@@ -66,20 +64,16 @@ def run(args: argparse.Namespace) -> int:
 
     on_image = None
     if args.visualize is not None:
-        from loce.engine.predict import draw_detections
-
         vis_dir = Path(args.visualize)
-        class_names = list(names) if names else [str(c) for c in cat_ids]
 
-        def on_image(index, image, det):  # image: the resized model input (unused)
-            original = dataset.load_image(index).permute(1, 2, 0).mul(255).round()
-            picture = draw_detections(original.byte().numpy(), det, class_names,
-                                      args.vis_threshold)
-            with atomic_write(vis_dir / f"{index + 1:06d}.png", "wb", what="picture") as f:
-                picture.save(f, format="PNG")
+        def on_image(index, image, result):  # image: the resized model input (unused)
+            original = dataset.load_image(index)
+            det.draw(result, original, vis_dir / f"{index + 1:06d}.png",
+                     score_threshold=args.vis_threshold)
 
-    n = predict_to_file(model, dataset, args.out, device=device, with_masks=not args.no_masks,
-                        workers=cfg.data.workers, on_image=on_image)
+    n = predict_to_file(det.model, dataset, args.out, device=det.device,
+                        with_masks=not args.no_masks, workers=cfg.data.workers,
+                        on_image=on_image, forward=det.detect_batch)
     print(f"wrote {n} detections for {len(dataset)} images to {args.out}")
     if args.visualize is not None:
         print(f"pictures in {args.visualize}")

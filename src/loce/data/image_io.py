@@ -10,6 +10,7 @@ uint8 images: grey images are replicated, an alpha channel is dropped.
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from typing import Literal
 
@@ -17,10 +18,11 @@ import numpy as np
 
 from loce.errors import DataError
 
-__all__ = ["DECODERS", "Decoder", "check_decoder", "read_rgb"]
+__all__ = ["DECODERS", "Decoder", "check_decoder", "check_pixel_limit", "read_rgb"]
 
 Decoder = Literal["pillow", "opencv"]
 DECODERS: tuple[str, ...] = ("pillow", "opencv")
+_HEADER_LOCK = threading.Lock()
 
 
 def check_decoder(decoder: str) -> Decoder:
@@ -30,27 +32,50 @@ def check_decoder(decoder: str) -> Decoder:
     return decoder  # type: ignore[return-value]
 
 
-def _pixel_guard(path: str | os.PathLike[str], where: str) -> None:
-    """Refuse a file above Pillow's decompression-bomb limit before decoding it.
+def _header_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """An image file's ``(width, height)`` from its header, with Pillow's bomb check off for
+    this one look (nothing is decoded)."""
+    from PIL import Image
 
-    Pillow reads only the header here; a file it cannot identify is left to the decoder.
+    with _HEADER_LOCK:
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            with Image.open(path) as im:
+                return im.size
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+
+
+def check_pixel_limit(path: str | os.PathLike[str], what: str | None = None) -> None:
+    """Refuse an image file above Pillow's decompression-bomb limit before decoding it.
+
+    The limit is ``PIL.Image.MAX_IMAGE_PIXELS`` (89.5 Mpixels by default; a 14000 x 14000
+    image has 196): a small file that decodes to gigabytes is refused whichever decoder is
+    used. Only the header is read; a file Pillow cannot identify is left to the decoder.
+
+    Raises:
+        DataError: naming the file, its size and the limit.
     """
     from PIL import Image, UnidentifiedImageError
 
-    limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that: refuse both.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path):
-                pass
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise DataError(
-            f"image file {path}{where} is too large to decode safely ({e}). Fix: downscale "
-            f"it below {(limit or 0) / 1e6:.1f} Mpixels (Pillow's decompression-bomb limit)."
-        ) from None
+                return
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        pass
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
         return
+    w, h = _header_size(path)
+    limit = Image.MAX_IMAGE_PIXELS or 0
+    where = f" ({what})" if what else ""
+    raise DataError(
+        f"image file {path}{where} is {w}x{h} ({w * h / 1e6:.1f} megapixels), over the "
+        f"{limit / 1e6:.1f}-megapixel limit that guards against decompression bombs "
+        "(PIL.Image.MAX_IMAGE_PIXELS); downscale it first"
+    )
 
 
 def read_rgb(path: str | os.PathLike[str], decoder: Decoder = "pillow", *,
@@ -75,7 +100,7 @@ def read_rgb(path: str | os.PathLike[str], decoder: Decoder = "pillow", *,
     check_decoder(decoder)
     where = f" ({what})" if what else ""
     fix = "Fix: replace the file with a readable JPEG/PNG or remove the image."
-    _pixel_guard(path, where)
+    check_pixel_limit(path, what)
     try:
         if decoder == "pillow":
             from PIL import Image, UnidentifiedImageError

@@ -127,6 +127,7 @@ def predict_to_file(
     workers: int = 2,
     progress: bool = True,
     on_image=None,
+    forward=None,
 ) -> int:
     """Run the model on ``dataset[i]`` for ``i`` in ``indices`` and write LVIS results.
 
@@ -141,6 +142,8 @@ def predict_to_file(
         workers: DataLoader worker processes.
         progress: show a progress bar.
         on_image: optional callback ``(image_index, image, detection)`` (e.g. visualisation).
+        forward: optional ``(images, original_sizes) -> detections`` used instead of calling
+            the model (``loce predict`` passes :meth:`loce.Detector.detect_batch`).
 
     Returns:
         The number of result dicts written.
@@ -171,7 +174,8 @@ def predict_to_file(
             ):
                 images = [im.to(device) for im in images]
                 sizes = [tuple(int(s) for s in t["orig_size"]) for t in targets]
-                dets = model(images, original_image_sizes=sizes)
+                dets = (forward(images, sizes) if forward is not None
+                        else model(images, original_image_sizes=sizes))
                 for t, d, im in zip(targets, dets, images):
                     writer.extend(detections_to_results(d, int(t["image_id"]), cat_ids,
                                                         with_masks))

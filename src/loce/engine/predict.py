@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from loce.data.image_io import Decoder, check_decoder, read_rgb
+from loce.data.image_io import Decoder, check_decoder
 from loce.errors import DataError
 
 __all__ = ["ImageFolder", "draw_detections"]
@@ -47,8 +47,17 @@ class ImageFolder:
         return len(self.files)
 
     def load_image(self, i: int) -> torch.Tensor:
-        """Image ``i`` as ``[3, H, W]`` float32 in ``[0, 1]``."""
-        arr = read_rgb(self.files[i], self.decoder, what=f"image id {i + 1}")
+        """Image ``i`` as ``[3, H, W]`` float32 in ``[0, 1]`` (grey and RGBA images are
+        converted to RGB with a note, see :func:`loce.inference.read_image`)."""
+        from loce.inference import read_image
+
+        path = self.files[i]
+        try:
+            arr, note = read_image(path, self.decoder)
+        except DataError as err:
+            raise DataError(f"image id {i + 1}: {err}") from None
+        if note is not None:
+            print(f"note: {path.name}: {note}")
         return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0)
 
     def __getitem__(self, i: int):
