@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mmdet_reference"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mmdet_reference"
 IMAGE = FIXTURES / "image.jpg"
 RESIZED_INPUT = FIXTURES / "mmdet_resized_input.png"
 #: The bundled config whose model and test settings the reference run used, and its K.
