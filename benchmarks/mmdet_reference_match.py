@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "models"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import mmdet_reference as ref_data  # noqa: E402
 
 from loce.config.model import ParityConfig  # noqa: E402
