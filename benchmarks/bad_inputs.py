@@ -1,7 +1,8 @@
 """A campaign of bad inputs, each given to its own ``loce`` process, as a new user would.
 
-Every case must end with exit status 2, a last line ``loce CMD: error: ...`` (argparse's own
-errors included), no Python traceback, and every file it could have replaced unchanged. The
+Every case must end with exit status 2, a message ``loce CMD: error: ...`` at the end of
+stderr (argparse's own errors included; an annotation file's problems follow it as a list of
+up to five), no Python traceback, and every file it could have replaced unchanged. The
 cases are grouped in classes (configs, flags, ground truth, results, output paths,
 checkpoints, images, training data, resuming).
 
@@ -214,7 +215,7 @@ def _cases(work: Path, data: Path, ckpt: Path) -> list[Case]:  # noqa: PLR0915 -
         add("checkpoints", what, ["predict", "--checkpoint", path, "--images", data / "val",
                                   "--out", predict_out], [predict_out])
 
-    nan_state = {**state, "model": {k: (v.float().fill_(float("nan")) if v.is_floating_point()
+    nan_state = {**state, "model": {k: (v.clone().fill_(float("nan")) if v.is_floating_point()
                                         else v) for k, v in state["model"].items()}}
     ckpt_case("all-NaN weights", nan_state)
     ckpt_case("stored config a list", {**state, "config": ["x"]})
@@ -328,13 +329,17 @@ def _run_case(case: Case) -> dict:
     proc = subprocess.run([sys.executable, "-m", "loce", *argv], env=_env(), capture_output=True,
                           text=True, timeout=600)
     err = proc.stderr
-    last = err.strip().splitlines()[-1].split("\r")[-1] if err.strip() else ""
-    ok_line = last.startswith(f"loce {argv[0]}: error: ") or last.startswith("loce: error: ")
+    # The message is the end of stderr, from its "loce CMD: error:" line on (after any
+    # progress bar); an annotation file's problems follow that line as a list.
+    lines = [line.split("\r")[-1] for line in err.strip().splitlines()]
+    heads = [i for i, line in enumerate(lines)
+             if line.startswith((f"loce {argv[0]}: error: ", "loce: error: "))]
+    message = lines[heads[-1]:] if heads else lines[-1:]
     untouched = _digest(protected) == before
-    passed = proc.returncode == 2 and "Traceback" not in err and ok_line and untouched
+    passed = proc.returncode == 2 and "Traceback" not in err and bool(heads) and untouched
     return {"class": cls, "input": what, "exit": proc.returncode, "passed": passed,
-            "untouched": untouched, "message": last[:300],
-            "lines": len(err.strip().splitlines()), "seconds": round(time.perf_counter() - start, 2)}
+            "untouched": untouched, "message": " / ".join(message)[:400],
+            "message_lines": len(message), "seconds": round(time.perf_counter() - start, 2)}
 
 
 def main() -> int:
@@ -369,14 +374,14 @@ def main() -> int:
     }
     lines = ["# Bad inputs: one `loce` process each", "",
              f"{report['passed']} of {report['inputs']} inputs in {len(classes)} classes end "
-             "with exit status 2, a `loce CMD: error:` line last, no traceback and protected "
+             "with exit status 2, a `loce CMD: error:` message last, no traceback and protected "
              f"files unchanged ({report['cpu_seconds']:.0f} CPU s, {report['wall_seconds']:.0f} s "
              "wall; `benchmarks/bad_inputs.py`).", "",
-             "| class | input | exit | ok | message (last line) |", "|---|---|---:|---|---|"]
+             "| class | input | exit | ok | lines | message |", "|---|---|---:|---|---:|---|"]
     for r in rows:
         msg = r["message"].replace("|", "\\|")
         lines.append(f"| {r['class']} | {r['input']} | {r['exit']} | "
-                     f"{'yes' if r['passed'] else 'NO'} | {msg} |")
+                     f"{'yes' if r['passed'] else 'NO'} | {r['message_lines']} | {msg} |")
     from loce.fileio import atomic_write_json, atomic_write_text
 
     out = Path(args.out)

@@ -55,7 +55,6 @@ def _kill_and_resume(config, overrides, fault):
 @pytest.mark.parametrize("fault", [
     "write:feature memory:2",        # the second memory file half written
     "checkpoint:after-rank-state:2",  # memory written, the pointer still at iter_1
-    "write:checkpoint:2",            # the second checkpoint half written
 ])
 def test_loce_finetune_resumes_exactly_after_a_kill_while_checkpointing(
         fault, tiny_dataset, tiny_checkpoint, loce_reference, tmp_path):
@@ -87,8 +86,24 @@ def test_stage1_resumes_exactly_after_a_kill_mid_checkpoint(tiny_dataset, tmp_pa
     reference = logged_losses(ref / "metrics.jsonl")
     run = tmp_path / "run"
     overrides = tiny_overrides(tiny_dataset, run, **EXTRA)
-    _kill_and_resume(SYNTH_CONFIG, overrides, "checkpoint:after-file:2")
+    _kill_and_resume(SYNTH_CONFIG, overrides, "write:checkpoint:2")  # half written
     got = logged_losses(run / "metrics.jsonl")
     assert sorted(got) == [1, 2, 3]
     for it in (2, 3):
         assert got[it] == reference[it], it
+
+
+@pytest.mark.slow
+def test_memory_files_left_by_a_kill_after_the_pointer_moved_are_removed_on_resume(
+        tiny_dataset, tiny_checkpoint, tmp_path):
+    run = tmp_path / "run"
+    overrides = tiny_overrides(tiny_dataset, run, **_loce_extra(tiny_checkpoint))
+    killed = _run(LOCE_SYNTH, overrides, fault="checkpoint:after-pointer:3")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    ckpts = run / "checkpoints"
+    assert (ckpts / "last_checkpoint").read_text().strip() == "epoch_1.pth"
+    assert sorted(p.name for p in ckpts.glob("*.memory.*")) == [
+        "epoch_1.pth.memory.rank0.pth", "iter_2.pth.memory.rank0.pth"]
+    resumed = _run(LOCE_SYNTH, overrides, "--resume")  # nothing left to train
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert sorted(p.name for p in ckpts.glob("*.memory.*")) == ["epoch_1.pth.memory.rank0.pth"]
