@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 from engine_utils import SYNTH_CONFIG, logged_losses, tiny_overrides, train_command
@@ -52,28 +53,45 @@ def _kill_and_resume(config, overrides, fault):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fault", [
-    "write:feature memory:2",        # the second memory file half written
-    "checkpoint:after-rank-state:2",  # memory written, the pointer still at iter_1
-])
-def test_loce_finetune_resumes_exactly_after_a_kill_while_checkpointing(
-        fault, tiny_dataset, tiny_checkpoint, loce_reference, tmp_path):
+def test_loce_finetune_resumes_exactly_after_kills_mid_epoch_and_while_checkpointing(
+        tiny_dataset, tiny_checkpoint, loce_reference, tmp_path):
+    """One run killed four times, each process resuming the previous one: mid memory file,
+    between the memory files and the pointer (where older memory files used to be deleted
+    already), mid checkpoint write, and mid-epoch during an iteration."""
     run = tmp_path / "run"
-    overrides = tiny_overrides(tiny_dataset, run, **_loce_extra(tiny_checkpoint))
-    killed = _run(LOCE_SYNTH, overrides, fault=fault)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     ckpts = run / "checkpoints"
-    # the pointer names the first checkpoint, and that checkpoint still has its memory
-    assert (ckpts / "last_checkpoint").read_text().strip() == "iter_1.pth"
-    assert (ckpts / "iter_1.pth.memory.rank0.pth").is_file()
+    overrides = tiny_overrides(tiny_dataset, run, **_loce_extra(tiny_checkpoint))
+    resume: tuple[str, ...] = ()
+    for fault in ("write:feature memory:2", "checkpoint:after-rank-state:1",
+                  "write:checkpoint:1"):
+        killed = _run(LOCE_SYNTH, overrides, *resume, fault=fault)
+        assert killed.returncode == -signal.SIGKILL, (fault, killed.stderr[-2000:])
+        # the pointer names the first checkpoint, and that checkpoint still has its memory
+        assert (ckpts / "last_checkpoint").read_text().strip() == "iter_1.pth", fault
+        assert (ckpts / "iter_1.pth.memory.rank0.pth").is_file(), fault
+        resume = ("--resume",)
+    # mid-epoch: SIGKILL while iteration 3 runs (after iteration 2 is logged)
+    proc = subprocess.Popen(train_command(LOCE_SYNTH, overrides, "--resume"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={k: v for k, v in os.environ.items() if k != "LOCE_FAULT"})
+    log = run / "metrics.jsonl"
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        if 2 in logged_losses(log) and len(log.read_text().splitlines()) > 1:
+            if (ckpts / "last_checkpoint").read_text().strip() == "iter_2.pth":
+                break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
     resumed = _run(LOCE_SYNTH, overrides, "--resume")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "initialisation pass skipped" in resumed.stdout
-    assert "resumed from" in resumed.stdout and "iter_1.pth" in resumed.stdout
-    got = logged_losses(run / "metrics.jsonl")
-    for it in (2, 3):
+    assert "initialisation pass skipped" in resumed.stdout and "resumed from" in resumed.stdout
+    got = logged_losses(log)
+    assert sorted(got) == [1, 2, 3]
+    for it in (1, 2, 3):
         assert got[it] == loce_reference[it], it  # exact, not approximate
-    # the resume cleaned up the half-written file and kept only the newest memory
+    # the resumes cleaned up the half-written files and kept only the newest memory
     assert not list(ckpts.glob(".*.tmp")) and not list(run.glob(".*.tmp"))
     assert sorted(p.name for p in ckpts.glob("*.memory.*")) == ["epoch_1.pth.memory.rank0.pth"]
 
