@@ -347,6 +347,7 @@ def _fast_load_boxes(truth: GroundTruth, path: Path, max_dets: int | None) -> An
         and scan.bbox_keys == n
         and scan.score_keys == n
         and not scan.negative_size
+        and not scan.literals
     )
     if not clean:
         return None
