@@ -182,3 +182,106 @@ def read_results_columns(
     if "bbox" in iou_types and box_col is None:
         return None  # the exact route names the detection without a box
     return DetectionColumns(image_id_col, category_id_col, score_col, box_col, None, area_col)
+
+
+class _Ranked(msgspec.Struct, gc=False):
+    category_id: int
+    score: float
+
+
+def cap_results_file_per_class(
+    src: str | os.PathLike[str], dst: str | os.PathLike[str], k: int, *, block_bytes: int = _BLOCK
+) -> tuple[int, int]:
+    """Keep each category's ``k`` highest-scoring detections of a results file, streaming.
+
+    The per-class top-k over the whole dataset that AP-fixed and AP-pooled evaluate (ties keep
+    file order, as :func:`~loce.evaluation.results.top_k_per_group`). Two passes over ``src``
+    in blocks: the first reads only ``category_id`` and ``score``; the second copies the
+    kept detections' JSON text unchanged. Memory is one block plus two numbers per detection.
+    ``dst`` may be ``src``: it is replaced atomically once written.
+
+    Returns:
+        ``(kept, total)`` detections.
+
+    Raises:
+        ResultsError: ``src`` is not a JSON list of detections with ``category_id`` and
+            ``score``.
+        FileWriteError: ``dst`` could not be written.
+    """
+    from loce.evaluation.results import top_k_per_group
+
+    src = Path(src)
+    ranked = msgspec.json.Decoder(list[_Ranked])
+    categories, scores = [], []
+    try:
+        for block in _blocks(src, block_bytes):
+            dets = ranked.decode(b"[" + block + b"]")
+            categories.append(np.fromiter((d.category_id for d in dets), np.int64, len(dets)))
+            scores.append(np.fromiter((d.score for d in dets), np.float64, len(dets)))
+    except (_Doubt, msgspec.DecodeError, msgspec.ValidationError, OverflowError) as err:
+        raise ResultsError(
+            f"{src}: cannot rank the detections per class ({err or 'not a JSON list'}); the "
+            "file must be a JSON list of {image_id, category_id, score, ...} dicts."
+        ) from None
+    total = int(sum(c.shape[0] for c in categories))
+    keep = top_k_per_group(
+        np.concatenate(categories) if categories else np.zeros(0, np.int64),
+        np.concatenate(scores) if scores else np.zeros(0),
+        k,
+    )
+    del categories, scores
+    return _write_detections(dst, [src], keep, block_bytes), total
+
+
+def _write_detections(
+    dst: str | os.PathLike[str],
+    sources: Sequence[Path],
+    keep: np.ndarray | None,
+    block_bytes: int,
+) -> int:
+    """Write the detections of ``sources`` (where ``keep``, ``[N]`` bool) as one JSON list.
+
+    Each detection's text is copied unchanged; returns how many were written.
+    """
+    from loce.fileio import atomic_write
+
+    raw = msgspec.json.Decoder(list[msgspec.Raw])
+    start = written = 0
+    with atomic_write(dst, "wb", what="results file") as f:
+        f.write(b"[")
+        for src in sources:
+            for block in _blocks(src, block_bytes):
+                try:
+                    items = raw.decode(b"[" + block + b"]")
+                except msgspec.DecodeError as err:
+                    raise ResultsError(f"{src}: not a JSON list of detections ({err}).") from None
+                chosen = items if keep is None else itertools.compress(
+                    items, keep[start : start + len(items)])  # fmt: skip
+                for item in chosen:
+                    f.write((b",\n" if written else b"\n") + bytes(item))
+                    written += 1
+                start += len(items)
+        f.write(b"\n]\n")
+    return written
+
+
+def merge_results_files(
+    sources: Sequence[str | os.PathLike[str]], dst: str | os.PathLike[str], *,
+    block_bytes: int = _BLOCK,
+) -> int:  # fmt: skip
+    """Concatenate JSON-list results files into one, a block at a time (no dict per detection).
+
+    Used to merge the per-process shards of distributed evaluation. Returns the number of
+    detections written; ``dst`` is written atomically.
+
+    Raises:
+        ResultsError: a source is not a JSON list.
+        FileWriteError: ``dst`` could not be written.
+    """
+    paths = [Path(p) for p in sources]
+    try:
+        return _write_detections(dst, paths, None, block_bytes)
+    except _Doubt:
+        raise ResultsError(
+            f"one of {', '.join(map(str, paths))} is not a JSON list of detections."
+        ) from None
