@@ -160,3 +160,15 @@ def test_pooled_matches_pooling_of_reference_matches(synthetic, tmp_path, iou_ty
 def test_per_class_protocols_warn_when_classes_are_short(synthetic):
     with pytest.warns(UserWarning, match=r"categories have fewer than 10000 detections"):
         evaluate_lvis(synthetic["gt"], synthetic["dets"], protocol="fixed")
+
+
+def test_pooled_in_image_chunks_equals_one_chunk(synthetic, monkeypatch):
+    import loce.evaluation.lvis_eval as lvis_eval
+
+    whole = evaluate_lvis(synthetic["gt"], synthetic["dets"], "bbox", protocol="pooled",
+                          dets_per_class=60)  # fmt: skip
+    monkeypatch.setattr(lvis_eval, "_POOL_CHUNK_IMAGES", 7)  # 120 images: 18 chunks
+    chunked = evaluate_lvis(synthetic["gt"], synthetic["dets"], "bbox", protocol="pooled",
+                            dets_per_class=60)  # fmt: skip
+    for key in ("AP-pooled", "AP-pooled-r", "AP-pooled-c", "AP-pooled-f"):
+        assert chunked[key] == pytest.approx(whole[key], abs=1e-12), key

@@ -508,25 +508,65 @@ def _run_engine(
     return ordered, per_category
 
 
-def _pooled_precision(entries: list[dict[str, Any]], rec_thrs: np.ndarray) -> np.ndarray:
+@dataclass
+class _PoolColumns:
+    """Matching results of one image chunk, flattened for pooling.
+
+    Attributes:
+        scores: ``[D]`` float64, detection scores, entries in lvis-api's order.
+        groups: ``[D]`` int64, category index (into ``truth.category_ids``) of each detection.
+        matched: ``[T, D]`` bool, matched at each IoU threshold.
+        ignored: ``[T, D]`` bool, ignored at each IoU threshold.
+        gt_counts: ``[C]`` int64, ground truth not ignored, per category.
+    """
+
+    scores: np.ndarray
+    groups: np.ndarray
+    matched: np.ndarray
+    ignored: np.ndarray
+    gt_counts: np.ndarray
+
+
+def _pool_chunk(entries: list[dict[str, Any]], cat_index: dict[int, int], num_thrs: int,
+                num_cats: int) -> _PoolColumns:  # fmt: skip
+    gt_counts = np.zeros(num_cats, dtype=np.int64)
+    scores, groups, matched, ignored = [], [], [], []
+    for e in entries:
+        k = cat_index[e["category_id"]]
+        gt_counts[k] += int(np.count_nonzero(~np.asarray(e["gtIgnore"], dtype=bool)))
+        if len(e["dtScores"]):
+            scores.append(np.asarray(e["dtScores"], dtype=np.float64))
+            groups.append(np.full(len(e["dtScores"]), k, dtype=np.int64))
+            matched.append(np.asarray(e["dtMatched"], dtype=bool))
+            ignored.append(np.asarray(e["dtIgnore"], dtype=bool))
+    if not scores:
+        empty = np.zeros((num_thrs, 0), dtype=bool)
+        return _PoolColumns(np.zeros(0), np.zeros(0, np.int64), empty, empty, gt_counts)
+    return _PoolColumns(np.concatenate(scores), np.concatenate(groups),
+                        np.concatenate(matched, axis=1), np.concatenate(ignored, axis=1),
+                        gt_counts)  # fmt: skip
+
+
+def _pooled_precision(
+    pool: _PoolColumns, members: np.ndarray, rec_thrs: np.ndarray
+) -> np.ndarray:
     """``[T, R]`` interpolated precision of one pooled curve, -1 when the pool has no ground truth.
 
     Args:
-        entries: the engine's per-(image, category) matching results of the pool's
-            categories, in lvis-api's order (image-major, then category).
+        pool: every chunk's matching results, concatenated in image order.
+        members: ``[C]`` bool, the categories of the pool.
         rec_thrs: ``[R]`` recall thresholds.
     """
-    num_gt = sum(int(np.count_nonzero(~np.asarray(e["gtIgnore"], dtype=bool))) for e in entries)
-    with_dets = [e for e in entries if len(e["dtScores"])]
+    num_gt = int(pool.gt_counts[members].sum())
     if num_gt == 0:
         return np.full((1, rec_thrs.shape[0]), -1.0)
-    if not with_dets:
+    chosen = members[pool.groups]
+    if not chosen.any():
         return np.zeros((1, rec_thrs.shape[0]))
-    scores = np.concatenate([np.asarray(e["dtScores"], dtype=np.float64) for e in with_dets])
+    scores = pool.scores[chosen]
     order = np.argsort(-scores, kind="mergesort")
-    matched = np.concatenate([np.asarray(e["dtMatched"], dtype=bool) for e in with_dets], axis=1)
-    ignored = np.concatenate([np.asarray(e["dtIgnore"], dtype=bool) for e in with_dets], axis=1)
-    matched, ignored = matched[:, order], ignored[:, order]
+    matched = pool.matched[:, chosen][:, order]
+    ignored = pool.ignored[:, chosen][:, order]
     tp = np.cumsum(matched & ~ignored, axis=1, dtype=np.float64)
     fp = np.cumsum(~matched & ~ignored, axis=1, dtype=np.float64)
     recall = tp / num_gt
@@ -541,30 +581,54 @@ def _pooled_precision(entries: list[dict[str, Any]], rec_thrs: np.ndarray) -> np
     return out
 
 
+_POOL_CHUNK_IMAGES = 2_000
+
+
 def _run_pooled(truth: GroundTruth, dt: Any, iou_type: str, pair_limit: int) -> dict[str, float]:
-    """AP-pooled of all categories and of each frequency group (area range "all" only)."""
+    """AP-pooled of all categories and of each frequency group (area range "all" only).
+
+    The engine matches a chunk of images at a time (matching is per image, so this is
+    exact), and each chunk's results are flattened to arrays before the next, which bounds
+    the memory of the engine's per-image result dicts.
+    """
     ev = hotcoco.COCOeval(truth.coco, dt, iou_type, lvis_style=True)
     params = ev.params
     params.max_dets = [pair_limit]
     labels = list(params.area_rng_lbl)
     params.area_rng = [params.area_rng[labels.index("all")]]
     params.area_rng_lbl = ["all"]
-    ev.params = params
-    ev.evaluate()
-    rec_thrs = np.asarray(ev.params.rec_thrs, dtype=np.float64)
-    image_index = {int(i): k for k, i in enumerate(truth.image_ids)}
+    num_thrs = len(params.iou_thrs)
+    rec_thrs = np.asarray(params.rec_thrs, dtype=np.float64)
     cat_index = {int(c): k for k, c in enumerate(truth.category_ids)}
-    entries = [e for e in ev.eval_imgs if e is not None]
-    entries.sort(key=lambda e: (image_index[e["image_id"]], cat_index[e["category_id"]]))
-    groups = {"AP-pooled": None, **{f"AP-pooled-{f}": f for f in FREQUENCIES}}
+    num_cats = truth.category_ids.shape[0]
+    chunks = []
+    for lo in range(0, truth.image_ids.shape[0], _POOL_CHUNK_IMAGES):
+        image_ids = truth.image_ids[lo : lo + _POOL_CHUNK_IMAGES]
+        params.img_ids = [int(i) for i in image_ids]
+        ev.params = params
+        ev.evaluate()
+        image_index = {int(i): k for k, i in enumerate(image_ids)}
+        entries = [e for e in ev.eval_imgs if e is not None]
+        # lvis-api's order: image-major, then category.
+        entries.sort(key=lambda e: (image_index[e["image_id"]], cat_index[e["category_id"]]))
+        chunks.append(_pool_chunk(entries, cat_index, num_thrs, num_cats))
+        del entries
+    pool = _PoolColumns(
+        np.concatenate([c.scores for c in chunks]),
+        np.concatenate([c.groups for c in chunks]),
+        np.concatenate([c.matched for c in chunks], axis=1),
+        np.concatenate([c.ignored for c in chunks], axis=1),
+        np.sum([c.gt_counts for c in chunks], axis=0),
+    )
+    del chunks
     metrics = {}
-    for key, freq in groups.items():
-        if freq is None:
-            pool = entries
-        else:
-            members = set(truth.category_ids[truth.frequencies == freq].tolist())
-            pool = [e for e in entries if e["category_id"] in members]
-        metrics[key] = float(_mean_valid(_pooled_precision(pool, rec_thrs)))
+    everything = np.ones(num_cats, dtype=bool)
+    metrics["AP-pooled"] = float(_mean_valid(_pooled_precision(pool, everything, rec_thrs)))
+    for freq in FREQUENCIES:
+        members = truth.frequencies == freq
+        metrics[f"AP-pooled-{freq}"] = float(
+            _mean_valid(_pooled_precision(pool, members, rec_thrs))
+        )
     return metrics
 
 
