@@ -519,8 +519,9 @@ class ResultsFileScan:
         bbox_keys: occurrences of the key ``"bbox"``.
         score_keys: occurrences of the key ``"score"``.
         negative_size: some box has a negative width or height.
-        literals: occurrences of ``null``, ``true`` and ``false`` (the engine reads a
-            ``null`` score as no score; compressed RLE strings cannot contain these words).
+        literals: occurrences of ``null`` (the engine reads a ``null`` score as no score;
+            a compressed RLE string cannot contain it). Booleans need no screen: the
+            engine's parser refuses them where a number is expected.
     """
 
     is_list: bool = False
@@ -530,7 +531,7 @@ class ResultsFileScan:
     literals: int = 0
 
 
-_LITERALS = (b"null", b"true", b"false")
+_LITERALS = (b"null",)
 _KEYS = (b'"bbox"', b'"score"', *_LITERALS)
 _KEY_OVERLAP = max(len(k) for k in _KEYS) - 1
 # A box that straddles two chunks is searched in the previous chunk's tail plus the next.
@@ -542,8 +543,8 @@ def scan_results_file(path: str | os.PathLike[str]) -> ResultsFileScan:
 
     This is a screen, not a validator: the engine parses the file itself (much faster than
     Python's ``json``), and the screen covers what that parser accepts silently — a missing
-    ``bbox`` or ``score`` shows as a key count below the number of detections, a ``null`` or
-    boolean value as a literal count above zero, a negative
+    ``bbox`` or ``score`` shows as a key count below the number of detections, a ``null``
+    value as a literal count above zero, a negative
     width or height as a match of a pattern on the text, a top-level object (the engine
     reads a COCO-style dict as results) as ``is_list`` false. Any doubt sends the file to
     :func:`validate_results`, which is exact. The file is read in 32 MiB chunks.
