@@ -440,15 +440,22 @@ def _file_to_engine(truth: GroundTruth, path: Path, n: int) -> Any:
     return dt
 
 
-def _apply_selection(dt: Any, keep: np.ndarray, area: np.ndarray) -> Any:
+def _apply_selection(dt: Any, keep: np.ndarray, area: np.ndarray, engine_area: bool) -> Any:
     """Give every detection of ``dt`` (ids 1..N) its ``area``; keep those where ``keep``.
 
-    Returns a set marked as capped, so that the engine evaluates it as is.
+    ``engine_area``: ``area`` is the one the engine computed when it read the file (the box's),
+    so only the detections left out need writing. Returns a set marked as capped, so that the
+    engine evaluates it as is.
     """
-    ids = np.arange(1, keep.shape[0] + 1)
-    dt.update_anns(ids=ids, area=np.where(keep, area, -1.0))
     if keep.all():
+        if not engine_area:
+            dt.update_anns(ids=np.arange(1, keep.shape[0] + 1), area=area)
         return dt
+    ids = np.arange(1, keep.shape[0] + 1)
+    if engine_area:
+        dt.update_anns(ids=ids[~keep], area=np.full(int((~keep).sum()), -1.0))
+    else:
+        dt.update_anns(ids=ids, area=np.where(keep, area, -1.0))
     smallest = float(np.nextafter(0.0, 1.0))
     kept = dt.filter(area_rng=[smallest, float("inf")], drop_empty_images=False)
     return kept.cap_detections_per_image(None)
@@ -722,7 +729,8 @@ def evaluate_lvis_multi(
                         lambda: _file_to_engine(truth, path, len(columns)), source, ResultsError
                     )
                 last = "segm" not in iou_types[k + 1 :]
-                dt = _apply_selection(file_dt, keep, area)
+                box_area = columns.boxes is not None and not per_class
+                dt = _apply_selection(file_dt, keep, area, engine_area=box_area)
                 if last:
                     file_dt = None
             else:
