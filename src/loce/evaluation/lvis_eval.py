@@ -364,10 +364,12 @@ def _areas(dets: DetectionColumns, iou_type: str, protocol: str) -> np.ndarray:
     The box's when the results have boxes (``w * h``), else the mask's; for masks under the
     per-class protocols always the mask's, as the authors' scripts drop ``bbox`` first.
     """
-    if iou_type == "segm" and (dets.boxes is None or protocol in PER_CLASS_PROTOCOLS):
+    if iou_type == "segm" and (not dets.has_boxes or protocol in PER_CLASS_PROTOCOLS):
         assert dets.mask_areas is not None
         return dets.mask_areas
-    assert dets.boxes is not None
+    if dets.boxes is None:
+        assert dets.box_areas is not None
+        return dets.box_areas
     return dets.boxes[:, 2] * dets.boxes[:, 3]
 
 
@@ -428,36 +430,33 @@ def _columns_to_engine(
     return dt
 
 
-def _file_to_engine(truth: GroundTruth, path: Path, n: int) -> Any:
-    """The engine's detection set parsed from the results file itself (masks stay in Rust).
+def _file_to_engine(
+    truth: GroundTruth, path: Path, keep: np.ndarray, area: np.ndarray, engine_area: bool
+) -> Any:
+    """The engine's detection set parsed from the results file itself (masks stay in Rust),
+    with each detection's ``area`` (``[N]``) and only the detections where ``keep``.
 
-    Marked as capped (nothing is dropped here): the selection is applied afterwards.
+    ``engine_area``: ``area`` is the one the engine computes when it reads the file (the
+    box's), so only the detections left out need writing. The selection is applied by giving
+    the detections left out area -1 and filtering on area > 0 (row ``i`` is id ``i + 1``).
+    Returns a set marked as capped, so that the engine evaluates it as is.
     """
     with _native_stderr_silenced():
-        dt = hotcoco.LVISResults(truth.coco, str(path), max_dets=None)
+        dt = hotcoco.LVISResults(truth.coco, str(path), max_dets=None)  # marked as capped
     count = len(dt.get_ann_ids())
-    assert count == n, f"engine read {count} detections, the column reader {n}"
-    return dt
-
-
-def _apply_selection(dt: Any, keep: np.ndarray, area: np.ndarray, engine_area: bool) -> Any:
-    """Give every detection of ``dt`` (ids 1..N) its ``area``; keep those where ``keep``.
-
-    ``engine_area``: ``area`` is the one the engine computed when it read the file (the box's),
-    so only the detections left out need writing. Returns a set marked as capped, so that the
-    engine evaluates it as is.
-    """
+    assert count == keep.shape[0], f"engine read {count} detections, the columns {keep.shape[0]}"
+    ids = np.arange(1, keep.shape[0] + 1)
     if keep.all():
         if not engine_area:
-            dt.update_anns(ids=np.arange(1, keep.shape[0] + 1), area=area)
+            dt.update_anns(ids=ids, area=area)
         return dt
-    ids = np.arange(1, keep.shape[0] + 1)
     if engine_area:
         dt.update_anns(ids=ids[~keep], area=np.full(int((~keep).sum()), -1.0))
     else:
         dt.update_anns(ids=ids, area=np.where(keep, area, -1.0))
     smallest = float(np.nextafter(0.0, 1.0))
     kept = dt.filter(area_rng=[smallest, float("inf")], drop_empty_images=False)
+    del dt  # the last reference: freed before the copy below
     return kept.cap_detections_per_image(None)
 
 
@@ -712,27 +711,29 @@ def evaluate_lvis_multi(
     if columns is not None and per_class:
         _warn_short_classes(truth, columns, dets_per_class)
 
+    file_route = columns is not None and columns.segmentations is None and "segm" in iou_types
+    # The mask type that stays in the file goes last, once the columns are no longer needed,
+    # so that they are freed before the engine parses the file.
+    order = sorted(iou_types, key=lambda t: file_route and t == "segm")
     out: dict[str, dict[str, Any]] = {}
-    file_dt = None
-    for k, iou_type in enumerate(iou_types):
+    for iou_type in order:
         if columns is None:
             dt = engine_dt
         else:
             area = _areas(columns, iou_type, protocol)
             keep = _select(columns, protocol, max_dets, dets_per_class, area)
-            if iou_type == "segm" and columns.segmentations is None:
+            if file_route and iou_type == "segm":
                 # Masks stay in the file: the engine parses it and the selection is applied
                 # to its set.
                 assert path is not None
-                if file_dt is None:
-                    file_dt = _engine_call(
-                        lambda: _file_to_engine(truth, path, len(columns)), source, ResultsError
-                    )
-                last = "segm" not in iou_types[k + 1 :]
-                box_area = columns.boxes is not None and not per_class
-                dt = _apply_selection(file_dt, keep, area, engine_area=box_area)
-                if last:
-                    file_dt = None
+                box_area = columns.has_boxes and not per_class
+                columns = None
+                dt = _engine_call(
+                    lambda k=keep, a=area, b=box_area: _file_to_engine(truth, path, k, a, b),
+                    source,
+                    ResultsError,
+                )
+                del keep, area
             else:
                 chosen = columns.subset(keep)
                 dt = _engine_call(
@@ -760,7 +761,7 @@ def evaluate_lvis_multi(
             metrics, per_category = _run_engine(truth, dt, iou_type, pair_limit)
             out[iou_type] = {**metrics, "per_category": per_category, "params": params}
         del dt
-    return out
+    return {t: out[t] for t in iou_types}
 
 
 def evaluate_lvis(

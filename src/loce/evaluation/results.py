@@ -62,6 +62,8 @@ class DetectionColumns:
             stay in the results file (:mod:`loce.evaluation.results_file`).
         mask_areas: ``[N]`` float64, the foreground pixels of each mask, or None without
             masks.
+        box_areas: ``[N]`` float64 ``w * h``, kept instead of ``boxes`` when only masks are
+            evaluated from a file (the box then only decides the object's size); else None.
     """
 
     image_ids: np.ndarray
@@ -70,9 +72,15 @@ class DetectionColumns:
     boxes: np.ndarray | None = None
     segmentations: list[dict[str, Any]] | None = None
     mask_areas: np.ndarray | None = None
+    box_areas: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.image_ids.shape[0])
+
+    @property
+    def has_boxes(self) -> bool:
+        """Whether the detections came with boxes (``boxes`` or ``box_areas``)."""
+        return self.boxes is not None or self.box_areas is not None
 
     def subset(self, keep: np.ndarray) -> DetectionColumns:
         """The detections where ``keep`` (``[N]`` bool) is true, in the same order."""
@@ -86,6 +94,7 @@ class DetectionColumns:
                 None if self.segmentations is None else [self.segmentations[i] for i in index]
             ),
             mask_areas=None if self.mask_areas is None else self.mask_areas[index],
+            box_areas=None if self.box_areas is None else self.box_areas[index],
         )
 
 

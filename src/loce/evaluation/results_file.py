@@ -179,9 +179,15 @@ def read_results_columns(
             raise mask_error
         area_col = np.concatenate(areas)
     box_col = check_boxes(np.concatenate(boxes), source) if with_box else None
+    del boxes
     if "bbox" in iou_types and box_col is None:
         return None  # the exact route names the detection without a box
-    return DetectionColumns(image_id_col, category_id_col, score_col, box_col, None, area_col)
+    box_areas = None
+    if box_col is not None and "bbox" not in iou_types:
+        # Masks only: the box decides the object's size and nothing else.
+        box_areas, box_col = box_col[:, 2] * box_col[:, 3], None
+    return DetectionColumns(image_id_col, category_id_col, score_col, box_col, None, area_col,
+                            box_areas)  # fmt: skip
 
 
 class _Ranked(msgspec.Struct, gc=False):
