@@ -272,6 +272,8 @@ def main() -> int:
                         help="skip the fixed and pooled protocols")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="where to write the data (default: a temp dir)")
+    parser.add_argument("--keep-data", action="store_true",
+                        help="keep the generated files in --workdir and reuse them next time")  # fmt: skip
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "eval_speed.json")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -329,10 +331,17 @@ def main() -> int:
         sizes = [args.segm_ref_images if masks else args.ref_images,
                  args.segm_images if masks else args.images]  # fmt: skip
         for k, n_img in enumerate(dict.fromkeys(sizes)):
-            print(f"[{iou_type}] generating {n_img} images ...", flush=True)
-            t = time.perf_counter()
-            files = generate(n_img, args.workdir / f"{iou_type}_{n_img}", args.seed, masks)
-            print(f"  generated in {time.perf_counter() - t:.1f} s", flush=True)
+            folder = args.workdir / f"{iou_type}_{n_img}_seed{args.seed}"
+            done = folder / "complete"
+            if args.keep_data and done.exists():
+                files = (folder / "gt.json", folder / "results.json")
+                print(f"[{iou_type}] reusing {n_img} images in {folder}", flush=True)
+            else:
+                print(f"[{iou_type}] generating {n_img} images ...", flush=True)
+                t = time.perf_counter()
+                files = generate(n_img, folder, args.seed, masks)
+                done.touch()
+                print(f"  generated in {time.perf_counter() - t:.1f} s", flush=True)
             ours = record(iou_type, n_img, "loce", files)
             compare(iou_type, n_img, ours, record(iou_type, n_img, "hotcoco", files))
             if k == 0:
@@ -342,8 +351,9 @@ def main() -> int:
                     record(iou_type, n_img, "loce-fixed", files)
                     record(iou_type, n_img, "loce-pooled", files)
                 record(iou_type, n_img, "json.load", files)
-            for path in files:
-                path.unlink()
+            if not args.keep_data:
+                for path in (*files, done):
+                    path.unlink()
 
     table = [
         "| IoU | impl | images | file MB | CPU-s (process) | CPU-s (call) | wall s | peak GB | AP |",
