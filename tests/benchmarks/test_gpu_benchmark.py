@@ -23,7 +23,7 @@ def test_without_cuda_it_says_so_in_one_line_and_exits_0(tmp_path):
     assert not out.exists()
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # 10-20 s on the shared 2-core CPU
 def test_cpu_smoke_runs_every_case(tmp_path):
     out = tmp_path / "gpu.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--smoke", "--out",
