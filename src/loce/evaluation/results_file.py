@@ -68,6 +68,23 @@ class _Doubt(Exception):
     """The file needs the exact route."""
 
 
+def _last_boundary(data: bytes) -> tuple[int, int] | None:
+    """``(start, end)`` of the last "}" "," "{" in ``data`` (whitespace allowed), or None."""
+    # The separators writers use, found from the end in C; the regex only when none is.
+    best = max(data.rfind(sep) for sep in (b"},{", b"},\n{", b"}, {"))
+    if best >= 0:
+        match = _BOUNDARY.match(data, best)
+        assert match is not None
+        return match.start(), match.end()
+    cut = None
+    for start in (max(len(data) - _TAIL, 0), 0):
+        for match in _BOUNDARY.finditer(data, start):
+            cut = match
+        if cut is not None or start == 0:
+            break
+    return None if cut is None else (cut.start(), cut.end())
+
+
 def _blocks(path: Path, block_bytes: int) -> Iterator[bytes]:
     """The text of a JSON list cut between detections: each item is ``{...},...,{...}``."""
     with path.open("rb") as f:
@@ -84,16 +101,11 @@ def _blocks(path: Path, block_bytes: int) -> Iterator[bytes]:
                 yield data[:-1]
                 return
             data += more
-            cut = None
-            for start in (max(len(data) - _TAIL, 0), 0):
-                for match in _BOUNDARY.finditer(data, start):
-                    cut = match
-                if cut is not None or start == 0:
-                    break
+            cut = _last_boundary(data)
             if cut is None:
                 continue
-            yield data[: cut.start() + 1]
-            data = data[cut.end() - 1 :]
+            yield data[: cut[0] + 1]
+            data = data[cut[1] - 1 :]
 
 
 def read_results_columns(
