@@ -1,26 +1,29 @@
-"""Speed and memory of LVIS evaluation: ``loce.evaluation.evaluate_lvis`` against lvis-api.
+"""Speed and memory of LVIS evaluation: loce against raw hotcoco and lvis-api, same files.
 
 Generates LVIS-scale data (1,203 categories with LVIS v1's r/c/f split, ~12 annotations with
 polygon masks per image, federated negative and not-exhaustive lists, 300 detections per
-image), writes it as LVIS json files, and evaluates the same files with both. Every
-evaluation runs in its own subprocess, so its peak resident memory (Linux ``VmHWM``) is its
-own; times cover the evaluation call (files in, metrics out), not the interpreter start.
+image), writes it as LVIS json files, and evaluates the same files with:
 
-Rows:
+- ``loce``: :func:`loce.evaluation.evaluate_lvis` (validation, standard protocol);
+- ``hotcoco``: the engine called directly, no validation (``COCO`` → ``load_res`` → cap at
+  300 per image → ``COCOeval`` in LVIS mode) — the floor loce is measured against;
+- ``lvis-api``: the reference ``lvis`` 0.5.3 (slow; on ``--ref-images`` images only);
+- ``loce-fixed`` / ``loce-pooled``: the AP-fixed and AP-pooled protocols;
+- ``json.load``: Python's parser on the results file alone.
 
-- ``loce`` and ``lvis-api`` on ``--ref-images`` images (the reference is slow and needs ~1.2 GB
-  per 1,000 images), with the speed ratio and the largest metric difference;
-- ``loce`` on ``--images`` images (LVIS v1 val has 19,809): the standard protocol, the fixed
-  protocol, and ``json.load`` of the results file alone (what any Python-side parse costs);
-- the same for masks on ``--segm-images`` / ``--segm-ref-images``.
+Every evaluation runs in a child of its own measuring process, which reports the child's CPU
+seconds (user + sys) and peak resident memory from ``getrusage(RUSAGE_CHILDREN)``: the whole
+process, interpreter start and imports included. ``eval_cpu_s`` is the CPU time of the
+evaluation call alone (files in, metrics out), measured inside the child; ``wall_s`` its wall
+time, which on a shared machine swings by several times.
 
 Usage::
 
-    python benchmarks/eval_speed.py                       # full size (several minutes)
-    python benchmarks/eval_speed.py --images 2000 --ref-images 300 --segm-images 300 \\
+    python benchmarks/eval_speed.py                       # full size (about 20 minutes)
+    python benchmarks/eval_speed.py --images 2000 --ref-images 300 --segm-images 2000 \\
         --segm-ref-images 100                             # quick look
 
-Writes ``benchmarks/results/eval_speed.json``.
+Writes ``benchmarks/results/eval_speed.json`` and ``benchmarks/results/eval_speed.md``.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ DETS_PER_IMAGE = 300
 ANNS_PER_IMAGE = 12.3  # LVIS v1 val: 244,707 annotations on 19,809 images
 SUMMARY_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf",
                 "AR", "ARs", "ARm", "ARl")  # fmt: skip
+POOLED_KEYS = ("AP-pooled", "AP-pooled-r", "AP-pooled-c", "AP-pooled-f")
 
 
 # --------------------------------------------------------------------------------------
@@ -169,94 +173,80 @@ def generate(num_images: int, out_dir: Path, seed: int, masks: bool) -> tuple[Pa
 # --------------------------------------------------------------------------------------
 
 
-def _peak_gb() -> float:
-    """Peak resident memory of this process in GB.
-
-    Linux's ``VmHWM`` is this program's own peak; ``ru_maxrss`` would also count the parent's
-    memory at the fork that started the worker.
-    """
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024 / 1e9
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def worker(kind: str, gt: str, results: str, iou_type: str) -> dict[str, Any]:
-    if kind == "json":
-        start = time.perf_counter()
+    """One evaluation; returns its CPU and wall seconds, metrics and detection count."""
+    start, wall = _cpu(), time.perf_counter()
+    out: dict[str, Any] = {}
+    if kind == "json.load":
         with open(results, "rb") as f:
-            n = len(json.load(f))
-        return {"seconds": time.perf_counter() - start, "peak_gb": _peak_gb(), "detections": n}
-    if kind in ("loce", "loce-fixed"):
+            out["detections"] = len(json.load(f))
+    elif kind in ("loce", "loce-fixed", "loce-pooled"):
+        import warnings
+
         from loce.evaluation import evaluate_lvis
 
-        start = time.perf_counter()
-        protocol = "fixed" if kind == "loce-fixed" else "standard"
-        out = evaluate_lvis(gt, results, iou_type, protocol=protocol)
-        seconds = time.perf_counter() - start
-        metrics = {k: out[k] for k in SUMMARY_KEYS}
-        return {"seconds": seconds, "peak_gb": _peak_gb(), "metrics": metrics,
-                "detections": out["params"]["num_detections"]}  # fmt: skip
-    if kind == "loce-steps":
-        # Where the time of the standard box route goes, step by step (internal API).
+        protocol = {"loce": "standard", "loce-fixed": "fixed", "loce-pooled": "pooled"}[kind]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # categories short of 10,000 detections
+            res = evaluate_lvis(gt, results, iou_type, protocol=protocol)
+        keys = POOLED_KEYS if protocol == "pooled" else SUMMARY_KEYS
+        out["metrics"] = {k: res[k] for k in keys}
+        out["detections"] = res["params"]["num_detections"]
+    elif kind == "hotcoco":
         import hotcoco
 
-        from loce.evaluation import load_ground_truth
-        from loce.evaluation.results import scan_results_file
-
-        steps = {}
-        start = time.perf_counter()
-        truth = load_ground_truth(gt)
-        steps["load ground truth"] = time.perf_counter() - start
-        t = time.perf_counter()
-        scan_results_file(results)
-        steps["screen results file"] = time.perf_counter() - t
-        t = time.perf_counter()
-        dt = truth.coco.load_res(results)
-        steps["engine parses results"] = time.perf_counter() - t
-        t = time.perf_counter()
-        dt = dt.cap_detections_per_image(DETS_PER_IMAGE)
-        steps["cap per image"] = time.perf_counter() - t
-        t = time.perf_counter()
-        ev = hotcoco.COCOeval(truth.coco, dt, iou_type, lvis_style=True)
+        coco = hotcoco.COCO(gt)
+        dt = coco.load_res(results).cap_detections_per_image(DETS_PER_IMAGE)
+        ev = hotcoco.COCOeval(coco, dt, iou_type, lvis_style=True)
         ev.evaluate()
-        steps["engine matches"] = time.perf_counter() - t
-        t = time.perf_counter()
         ev.accumulate()
         ev.summary_lines()
-        steps["engine accumulates"] = time.perf_counter() - t
-        return {"seconds": time.perf_counter() - start, "peak_gb": _peak_gb(),
-                "steps": {k: round(v, 2) for k, v in steps.items()}}  # fmt: skip
-    if kind == "lvis-api":
+        out["metrics"] = {k.split("@")[0]: float(v) for k, v in ev.get_results().items()}
+        out["detections"] = len(dt.get_ann_ids())
+    elif kind == "lvis-api":
         np.float = float  # noqa: NPY001 -- lvis 0.5.3 on numpy >= 1.24
         import logging
 
         import lvis
 
         logging.getLogger().setLevel(logging.WARNING)
-        start = time.perf_counter()
         ev = lvis.LVISEval(gt, results, iou_type)
         ev.run()
-        seconds = time.perf_counter() - start
-        metrics = {k.split("@")[0]: float(v) for k, v in ev.get_results().items()}
-        return {"seconds": seconds, "peak_gb": _peak_gb(), "metrics": metrics}
-    raise ValueError(f"unknown worker kind {kind!r}")
+        out["metrics"] = {k.split("@")[0]: float(v) for k, v in ev.get_results().items()}
+    else:
+        raise ValueError(f"unknown worker kind {kind!r}")
+    out["eval_cpu_s"] = _cpu() - start
+    out["wall_s"] = time.perf_counter() - wall
+    return out
 
 
-def run_worker(kind: str, gt: Path, results: Path, iou_type: str) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--worker", kind, "--gt", str(gt), "--results",
-           str(results), "--iou-type", iou_type]  # fmt: skip
-    start = time.perf_counter()
+def measure(kind: str, gt: str, results: str, iou_type: str) -> dict[str, Any]:
+    """Run one worker as this process's only child; add its whole-process CPU and peak RSS."""
+    cmd = [sys.executable, __file__, "--worker", kind, "--gt", gt, "--results", results,
+           "--iou-type", iou_type]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} {iou_type} failed:\n{proc.stderr[-3000:]}")
     out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["process_seconds"] = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out["process_cpu_s"] = usage.ru_utime + usage.ru_stime
+    out["peak_rss_gb"] = usage.ru_maxrss * 1024 / 1e9  # Linux reports KiB
     return out
+
+
+def run_worker(kind: str, gt: Path, results: Path, iou_type: str) -> dict[str, Any]:
+    """:func:`measure` in a fresh process, so that RUSAGE_CHILDREN covers one evaluation."""
+    cmd = [sys.executable, __file__, "--measure", kind, "--gt", str(gt), "--results",
+           str(results), "--iou-type", iou_type]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} {iou_type} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------------------------
@@ -264,27 +254,39 @@ def run_worker(kind: str, gt: Path, results: Path, iou_type: str) -> dict[str, A
 # --------------------------------------------------------------------------------------
 
 
+def _max_difference(a: dict[str, float], b: dict[str, float]) -> float:
+    return max(abs(a[k] - b[k]) for k in SUMMARY_KEYS)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=20_000, help="images for loce alone")
-    parser.add_argument("--ref-images", type=int, default=2_000, help="images for the comparison")
-    parser.add_argument("--segm-images", type=int, default=2_000, help="images for loce, masks")
+    parser.add_argument("--images", type=int, default=20_000, help="images, boxes")
+    parser.add_argument("--ref-images", type=int, default=2_000,
+                        help="images for the lvis-api comparison, boxes")  # fmt: skip
+    parser.add_argument("--segm-images", type=int, default=20_000, help="images, masks")
     parser.add_argument("--segm-ref-images", type=int, default=300,
-                        help="images for the mask comparison")  # fmt: skip
+                        help="images for the lvis-api comparison, masks")  # fmt: skip
     parser.add_argument("--iou-types", nargs="+", default=["bbox", "segm"],
                         choices=["bbox", "segm"])  # fmt: skip
-    parser.add_argument("--no-fixed", action="store_true", help="skip the fixed protocol row")
+    parser.add_argument("--no-per-class", action="store_true",
+                        help="skip the fixed and pooled protocols")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, help="where to write the data (default: a temp dir)")
+    parser.add_argument("--keep-data", action="store_true",
+                        help="keep the generated files in --workdir and reuse them next time")  # fmt: skip
     parser.add_argument("--out", type=Path,
                         default=Path(__file__).parent / "results" / "eval_speed.json")  # fmt: skip
     parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
     parser.add_argument("--gt", help=argparse.SUPPRESS)
     parser.add_argument("--results", help=argparse.SUPPRESS)
     parser.add_argument("--iou-type", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.gt, args.results, args.iou_type)))
+        return 0
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.gt, args.results, args.iou_type)))
         return 0
 
     tmp = None
@@ -293,82 +295,96 @@ def main() -> int:
         args.workdir = Path(tmp.name)
     rows: list[dict[str, Any]] = []
 
-    def record(iou_type: str, n_img: int, kind: str, result: dict[str, Any], files: tuple) -> None:
-        row = {"iou_type": iou_type, "images": n_img, "detections": n_img * DETS_PER_IMAGE,
-               "impl": kind, "seconds": round(result["seconds"], 2),
-               "process_seconds": round(result["process_seconds"], 2),
-               "peak_gb": round(result["peak_gb"], 2),
-               "results_file_mb": round(files[1].stat().st_size / 1e6, 1)}  # fmt: skip
+    def record(iou_type: str, n_img: int, kind: str, files: tuple[Path, Path]) -> dict[str, Any]:
+        result = run_worker(kind, *files, iou_type)
+        row = {"iou_type": iou_type, "images": n_img, "impl": kind,
+               "eval_cpu_s": round(result["eval_cpu_s"], 2),
+               "process_cpu_s": round(result["process_cpu_s"], 2),
+               "wall_s": round(result["wall_s"], 2),
+               "peak_rss_gb": round(result["peak_rss_gb"], 2),
+               "results_file_mb": round(files[1].stat().st_size / 1e6, 1),
+               "detections_evaluated": result.get("detections")}  # fmt: skip
         if "metrics" in result:
-            row["AP"] = result["metrics"]["AP"]
+            row["metrics"] = result["metrics"]
         rows.append(row)
-        print(f"  {kind:<11} {iou_type:<5} {n_img:>6} images: {row['seconds']:>7.2f} s, "
-              f"peak {row['peak_gb']:.2f} GB", flush=True)  # fmt: skip
+        print(f"  {kind:<11} {iou_type:<5} {n_img:>6} images: {row['process_cpu_s']:>7.2f} "
+              f"CPU-s ({row['eval_cpu_s']:.2f} in the call, {row['wall_s']:.2f} s wall), "
+              f"peak {row['peak_rss_gb']:.2f} GB", flush=True)  # fmt: skip
+        return row
 
-    comparisons: dict[str, dict[str, Any]] = {}
-    breakdowns: dict[str, dict[str, float]] = {}
+    comparisons: list[dict[str, Any]] = []
+
+    def compare(iou_type: str, n_img: int, ours: dict, base: dict) -> None:
+        c = {"iou_type": iou_type, "images": n_img, "against": base["impl"],
+             "cpu_ratio": ours["process_cpu_s"] / base["process_cpu_s"],
+             "eval_cpu_ratio": ours["eval_cpu_s"] / base["eval_cpu_s"],
+             "memory_ratio": ours["peak_rss_gb"] / base["peak_rss_gb"],
+             "loce_peak_rss_gb": ours["peak_rss_gb"],
+             "max_metric_difference": _max_difference(ours["metrics"], base["metrics"])}  # fmt: skip
+        comparisons.append(c)
+        print(f"  loce / {base['impl']}: {c['cpu_ratio']:.2f}x CPU ({c['eval_cpu_ratio']:.2f}x in "
+              f"the call), {c['memory_ratio']:.2f}x memory, max metric difference "
+              f"{c['max_metric_difference']:.1e}", flush=True)  # fmt: skip
+
     for iou_type in args.iou_types:
         masks = iou_type == "segm"
-        n_ref = args.segm_ref_images if masks else args.ref_images
-        n_big = args.segm_images if masks else args.images
-        print(f"[{iou_type}] generating {n_ref} images ...", flush=True)
-        t = time.perf_counter()
-        small = generate(n_ref, args.workdir / f"{iou_type}_{n_ref}", args.seed, masks)
-        print(f"  generated in {time.perf_counter() - t:.1f} s", flush=True)
-        ours = run_worker("loce", *small, iou_type)
-        record(iou_type, n_ref, "loce", ours, small)
-        ref = run_worker("lvis-api", *small, iou_type)
-        record(iou_type, n_ref, "lvis-api", ref, small)
-        diff = max(abs(ours["metrics"][k] - ref["metrics"][k]) for k in SUMMARY_KEYS)
-        comparisons[iou_type] = {"images": n_ref, "speedup": ref["seconds"] / ours["seconds"],
-                                 "memory_ratio": ref["peak_gb"] / ours["peak_gb"],
-                                 "max_metric_difference": diff}  # fmt: skip
-        print(f"  lvis-api / loce: {comparisons[iou_type]['speedup']:.1f}x time, "
-              f"max metric difference {diff:.1e}", flush=True)  # fmt: skip
-        if n_big != n_ref:
-            print(f"[{iou_type}] generating {n_big} images ...", flush=True)
-            t = time.perf_counter()
-            big = generate(n_big, args.workdir / f"{iou_type}_{n_big}", args.seed, masks)
-            print(f"  generated in {time.perf_counter() - t:.1f} s", flush=True)
-            record(iou_type, n_big, "loce", run_worker("loce", *big, iou_type), big)
-            if iou_type == "bbox":
-                steps = run_worker("loce-steps", *big, iou_type)
-                breakdowns[f"{iou_type}@{n_big}"] = steps["steps"]
-                print("  steps: " + ", ".join(f"{k} {v:.2f} s" for k, v in steps["steps"].items()),
-                      flush=True)  # fmt: skip
-        else:
-            big = small
-        if not args.no_fixed:
-            record(iou_type, n_big, "loce-fixed", run_worker("loce-fixed", *big, iou_type), big)
-        record(iou_type, n_big, "json.load", run_worker("json", *big, iou_type), big)
-        for path in {*small, *big}:
-            path.unlink()
+        sizes = [args.segm_ref_images if masks else args.ref_images,
+                 args.segm_images if masks else args.images]  # fmt: skip
+        for k, n_img in enumerate(dict.fromkeys(sizes)):
+            folder = args.workdir / f"{iou_type}_{n_img}_seed{args.seed}"
+            done = folder / "complete"
+            if args.keep_data and done.exists():
+                files = (folder / "gt.json", folder / "results.json")
+                print(f"[{iou_type}] reusing {n_img} images in {folder}", flush=True)
+            else:
+                print(f"[{iou_type}] generating {n_img} images ...", flush=True)
+                t = time.perf_counter()
+                files = generate(n_img, folder, args.seed, masks)
+                done.touch()
+                print(f"  generated in {time.perf_counter() - t:.1f} s", flush=True)
+            ours = record(iou_type, n_img, "loce", files)
+            compare(iou_type, n_img, ours, record(iou_type, n_img, "hotcoco", files))
+            if k == 0:
+                compare(iou_type, n_img, ours, record(iou_type, n_img, "lvis-api", files))
+            if k == len(dict.fromkeys(sizes)) - 1:
+                if not args.no_per_class:
+                    record(iou_type, n_img, "loce-fixed", files)
+                    record(iou_type, n_img, "loce-pooled", files)
+                record(iou_type, n_img, "json.load", files)
+            if not args.keep_data:
+                for path in (*files, done):
+                    path.unlink()
 
-    header = (f"{'iou':<5} {'impl':<11} {'images':>7} {'dets':>9} {'file MB':>8} "
-              f"{'eval s':>8} {'peak GB':>8} {'AP':>8}")  # fmt: skip
-    print("\n" + header)
+    table = [
+        "| IoU | impl | images | file MB | CPU-s (process) | CPU-s (call) | wall s | peak GB | AP |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        ap = f"{r['AP']:.4f}" if "AP" in r else ""
-        print(f"{r['iou_type']:<5} {r['impl']:<11} {r['images']:>7} {r['detections']:>9} "
-              f"{r['results_file_mb']:>8} {r['seconds']:>8.2f} {r['peak_gb']:>8.2f} {ap:>8}")  # fmt: skip
-    for iou_type, c in comparisons.items():
-        print(f"{iou_type}: lvis-api takes {c['speedup']:.1f}x the time and "
-              f"{c['memory_ratio']:.1f}x the memory of loce on {c['images']} images; "
-              f"largest metric difference {c['max_metric_difference']:.1e}")  # fmt: skip
-    for name, steps in breakdowns.items():
-        print(f"loce {name} by step: " + ", ".join(f"{k} {v:.2f} s" for k, v in steps.items()))
+        metrics = r.get("metrics", {})
+        ap = metrics.get("AP", metrics.get("AP-pooled"))
+        table.append(f"| {r['iou_type']} | {r['impl']} | {r['images']} | {r['results_file_mb']} | "
+                     f"{r['process_cpu_s']:.1f} | {r['eval_cpu_s']:.1f} | {r['wall_s']:.1f} | "
+                     f"{r['peak_rss_gb']:.2f} | {'' if ap is None else f'{ap:.4f}'} |")  # fmt: skip
+    table += ["", "| IoU | images | loce against | CPU ratio (process) | CPU ratio (call) | "
+              "memory ratio | loce peak GB | max metric difference |",
+              "|---|---:|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for c in comparisons:
+        table.append(f"| {c['iou_type']} | {c['images']} | {c['against']} | {c['cpu_ratio']:.2f} | "
+                     f"{c['eval_cpu_ratio']:.2f} | {c['memory_ratio']:.2f} | "
+                     f"{c['loce_peak_rss_gb']:.2f} | {c['max_metric_difference']:.1e} |")  # fmt: skip
+    print("\n" + "\n".join(table))
     payload = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                 if k not in ("worker", "gt", "results", "iou_type")},
+                 if k not in ("worker", "measure", "gt", "results", "iou_type")},
         "rows": rows,
         "comparisons": comparisons,
-        "steps": breakdowns,
     }  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    args.out.with_suffix(".md").write_text("\n".join(table) + "\n")
+    print(f"wrote {args.out} and {args.out.with_suffix('.md')}")
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -31,7 +31,6 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import mmdet_reference as ref_data  # noqa: E402
-
 from loce.config.model import ParityConfig  # noqa: E402
 from loce.evaluation.matching import match_detections  # noqa: E402
 from loce.fileio import atomic_write_json  # noqa: E402

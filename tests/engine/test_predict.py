@@ -91,3 +91,24 @@ def test_box_only_prediction_skips_the_mask_branch(tiny_dataset, tiny_checkpoint
     assert boxes and all("segmentation" not in r for r in boxes)
     assert [(r["image_id"], r["category_id"], r["bbox"], r["score"]) for r in with_masks] == \
         [(r["image_id"], r["category_id"], r["bbox"], r["score"]) for r in boxes]
+
+
+def test_predict_top_k_per_class_over_the_dataset(tiny_dataset, tiny_checkpoint, tmp_path,
+                                                  capsys):
+    full, capped = tmp_path / "full.json", tmp_path / "capped.json"
+    common = ["predict", "--checkpoint", str(tiny_checkpoint), "--gt",
+              str(tiny_dataset / "annotations/val.json"), "--image-root", str(tiny_dataset),
+              "--no-masks", "--set", "model.test.score_thresh=0.0"]
+    assert cli_main([*common, "--out", str(full)]) == 0
+    assert cli_main([*common, "--out", str(capped), "--dets-per-class", "3"]) == 0
+    assert "kept the top 3 detections per class" in capsys.readouterr().out
+    everything = json.loads(full.read_text())
+    kept = json.loads(capped.read_text())
+    by_class: dict[int, list[float]] = {}
+    for r in everything:
+        by_class.setdefault(r["category_id"], []).append(r["score"])
+    expected = sorted(s for scores in by_class.values() for s in sorted(scores)[::-1][:3])
+    assert sorted(r["score"] for r in kept) == expected
+    assert max(sum(r["category_id"] == c for r in kept) for c in by_class) == 3
+    assert len(everything) > len(kept)
+    assert cli_main([*common, "--out", str(capped), "--dets-per-class", "0"]) == 2

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,11 +154,9 @@ def fixture_detections(gt: dict[str, Any], seed: int = 2) -> list[dict[str, Any]
     return dets
 
 
-def reference_lvis(
-    gt_path: Path, results: list[dict[str, Any]], iou_type: str, tmp_path: Path, max_dets: int = 300
-) -> dict[str, Any]:
-    """Evaluate with lvis-api 0.5.3; returns its summary plus per-category AP and ARr/c/f
-    computed from its own precision and recall arrays."""
+@contextlib.contextmanager
+def lvis_api() -> Iterator[Any]:
+    """lvis-api 0.5.3, with numpy's removed ``np.float`` alias and the root logger restored after."""
     had_float = hasattr(np, "float")
     np.float = float  # noqa: NPY001 -- lvis 0.5.3 uses the alias removed in numpy 1.24
     root = logging.getLogger()
@@ -164,17 +164,26 @@ def reference_lvis(
     try:
         import lvis
 
+        yield lvis
+    finally:
+        if not had_float:
+            del np.float  # noqa: NPY001
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
+def reference_lvis(
+    gt_path: Path, results: list[dict[str, Any]], iou_type: str, tmp_path: Path, max_dets: int = 300
+) -> dict[str, Any]:
+    """Evaluate with lvis-api 0.5.3; returns its summary plus per-category AP and ARr/c/f
+    computed from its own precision and recall arrays."""
+    with lvis_api() as lvis:
         res_path = tmp_path / f"ref_results_{iou_type}_{max_dets}.json"
         res_path.write_text(json.dumps(results))
         lvis_gt = lvis.LVIS(str(gt_path))
         lvis_dt = lvis.LVISResults(lvis_gt, str(res_path), max_dets=max_dets)
         ev = lvis.LVISEval(lvis_gt, lvis_dt, iou_type)
         ev.run()
-    finally:
-        if not had_float:
-            del np.float  # noqa: NPY001
-        root.handlers[:] = handlers
-        root.setLevel(level)
     out = {key.split("@")[0]: float(value) for key, value in ev.results.items()}
     precision = ev.eval["precision"][:, :, :, 0]  # [T, R, K] at area "all"
     recall = ev.eval["recall"][:, :, 0]  # [T, K]
@@ -185,4 +194,68 @@ def reference_lvis(
     for group, name in zip(ev.freq_groups, ("ARr", "ARc", "ARf")):
         r = recall[:, group]
         out[name] = float(np.mean(r[r > -1])) if (r > -1).any() else -1.0
+    return out
+
+
+def reference_top_k_per_class(dets: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """Keep each class's k best by score, ties in list order, written independently."""
+    ranked = sorted(range(len(dets)), key=lambda i: (dets[i]["category_id"], -dets[i]["score"], i))
+    seen: dict[int, int] = {}
+    keep = set()
+    for i in ranked:
+        cat = dets[i]["category_id"]
+        seen[cat] = seen.get(cat, 0) + 1
+        if seen[cat] <= k:
+            keep.add(i)
+    return [d for i, d in enumerate(dets) if i in keep]
+
+
+def reference_pooled(
+    gt_path: Path, results: list[dict[str, Any]], iou_type: str, tmp_path: Path
+) -> dict[str, float]:
+    """AP-pooled from lvis-api's own per-image matching (no per-image cap, area "all"),
+    pooled here with plain Python: one ranked list per group of categories."""
+    with lvis_api() as lvis:
+        res_path = tmp_path / f"ref_pooled_{iou_type}.json"
+        res_path.write_text(json.dumps(results))
+        lvis_gt = lvis.LVIS(str(gt_path))
+        ev = lvis.LVISEval(lvis_gt, lvis.LVISResults(lvis_gt, str(res_path), max_dets=-1),
+                           iou_type)  # fmt: skip
+        ev.params.max_dets = -1
+        ev.params.area_rng = [ev.params.area_rng[0]]
+        ev.params.area_rng_lbl = ["all"]
+        ev.evaluate()
+    freq = {c["id"]: c["frequency"] for c in lvis_gt.dataset["categories"]}
+    num_imgs = len(ev.params.img_ids)
+    rec_thrs = list(ev.params.rec_thrs)
+    out = {}
+    for name, group in (("AP-pooled", None), ("AP-pooled-r", "r"), ("AP-pooled-c", "c"),
+                        ("AP-pooled-f", "f")):  # fmt: skip
+        cats = [k for k, c in enumerate(ev.params.cat_ids) if group in (None, freq[c])]
+        entries = [ev.eval_imgs[k * num_imgs + i] for i in range(num_imgs) for k in cats]
+        entries = [e for e in entries if e is not None]
+        num_gt = sum(int(g == 0) for e in entries for g in e["gt_ignore"])
+        if num_gt == 0:
+            out[name] = -1.0
+            continue
+        values = []
+        for t in range(len(ev.params.iou_thrs)):
+            ranked = [(-s, n, bool(e["dt_matches"][t][j]), bool(e["dt_ignore"][t][j]))
+                      for n, (e, j) in enumerate((e, j) for e in entries
+                                                 for j in range(len(e["dt_scores"])))
+                      for s in [e["dt_scores"][j]]]  # fmt: skip
+            ranked.sort(key=lambda r: (r[0], r[1]))
+            tp = fp = 0
+            recall, precision = [], []
+            for _, _, hit, ignored in ranked:
+                tp += hit and not ignored
+                fp += (not hit) and not ignored
+                recall.append(tp / num_gt)
+                precision.append(tp / (tp + fp + np.spacing(1)))
+            for i in range(len(precision) - 2, -1, -1):
+                precision[i] = max(precision[i], precision[i + 1])
+            for thr in rec_thrs:
+                first = next((i for i, r in enumerate(recall) if r >= thr), None)
+                values.append(0.0 if first is None else precision[first])
+        out[name] = float(np.mean(values))
     return out

@@ -78,3 +78,20 @@ def test_eval_command_does_not_import_torch(synthetic):
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_eval_pooled_protocol_prints_pooled_table_and_one_line_warning(synthetic, tmp_path, capsys):
+    out = tmp_path / "pooled.json"
+    code = main(["eval", "--gt", str(synthetic["gt_path"]), "--results",
+                 str(synthetic["res_path"]), "--protocol", "pooled", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    written = json.loads(out.read_text())
+    assert set(written) == {"bbox", "segm"}
+    assert 0 < written["segm"]["AP-pooled"] < 1
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[1].split() == ["AP-pooled", "AP-pooled-r", "AP-pooled-c", "AP-pooled-f"]
+    # The synthetic detections are far fewer than 10,000 per class: one warning line.
+    warning_lines = [line for line in captured.err.splitlines() if "warning" in line]
+    assert len(warning_lines) == 1
+    assert "fewer than 10000 detections" in warning_lines[0]

@@ -9,7 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from lvis_eval_data import FIXTURE, fixture_detections, reference_lvis
+from lvis_eval_data import (
+    FIXTURE,
+    fixture_detections,
+    reference_lvis,
+    reference_top_k_per_class,
+)
 
 from loce.evaluation import (
     METRIC_KEYS,
@@ -79,19 +84,6 @@ def test_segm_without_boxes_matches_reference(synthetic, tmp_path):
     ref = reference_lvis(synthetic["gt_path"], dets, "segm", tmp_path)
     ours = evaluate_lvis(synthetic["gt_path"], dets, "segm")
     assert_matches_reference(ours, ref)
-
-
-def reference_top_k_per_class(dets: list[dict[str, Any]], k: int) -> list[dict[str, Any]]:
-    """Keep each class's k best by score, ties in list order, written independently."""
-    ranked = sorted(range(len(dets)), key=lambda i: (dets[i]["category_id"], -dets[i]["score"], i))
-    seen: dict[int, int] = {}
-    keep = set()
-    for i in ranked:
-        cat = dets[i]["category_id"]
-        seen[cat] = seen.get(cat, 0) + 1
-        if seen[cat] <= k:
-            keep.add(i)
-    return [d for i, d in enumerate(dets) if i in keep]
 
 
 def test_fixed_protocol_matches_reference_on_precapped_results(synthetic, tmp_path):

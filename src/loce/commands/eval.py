@@ -4,14 +4,17 @@ Example::
 
     loce eval --gt data/annotations/val.json --results predictions.json --out metrics.json
 
-prints one row per IoU type (AP, AP50, AP75, APs, APm, APl, APr, APc, APf in percent) and
-writes ``{"bbox": {...}, "segm": {...}}`` with all metrics, per-category AP and the
-parameters. Imports no torch.
+prints one row per IoU type (AP, AP50, AP75, APs, APm, APl, APr, APc, APf in percent; with
+``--protocol pooled`` AP-pooled and its r/c/f groups) and writes ``{"bbox": {...}, "segm":
+{...}}`` with all metrics, per-category AP and the parameters. Warnings (categories with
+fewer detections than the per-class cap) are printed in one line each. Imports no torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
 from pathlib import Path
 
 HELP = "Evaluate a detection results file with the LVIS protocol (box and mask AP)."
@@ -62,16 +65,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--protocol",
-        choices=("standard", "fixed"),
+        choices=("standard", "fixed", "pooled"),
         default="standard",
         help="standard: LVIS, top --max-dets per image; fixed: AP_fixed (Dave et al. 2021), "
-        "top --dets-per-class per category over the dataset, no per-image cap",
+        "top --dets-per-class per category over the dataset, no per-image cap; pooled: "
+        "AP_pool (same paper), the fixed selection with one precision-recall curve per "
+        "category group",
     )
     parser.add_argument(
         "--dets-per-class",
         type=_positive,
         default=10_000,
-        help="detections kept per category under --protocol fixed (default: 10000)",
+        help="detections kept per category under --protocol fixed/pooled (default: 10000)",
     )
     parser.add_argument("--out", metavar="metrics.json", help="write all metrics as JSON here")
 
@@ -91,17 +96,24 @@ def run(args: argparse.Namespace) -> int:
         if results_path.is_file() and file_has_masks(results_path):
             iou_types.append("segm")
 
-    results = evaluate_lvis_multi(
-        args.gt,
-        args.results,
-        iou_types=iou_types,
-        max_dets=args.max_dets,
-        protocol=args.protocol,
-        dets_per_class=args.dets_per_class,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = evaluate_lvis_multi(
+            args.gt,
+            args.results,
+            iou_types=iou_types,
+            max_dets=args.max_dets,
+            protocol=args.protocol,
+            dets_per_class=args.dets_per_class,
+        )
+    for warning in caught:
+        print(f"loce eval: warning: {warning.message}", file=sys.stderr)
     params = next(iter(results.values()))["params"]
-    if args.protocol == "fixed":
-        rule = f"fixed: top {args.dets_per_class} detections per category, no per-image cap"
+    if args.protocol in ("fixed", "pooled"):
+        rule = (
+            f"{args.protocol}: top {args.dets_per_class} detections per category, no per-image "
+            "cap"
+        )
     else:
         cap = params["max_dets"]
         rule = "standard: all detections" if cap is None else f"standard: top {cap} per image"

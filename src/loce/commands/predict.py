@@ -23,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vis-threshold", type=float, default=0.3,
                         help="minimum score drawn by --visualize (default 0.3)")
     parser.add_argument("--no-masks", action="store_true", help="write boxes only")
+    parser.add_argument("--dets-per-class", type=int, default=None, metavar="K",
+                        help="keep each class's K best detections over the dataset (a per-class "
+                        "top-k across images, for `loce eval --protocol fixed/pooled`: K=10000; "
+                        "raise --set model.test.detections_per_img to keep more per image)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. --set model.test.score_thresh=0.05")
@@ -32,9 +36,12 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from loce.engine.evaluate import predict_to_file
-    from loce.errors import CheckpointError
+    from loce.errors import CheckpointError, ConfigError
     from loce.fileio import check_output_file, ensure_directory
     from loce.inference import Detector
+
+    if args.dets_per_class is not None and args.dets_per_class < 1:
+        raise ConfigError(f"--dets-per-class must be >= 1, got {args.dets_per_class}")
 
     # Output paths are checked before any work; the results file replaces --out only when
     # every image went through (a failure leaves an existing file untouched).
@@ -74,6 +81,11 @@ def run(args: argparse.Namespace) -> int:
     n = predict_to_file(det.model, dataset, args.out, device=det.device,
                         with_masks=not args.no_masks, workers=cfg.data.workers,
                         on_image=on_image, forward=det.detect_batch)
+    if args.dets_per_class is not None:
+        from loce.evaluation.results_file import cap_results_file_per_class
+
+        n, total = cap_results_file_per_class(args.out, args.out, args.dets_per_class)
+        print(f"kept the top {args.dets_per_class} detections per class: {n} of {total}")
     print(f"wrote {n} detections for {len(dataset)} images to {args.out}")
     if args.visualize is not None:
         print(f"pictures in {args.visualize}")

@@ -178,7 +178,7 @@ class EvalConfig:
 
     iou_types: list[str] = field(default_factory=lambda: ["bbox", "segm"])
     max_dets: int = 300
-    protocol: Literal["standard", "fixed"] = "standard"
+    protocol: Literal["standard", "fixed", "pooled"] = "standard"
     # Images per process during inference.
     images_per_gpu: int = 1
 

@@ -189,12 +189,10 @@ def predict_to_file(
 
 
 def merge_result_shards(shards: Sequence[Path], out_path: Path) -> int:
-    """Concatenate JSON-list shard files into one JSON list, one shard in memory at a time."""
-    with _ResultWriter(out_path) as writer:
-        for shard in shards:
-            with shard.open() as f:
-                writer.extend(json.load(f))
-    return writer.count
+    """Concatenate JSON-list shard files into one JSON list, a block at a time."""
+    from loce.evaluation.results_file import merge_results_files
+
+    return merge_results_files(shards, out_path)
 
 
 def evaluate(model: nn.Module, cfg, out_dir: str | os.PathLike, *, device: torch.device,

@@ -21,7 +21,21 @@ then over categories; APr/APc/APf average the categories whose ``frequency`` is 
 Devil is in the Details"): no per-image cap; instead each category keeps its
 ``dets_per_class`` (10,000) highest-scoring detections over the whole dataset (ties keep
 results-file order), and the rest of the protocol is the standard one. It stops AP from
-depending on how a detector spreads a fixed per-image budget over 1,000+ categories.
+depending on how a detector spreads a fixed per-image budget over 1,000+ categories. For
+masks, each detection's area (which decides small/medium/large and the "area > 0" filter)
+is its mask's even when it has a box: the authors' script removes ``bbox`` from mask results
+before lvis-api reads them. The selection is therefore made per IoU type.
+
+``"pooled"`` (AP_pool, the same paper): the selection of the fixed protocol, the standard
+per-image, per-category matching, then one precision-recall curve per group of categories
+(all, r, c, f) over the detections of all its categories, instead of one per category
+averaged; area range "all" only. Reported as ``AP-pooled``, ``AP-pooled-r``, ``-c``, ``-f``.
+The engine has no pooled accumulation: this module pools the engine's per-image matching
+results (``eval_imgs``) itself, as the authors' ``LVISPooledEval`` pools lvis-api's.
+
+Both per-class protocols warn, in one line, when some categories have fewer detections than
+the cap: the predictions were then made with too low a per-class limit (``loce predict
+--dets-per-class``) and the metric is lower than the detector deserves.
 
 Where the engine needs help to match lvis-api
 ---------------------------------------------
@@ -46,9 +60,14 @@ Speed
 Given a results *file* for box evaluation under the standard protocol, the engine parses it
 (in Rust, about 6× faster than Python's ``json`` and without a Python object per detection)
 after a byte-level screen (:func:`~loce.evaluation.results.scan_results_file`); any doubt
-about the file, and any zero-area box in it, sends it through the exact Python route. Mask evaluation, the fixed
-protocol and in-memory lists go through the Python validation, whose cost is dominated by
-``json.load`` (about 3 µs and 500 bytes per detection).
+about the file, and any zero-area box in it, sends it through the column route. Every other
+file is read into columns by :func:`~loce.evaluation.results_file.read_results_columns`
+(typed decoding in blocks, every check vectorised, masks measured by the engine's RLE
+decoder) and, for masks, parsed a second time by the engine, which keeps the masks; the
+selection is applied to the engine's set by writing each detection's area (-1 for those left
+out) and filtering on area > 0. A file the typed decoding refuses, and an in-memory list, go
+through ``json.load`` and :func:`~loce.evaluation.results.validate_results`, which name the
+bad detection.
 """
 
 from __future__ import annotations
@@ -56,6 +75,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,11 +93,13 @@ from loce.evaluation.results import (
     top_k_per_group,
     validate_results,
 )
+from loce.evaluation.results_file import read_results_columns
 
 IouType = Literal["bbox", "segm"]
-Protocol = Literal["standard", "fixed"]
+Protocol = Literal["standard", "fixed", "pooled"]
 IOU_TYPES: tuple[str, ...] = ("bbox", "segm")
-PROTOCOLS: tuple[str, ...] = ("standard", "fixed")
+PROTOCOLS: tuple[str, ...] = ("standard", "fixed", "pooled")
+PER_CLASS_PROTOCOLS: tuple[str, ...] = ("fixed", "pooled")
 
 METRIC_KEYS: tuple[str, ...] = (
     "AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf",
@@ -88,6 +110,8 @@ per image (lvis-api's ``AR@300``); ``ARr/ARc/ARf`` average it over a frequency g
 
 TABLE_KEYS: tuple[str, ...] = METRIC_KEYS[:9]
 FREQUENCIES: tuple[str, ...] = ("r", "c", "f")
+POOLED_KEYS: tuple[str, ...] = ("AP-pooled", "AP-pooled-r", "AP-pooled-c", "AP-pooled-f")
+"""Metrics of the pooled protocol: AP of the pooled curve of all categories and of each group."""
 
 
 @dataclass
@@ -303,6 +327,7 @@ def _fast_load_boxes(truth: GroundTruth, path: Path, max_dets: int | None) -> An
         and scan.bbox_keys == n
         and scan.score_keys == n
         and not scan.negative_size
+        and not scan.literals
     )
     if not clean:
         return None
@@ -313,33 +338,64 @@ def _fast_load_boxes(truth: GroundTruth, path: Path, max_dets: int | None) -> An
     return dt.cap_detections_per_image(max_dets)
 
 
+def _areas(dets: DetectionColumns, iou_type: str, protocol: str) -> np.ndarray:
+    """``[N]`` float64: the area lvis-api gives each detection.
+
+    The box's when the results have boxes (``w * h``), else the mask's; for masks under the
+    per-class protocols always the mask's, as the authors' scripts drop ``bbox`` first.
+    """
+    if iou_type == "segm" and (not dets.has_boxes or protocol in PER_CLASS_PROTOCOLS):
+        assert dets.mask_areas is not None
+        return dets.mask_areas
+    if dets.boxes is None:
+        assert dets.box_areas is not None
+        return dets.box_areas
+    return dets.boxes[:, 2] * dets.boxes[:, 3]
+
+
 def _select(
-    dets: DetectionColumns, protocol: str, max_dets: int | None, dets_per_class: int
+    dets: DetectionColumns,
+    protocol: str,
+    max_dets: int | None,
+    dets_per_class: int,
+    area: np.ndarray,
 ) -> np.ndarray:
     """``[N]`` bool: the detections the protocol evaluates.
 
-    The cap comes first and detections of zero area are left out after it, in lvis-api's
-    order (its results loader caps; its evaluation index keeps area > 0).
+    The cap comes first and detections of zero ``area`` (``[N]``) are left out after it, in
+    lvis-api's order (its results loader caps; its evaluation index keeps area > 0).
     """
-    if protocol == "fixed":
+    if protocol in PER_CLASS_PROTOCOLS:
         keep = top_k_per_group(dets.category_ids, dets.scores, dets_per_class)
     elif max_dets is None:
         keep = np.ones(len(dets), dtype=bool)
     else:
         keep = top_k_per_group(dets.image_ids, dets.scores, max_dets)
-    if dets.boxes is not None:
-        area = dets.boxes[:, 2] * dets.boxes[:, 3]
-    else:
-        assert dets.segmentations is not None
-        area = np.asarray(hotcoco.mask.area(dets.segmentations), dtype=np.float64)
     return keep & (area > 0)
 
 
-def _columns_to_engine(truth: GroundTruth, dets: DetectionColumns, iou_type: str) -> Any:
-    """Build the engine's detection set; row ``i`` becomes annotation id ``i + 1``."""
+def _warn_short_classes(truth: GroundTruth, dets: DetectionColumns, dets_per_class: int) -> None:
+    """One-line warning when some categories have fewer detections than the per-class cap."""
+    counts = np.zeros(truth.category_ids.shape[0], dtype=np.int64)
+    np.add.at(counts, np.searchsorted(truth.category_ids, dets.category_ids), 1)
+    short = int((counts < dets_per_class).sum())
+    if short:
+        warnings.warn(
+            f"{short} of {counts.shape[0]} categories have fewer than {dets_per_class} "
+            "detections; AP-fixed and AP-pooled expect that many per class (predict with "
+            f"`loce predict --dets-per-class {dets_per_class}`).",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _columns_to_engine(
+    truth: GroundTruth, dets: DetectionColumns, iou_type: str, area: np.ndarray
+) -> Any:
+    """Build the engine's detection set from in-memory columns; row ``i`` becomes id ``i + 1``."""
     boxes = dets.boxes
     if iou_type == "segm" and boxes is None:
-        # Mask results without boxes: lvis-api takes the box and the area from the mask.
+        # Mask results without boxes: lvis-api takes the box from the mask.
         assert dets.segmentations is not None
         boxes = np.asarray(hotcoco.mask.to_bbox(dets.segmentations), dtype=np.float64)
     assert boxes is not None
@@ -350,10 +406,38 @@ def _columns_to_engine(truth: GroundTruth, dets: DetectionColumns, iou_type: str
         return truth.coco.load_res(table)
     assert dets.segmentations is not None
     dt = truth.coco.load_res(table, segmentation=dets.segmentations)
-    if dets.boxes is None:
-        area = np.asarray(hotcoco.mask.area(dets.segmentations), dtype=np.float64)
-        dt.update_anns(ids=np.arange(1, len(dets) + 1), area=area)
+    dt.update_anns(ids=np.arange(1, len(dets) + 1), area=area)
     return dt
+
+
+def _file_to_engine(
+    truth: GroundTruth, path: Path, keep: np.ndarray, area: np.ndarray, engine_area: bool
+) -> Any:
+    """The engine's detection set parsed from the results file itself (masks stay in Rust),
+    with each detection's ``area`` (``[N]``) and only the detections where ``keep``.
+
+    ``engine_area``: ``area`` is the one the engine computes when it reads the file (the
+    box's), so only the detections left out need writing. The selection is applied by giving
+    the detections left out area -1 and filtering on area > 0 (row ``i`` is id ``i + 1``).
+    Returns a set marked as capped, so that the engine evaluates it as is.
+    """
+    with _native_stderr_silenced():
+        dt = hotcoco.LVISResults(truth.coco, str(path), max_dets=None)  # marked as capped
+    count = len(dt.get_ann_ids())
+    assert count == keep.shape[0], f"engine read {count} detections, the columns {keep.shape[0]}"
+    ids = np.arange(1, keep.shape[0] + 1)
+    if keep.all():
+        if not engine_area:
+            dt.update_anns(ids=ids, area=area)
+        return dt
+    if engine_area:
+        dt.update_anns(ids=ids[~keep], area=np.full(int((~keep).sum()), -1.0))
+    else:
+        dt.update_anns(ids=ids, area=np.where(keep, area, -1.0))
+    smallest = float(np.nextafter(0.0, 1.0))
+    kept = dt.filter(area_rng=[smallest, float("inf")], drop_empty_images=False)
+    del dt  # the last reference: freed before the copy below
+    return kept.cap_detections_per_image(None)
 
 
 # --------------------------------------------------------------------------------------
@@ -410,6 +494,130 @@ def _run_engine(
     return ordered, per_category
 
 
+@dataclass
+class _PoolColumns:
+    """Matching results of one image chunk, flattened for pooling.
+
+    Attributes:
+        scores: ``[D]`` float64, detection scores, entries in lvis-api's order.
+        groups: ``[D]`` int64, category index (into ``truth.category_ids``) of each detection.
+        matched: ``[T, D]`` bool, matched at each IoU threshold.
+        ignored: ``[T, D]`` bool, ignored at each IoU threshold.
+        gt_counts: ``[C]`` int64, ground truth not ignored, per category.
+    """
+
+    scores: np.ndarray
+    groups: np.ndarray
+    matched: np.ndarray
+    ignored: np.ndarray
+    gt_counts: np.ndarray
+
+
+def _pool_chunk(entries: list[dict[str, Any]], cat_index: dict[int, int], num_thrs: int,
+                num_cats: int) -> _PoolColumns:  # fmt: skip
+    gt_counts = np.zeros(num_cats, dtype=np.int64)
+    scores, groups, matched, ignored = [], [], [], []
+    for e in entries:
+        k = cat_index[e["category_id"]]
+        gt_counts[k] += int(np.count_nonzero(~np.asarray(e["gtIgnore"], dtype=bool)))
+        if len(e["dtScores"]):
+            scores.append(np.asarray(e["dtScores"], dtype=np.float64))
+            groups.append(np.full(len(e["dtScores"]), k, dtype=np.int64))
+            matched.append(np.asarray(e["dtMatched"], dtype=bool))
+            ignored.append(np.asarray(e["dtIgnore"], dtype=bool))
+    if not scores:
+        empty = np.zeros((num_thrs, 0), dtype=bool)
+        return _PoolColumns(np.zeros(0), np.zeros(0, np.int64), empty, empty, gt_counts)
+    return _PoolColumns(np.concatenate(scores), np.concatenate(groups),
+                        np.concatenate(matched, axis=1), np.concatenate(ignored, axis=1),
+                        gt_counts)  # fmt: skip
+
+
+def _pooled_precision(
+    pool: _PoolColumns, members: np.ndarray, rec_thrs: np.ndarray
+) -> np.ndarray:
+    """``[T, R]`` interpolated precision of one pooled curve, -1 when the pool has no ground truth.
+
+    Args:
+        pool: every chunk's matching results, concatenated in image order.
+        members: ``[C]`` bool, the categories of the pool.
+        rec_thrs: ``[R]`` recall thresholds.
+    """
+    num_gt = int(pool.gt_counts[members].sum())
+    if num_gt == 0:
+        return np.full((1, rec_thrs.shape[0]), -1.0)
+    chosen = members[pool.groups]
+    if not chosen.any():
+        return np.zeros((1, rec_thrs.shape[0]))
+    scores = pool.scores[chosen]
+    order = np.argsort(-scores, kind="mergesort")
+    matched = pool.matched[:, chosen][:, order]
+    ignored = pool.ignored[:, chosen][:, order]
+    tp = np.cumsum(matched & ~ignored, axis=1, dtype=np.float64)
+    fp = np.cumsum(~matched & ~ignored, axis=1, dtype=np.float64)
+    recall = tp / num_gt
+    precision = tp / (tp + fp + np.spacing(1))
+    # Interpolation: the best precision at any higher recall.
+    precision = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+    out = np.zeros((tp.shape[0], rec_thrs.shape[0]))
+    for t in range(tp.shape[0]):
+        index = np.searchsorted(recall[t], rec_thrs, side="left")
+        inside = index < recall.shape[1]
+        out[t, inside] = precision[t, index[inside]]
+    return out
+
+
+_POOL_CHUNK_IMAGES = 2_000
+
+
+def _run_pooled(truth: GroundTruth, dt: Any, iou_type: str, pair_limit: int) -> dict[str, float]:
+    """AP-pooled of all categories and of each frequency group (area range "all" only).
+
+    The engine matches a chunk of images at a time (matching is per image, so this is
+    exact), and each chunk's results are flattened to arrays before the next, which bounds
+    the memory of the engine's per-image result dicts.
+    """
+    ev = hotcoco.COCOeval(truth.coco, dt, iou_type, lvis_style=True)
+    params = ev.params
+    params.max_dets = [pair_limit]
+    labels = list(params.area_rng_lbl)
+    params.area_rng = [params.area_rng[labels.index("all")]]
+    params.area_rng_lbl = ["all"]
+    num_thrs = len(params.iou_thrs)
+    rec_thrs = np.asarray(params.rec_thrs, dtype=np.float64)
+    cat_index = {int(c): k for k, c in enumerate(truth.category_ids)}
+    num_cats = truth.category_ids.shape[0]
+    chunks = []
+    for lo in range(0, truth.image_ids.shape[0], _POOL_CHUNK_IMAGES):
+        image_ids = truth.image_ids[lo : lo + _POOL_CHUNK_IMAGES]
+        params.img_ids = [int(i) for i in image_ids]
+        ev.params = params
+        ev.evaluate()
+        image_index = {int(i): k for k, i in enumerate(image_ids)}
+        entries = [e for e in ev.eval_imgs if e is not None]
+        # lvis-api's order: image-major, then category.
+        entries.sort(key=lambda e: (image_index[e["image_id"]], cat_index[e["category_id"]]))
+        chunks.append(_pool_chunk(entries, cat_index, num_thrs, num_cats))
+        del entries
+    pool = _PoolColumns(
+        np.concatenate([c.scores for c in chunks]),
+        np.concatenate([c.groups for c in chunks]),
+        np.concatenate([c.matched for c in chunks], axis=1),
+        np.concatenate([c.ignored for c in chunks], axis=1),
+        np.sum([c.gt_counts for c in chunks], axis=0),
+    )
+    del chunks
+    metrics = {}
+    everything = np.ones(num_cats, dtype=bool)
+    metrics["AP-pooled"] = float(_mean_valid(_pooled_precision(pool, everything, rec_thrs)))
+    for freq in FREQUENCIES:
+        members = truth.frequencies == freq
+        metrics[f"AP-pooled-{freq}"] = float(
+            _mean_valid(_pooled_precision(pool, members, rec_thrs))
+        )
+    return metrics
+
+
 def _check_args(
     iou_types: Sequence[str], max_dets: int | None, protocol: str, dets_per_class: int
 ) -> None:
@@ -449,9 +657,18 @@ def evaluate_lvis_multi(
     if max_dets is not None and max_dets < 0:
         max_dets = None
     truth = load_ground_truth(gt)
+    per_class = protocol in PER_CLASS_PROTOCOLS
+    checks = {
+        "gt_image_ids": truth.image_ids,
+        "gt_image_sizes": truth.image_sizes,
+        "gt_category_ids": truth.category_ids,
+        "iou_types": iou_types,
+        "gt_source": truth.source,
+    }
 
     engine_dt = None
     columns: DetectionColumns | None = None
+    path: Path | None = None
     if isinstance(results, (str, os.PathLike)):
         path = Path(results)
         source = str(path)
@@ -463,49 +680,68 @@ def evaluate_lvis_multi(
         if iou_types == ("bbox",) and protocol == "standard":
             engine_dt = _fast_load_boxes(truth, path, max_dets)
         if engine_dt is None:
-            results = load_results_json(path)
+            columns = read_results_columns(path, **checks)
+            if columns is None:
+                results = load_results_json(path)
     else:
         source = "results"
-    if engine_dt is None:
-        columns = validate_results(
-            results,
-            gt_image_ids=truth.image_ids,
-            gt_image_sizes=truth.image_sizes,
-            gt_category_ids=truth.category_ids,
-            iou_types=iou_types,
-            source=source,
-            gt_source=truth.source,
-        )
-        del results
-        columns = columns.subset(_select(columns, protocol, max_dets, dets_per_class))
+    if engine_dt is None and columns is None:
+        columns = validate_results(results, source=source, **checks)
+    del results
+    if columns is not None and per_class:
+        _warn_short_classes(truth, columns, dets_per_class)
 
+    file_route = columns is not None and columns.segmentations is None and "segm" in iou_types
+    # The mask type that stays in the file goes last, once the columns are no longer needed,
+    # so that they are freed before the engine parses the file.
+    order = sorted(iou_types, key=lambda t: file_route and t == "segm")
     out: dict[str, dict[str, Any]] = {}
-    for iou_type in iou_types:
-        if columns is not None:
-            dt = _engine_call(
-                lambda t=iou_type: _columns_to_engine(truth, columns, t), source, ResultsError
-            )
-            # Already selected: mark as capped so the engine evaluates the set as is.
-            dt = dt.cap_detections_per_image(None)
-        else:
+    for iou_type in order:
+        if columns is None:
             dt = engine_dt
+        else:
+            area = _areas(columns, iou_type, protocol)
+            keep = _select(columns, protocol, max_dets, dets_per_class, area)
+            if file_route and iou_type == "segm":
+                # Masks stay in the file: the engine parses it and the selection is applied
+                # to its set.
+                assert path is not None
+                box_area = columns.has_boxes and not per_class
+                columns = None
+                dt = _engine_call(
+                    lambda k=keep, a=area, b=box_area: _file_to_engine(truth, path, k, a, b),
+                    source,
+                    ResultsError,
+                )
+                del keep, area
+            else:
+                chosen = columns.subset(keep)
+                dt = _engine_call(
+                    lambda t=iou_type, c=chosen, a=area[keep]: _columns_to_engine(truth, c, t, a),
+                    source,
+                    ResultsError,
+                )
+                del chosen
+                # Already selected: mark as capped so the engine evaluates the set as is.
+                dt = dt.cap_detections_per_image(None)
         num_detections = len(dt.get_ann_ids())
-        cap = None if protocol == "fixed" else max_dets
+        cap = None if per_class else max_dets
         pair_limit = cap if cap is not None else max(num_detections, 1)
-        metrics, per_category = _run_engine(truth, dt, iou_type, pair_limit)
-        out[iou_type] = {
-            **metrics,
-            "per_category": per_category,
-            "params": {
-                "iou_type": iou_type,
-                "protocol": protocol,
-                "max_dets": cap,
-                "dets_per_class": dets_per_class if protocol == "fixed" else None,
-                "num_images": int(truth.image_ids.shape[0]),
-                "num_detections": num_detections,
-            },
+        params = {
+            "iou_type": iou_type,
+            "protocol": protocol,
+            "max_dets": cap,
+            "dets_per_class": dets_per_class if per_class else None,
+            "num_images": int(truth.image_ids.shape[0]),
+            "num_detections": num_detections,
         }
-    return out
+        if protocol == "pooled":
+            out[iou_type] = {**_run_pooled(truth, dt, iou_type, pair_limit), "params": params}
+        else:
+            metrics, per_category = _run_engine(truth, dt, iou_type, pair_limit)
+            out[iou_type] = {**metrics, "per_category": per_category, "params": params}
+        del dt
+    return {t: out[t] for t in iou_types}
 
 
 def evaluate_lvis(
@@ -528,16 +764,19 @@ def evaluate_lvis(
         iou_type: ``"bbox"`` or ``"segm"``.
         max_dets: detections kept per image across categories under the standard protocol
             (LVIS: 300); None or -1 keeps all. Not used by the fixed protocol.
-        protocol: ``"standard"`` (LVIS) or ``"fixed"`` (AP_fixed: top ``dets_per_class`` per
-            category over the dataset, no per-image cap). See the module docstring.
-        dets_per_class: detections kept per category under the fixed protocol.
+        protocol: ``"standard"`` (LVIS), ``"fixed"`` (AP_fixed: top ``dets_per_class`` per
+            category over the dataset, no per-image cap) or ``"pooled"`` (AP_pool: the same
+            selection, one precision-recall curve per category group). See the module
+            docstring.
+        dets_per_class: detections kept per category under the fixed and pooled protocols.
 
     Returns:
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf", "AR", "ARs",
         "ARm", "ARl", "ARr", "ARc", "ARf"}`` as floats in [0, 1] (-1 when undefined), plus
         ``"per_category"``: ``{category_id: AP}`` (-1 for categories without annotations) and
         ``"params"``: the protocol, the caps, and the numbers of images and of detections
-        evaluated (after the caps).
+        evaluated (after the caps). Under the pooled protocol the metrics are
+        ``{"AP-pooled", "AP-pooled-r", "AP-pooled-c", "AP-pooled-f"}`` and ``"params"``.
 
     Raises:
         DataError: bad annotations. ResultsError: bad results (the message names the file,
@@ -554,12 +793,15 @@ def format_metrics_table(results: Mapping[str, Mapping[str, Any]]) -> str:
     Args:
         results: ``{iou_type: metrics}`` as :func:`evaluate_lvis_multi` returns.
     """
-    header = f"{'':<6}" + "".join(f"{k:>7}" for k in TABLE_KEYS)
+    first = next(iter(results.values()), {})
+    keys = POOLED_KEYS if "AP-pooled" in first else TABLE_KEYS
+    width = max(7, *(len(k) + 1 for k in keys))
+    header = f"{'':<6}" + "".join(f"{k:>{width}}" for k in keys)
     lines = [header]
     for iou_type, metrics in results.items():
         cells = []
-        for key in TABLE_KEYS:
+        for key in keys:
             value = float(metrics[key])
-            cells.append(f"{'-':>7}" if value < 0 else f"{100 * value:>7.1f}")
+            cells.append(f"{'-':>{width}}" if value < 0 else f"{100 * value:>{width}.1f}")
         lines.append(f"{iou_type:<6}" + "".join(cells))
     return "\n".join(lines)

@@ -13,21 +13,27 @@ file, the detection's index in the list, the key, and the fix. What is checked:
   evaluation or ``segmentation`` for mask evaluation;
 - ids are integers that exist in the ground truth (the message names one bad detection and
   counts them all);
-- scores and box coordinates are finite numbers; box width and height are not negative. A
+- scores and box coordinates are finite numbers (not booleans, not ``null``); box width and
+  height are not negative. A
   box with zero width or height is legal; like lvis-api, evaluation drops detections of zero
   area after the per-image cap;
 - masks are compressed RLE (polygons and uncompressed RLE are refused with the
   ``pycocotools.mask`` call that converts them) whose ``size`` is the image's ``[h, w]``
-  (a mask of another size would be compared pixel-by-pixel with the wrong image);
+  (a mask of another size would be compared pixel-by-pixel with the wrong image), and whose
+  ``counts`` decode: characters ``'0'`` to ``'o'``, no negative run, runs that fit in the
+  ``h * w`` pixels of the image (the engine's RLE decoder checks this, :func:`mask_areas`);
 - for masks, either every detection has a ``bbox`` or none has: lvis-api takes the area that
   decides small/medium/large from the box when there is one and from the mask otherwise.
 
 Everything is checked column-wise with numpy; the only per-detection Python loops are the
-list comprehensions that pull one key out of each dict, and the type checks of masks.
+list comprehensions that pull one key out of each dict, and the type checks of masks. A
+results *file* is read into the same columns without a dict per detection by
+:mod:`loce.evaluation.results_file`, which shares these checks.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -36,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hotcoco
 import numpy as np
 
 from loce.errors import ResultsError
@@ -51,7 +58,12 @@ class DetectionColumns:
         scores: ``[N]`` float64, finite.
         boxes: ``[N, 4]`` float64 ``[x, y, w, h]`` with ``w, h >= 0``, or None when the
             detections carry no boxes (mask results without ``bbox``).
-        segmentations: N compressed RLE dicts, or None when masks were not asked for.
+        segmentations: N compressed RLE dicts, or None when masks were not asked for or
+            stay in the results file (:mod:`loce.evaluation.results_file`).
+        mask_areas: ``[N]`` float64, the foreground pixels of each mask, or None without
+            masks.
+        box_areas: ``[N]`` float64 ``w * h``, kept instead of ``boxes`` when only masks are
+            evaluated from a file (the box then only decides the object's size); else None.
     """
 
     image_ids: np.ndarray
@@ -59,9 +71,16 @@ class DetectionColumns:
     scores: np.ndarray
     boxes: np.ndarray | None = None
     segmentations: list[dict[str, Any]] | None = None
+    mask_areas: np.ndarray | None = None
+    box_areas: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.image_ids.shape[0])
+
+    @property
+    def has_boxes(self) -> bool:
+        """Whether the detections came with boxes (``boxes`` or ``box_areas``)."""
+        return self.boxes is not None or self.box_areas is not None
 
     def subset(self, keep: np.ndarray) -> DetectionColumns:
         """The detections where ``keep`` (``[N]`` bool) is true, in the same order."""
@@ -74,6 +93,8 @@ class DetectionColumns:
             segmentations=(
                 None if self.segmentations is None else [self.segmentations[i] for i in index]
             ),
+            mask_areas=None if self.mask_areas is None else self.mask_areas[index],
+            box_areas=None if self.box_areas is None else self.box_areas[index],
         )
 
 
@@ -124,6 +145,10 @@ def top_k_per_group(groups: np.ndarray, scores: np.ndarray, k: int) -> np.ndarra
     n = groups.shape[0]
     if n == 0:
         return np.zeros(0, dtype=bool)
+    if groups.dtype.kind in "iu" and int(groups.min()) >= 0 and int(groups.max()) < 4 * n + 2**20:
+        # The common case needs no sort: no group exceeds k.
+        if int(np.bincount(groups).max()) <= k:
+            return np.ones(n, dtype=bool)
     # Sort by group, then score descending, then position (lexsort: last key is primary).
     order = np.lexsort((np.arange(n), -scores, groups))
     sorted_groups = groups[order]
@@ -182,9 +207,15 @@ def _numeric_array(values: list[Any], kinds: str) -> np.ndarray | None:
     return arr if arr.dtype.kind in kinds else None
 
 
+def _has_bool(values: list[Any]) -> bool:
+    """Whether any value is a bool (numpy turns ``[1, True]`` into numbers silently)."""
+    types = set(map(type, values))
+    return bool in types or np.bool_ in types
+
+
 def _int_column(values: list[Any], key: str, source: str) -> np.ndarray:
     arr = _numeric_array(values, "iu")
-    if arr is None or arr.ndim != 1:
+    if arr is None or arr.ndim != 1 or _has_bool(values):
         for i, v in enumerate(values):
             if not _is_int(v):
                 raise ResultsError(
@@ -200,7 +231,7 @@ def _int_column(values: list[Any], key: str, source: str) -> np.ndarray:
         ) from None
 
 
-def _check_known_ids(
+def check_known_ids(
     ids: np.ndarray, known: np.ndarray, key: str, source: str, gt_source: str
 ) -> None:
     unknown = ~np.isin(ids, known)
@@ -223,7 +254,7 @@ def _is_number(v: Any) -> bool:
 
 def _float_column(values: list[Any], key: str, source: str) -> np.ndarray:
     arr = _numeric_array(values, "iuf")
-    if arr is None or arr.ndim != 1:
+    if arr is None or arr.ndim != 1 or _has_bool(values):
         for i, v in enumerate(values):
             if not _is_number(v):
                 raise ResultsError(
@@ -231,7 +262,11 @@ def _float_column(values: list[Any], key: str, source: str) -> np.ndarray:
                     f"'{key}' must be a number."
                 )
         raise AssertionError("unreachable: conversion failed but every value is a number")
-    arr = arr.astype(np.float64, copy=False)
+    return check_finite(arr.astype(np.float64, copy=False), key, source)
+
+
+def check_finite(arr: np.ndarray, key: str, source: str) -> np.ndarray:
+    """``arr`` (``[N]`` float64) if every value is finite; else a ResultsError naming one."""
     bad = ~np.isfinite(arr)
     if bad.any():
         i = int(np.argmax(bad))
@@ -244,7 +279,12 @@ def _float_column(values: list[Any], key: str, source: str) -> np.ndarray:
 
 def _box_column(values: list[Any], source: str) -> np.ndarray:
     boxes = _numeric_array(values, "iuf")
-    if boxes is None or boxes.ndim != 2 or boxes.shape[1] != 4:
+    if (
+        boxes is None
+        or boxes.ndim != 2
+        or boxes.shape[1] != 4
+        or _has_bool(list(itertools.chain.from_iterable(values)))
+    ):
         for i, v in enumerate(values):
             ok = (
                 isinstance(v, (list, tuple, np.ndarray))
@@ -257,7 +297,11 @@ def _box_column(values: list[Any], source: str) -> np.ndarray:
                     "numbers [x, y, w, h] (COCO xywh, not xyxy)."
                 )
         raise AssertionError("unreachable: conversion failed but every box is 4 numbers")
-    boxes = boxes.astype(np.float64, copy=False)
+    return check_boxes(boxes.astype(np.float64, copy=False), source)
+
+
+def check_boxes(boxes: np.ndarray, source: str) -> np.ndarray:
+    """``boxes`` (``[N, 4]`` float64 xywh) if finite with ``w, h >= 0``; else a ResultsError."""
     bad = ~np.isfinite(boxes).all(axis=1)
     if bad.any():
         i = int(np.argmax(bad))
@@ -276,13 +320,70 @@ def _box_column(values: list[Any], source: str) -> np.ndarray:
     return boxes
 
 
+def check_mask_sizes(
+    sizes: np.ndarray,
+    image_ids: np.ndarray,
+    gt_image_ids: np.ndarray,
+    gt_sizes: np.ndarray,
+    source: str,
+) -> None:
+    """Raise a ResultsError when a mask's ``size`` (``[N, 2]``) is not its image's ``(h, w)``."""
+    expected = gt_sizes[np.searchsorted(gt_image_ids, image_ids)]
+    wrong = (sizes != expected).any(axis=1)
+    if wrong.any():
+        i = int(np.argmax(wrong))
+        raise ResultsError(
+            f"{source}: detection {i} has a mask of size {sizes[i].tolist()} but image "
+            f"{int(image_ids[i])} is {expected[i].tolist()} (h, w) ({int(wrong.sum())} such "
+            "mask(s)); encode masks at the image's original size, not the network's input size."
+        )
+
+
+_AREA_BATCH = 65_536
+
+
+def mask_areas(rles: Sequence[dict[str, Any]], source: str, offset: int = 0) -> np.ndarray:
+    """``[N]`` float64 foreground areas of compressed RLE masks, each checked to decode.
+
+    The engine's RLE decoder refuses a ``counts`` string with a character outside
+    ``'0'``..``'o'``, a negative run, or runs that add up to more than the ``h * w`` pixels
+    of its ``size``; the message then names the first such detection.
+
+    Args:
+        rles: ``{"size": [h, w], "counts": str | bytes}`` dicts, sizes already checked.
+        source: name of the results in messages.
+        offset: index of ``rles[0]`` in the results (for messages).
+    """
+    out = np.empty(len(rles), dtype=np.float64)
+    for lo in range(0, len(rles), _AREA_BATCH):
+        batch = rles[lo : lo + _AREA_BATCH]
+        try:
+            out[lo : lo + len(batch)] = hotcoco.mask.area(list(batch))
+            continue
+        except (ValueError, TypeError, OverflowError):
+            pass
+        for j, rle in enumerate(batch):
+            try:
+                hotcoco.mask.area(rle)
+            except (ValueError, TypeError, OverflowError) as err:
+                counts = rle["counts"]
+                raise ResultsError(
+                    f"{source}: detection {offset + lo + j} has a 'segmentation' whose counts "
+                    f"{_describe(counts)} is not a compressed RLE of a {rle['size'][0]}x"
+                    f"{rle['size'][1]} mask ({err}); write masks with pycocotools.mask.encode "
+                    "and store counts as str, unchanged."
+                ) from None
+        raise AssertionError("unreachable: the batch failed but every mask decodes")
+    return out
+
+
 def _segm_column(
     values: list[Any],
     image_ids: np.ndarray,
     gt_image_ids: np.ndarray,
     gt_sizes: np.ndarray,
     source: str,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], np.ndarray]:
     sizes = np.zeros((len(values), 2), dtype=np.int64)
     for i, s in enumerate(values):
         if isinstance(s, list):
@@ -313,16 +414,8 @@ def _segm_column(
                 "expected [height, width] as two integers."
             )
         sizes[i] = size
-    expected = gt_sizes[np.searchsorted(gt_image_ids, image_ids)]
-    wrong = (sizes != expected).any(axis=1)
-    if wrong.any():
-        i = int(np.argmax(wrong))
-        raise ResultsError(
-            f"{source}: detection {i} has a mask of size {sizes[i].tolist()} but image "
-            f"{int(image_ids[i])} is {expected[i].tolist()} (h, w) ({int(wrong.sum())} such "
-            "mask(s)); encode masks at the image's original size, not the network's input size."
-        )
-    return values
+    check_mask_sizes(sizes, image_ids, gt_image_ids, gt_sizes, source)
+    return values, mask_areas(values, source)
 
 
 def validate_results(
@@ -368,14 +461,14 @@ def validate_results(
     category_ids = _int_column(
         _column(results, "category_id", source, _FORMAT_HINT), "category_id", source
     )
-    _check_known_ids(image_ids, gt_image_ids, "image_id", source, gt_source)
-    _check_known_ids(category_ids, gt_category_ids, "category_id", source, gt_source)
+    check_known_ids(image_ids, gt_image_ids, "image_id", source, gt_source)
+    check_known_ids(category_ids, gt_category_ids, "category_id", source, gt_source)
     scores = _float_column(_column(results, "score", source, _FORMAT_HINT), "score", source)
 
     boxes = None
-    segmentations = None
+    segmentations = areas = None
     if "segm" in iou_types:
-        segmentations = _segm_column(
+        segmentations, areas = _segm_column(
             _column(
                 results,
                 "segmentation",
@@ -415,7 +508,7 @@ def validate_results(
             f"{source}: detection {i} has a 'bbox' but detection 0 has none; give every "
             "detection a bbox or none (the box area, when present, decides small/medium/large)."
         )
-    return DetectionColumns(image_ids, category_ids, scores, boxes, segmentations)
+    return DetectionColumns(image_ids, category_ids, scores, boxes, segmentations, areas)
 
 
 # --------------------------------------------------------------------------------------
@@ -439,15 +532,20 @@ class ResultsFileScan:
         bbox_keys: occurrences of the key ``"bbox"``.
         score_keys: occurrences of the key ``"score"``.
         negative_size: some box has a negative width or height.
+        literals: occurrences of ``null`` (the engine reads a ``null`` score as no score;
+            a compressed RLE string cannot contain it). Booleans need no screen: the
+            engine's parser refuses them where a number is expected.
     """
 
     is_list: bool = False
     bbox_keys: int = 0
     score_keys: int = 0
     negative_size: bool = False
+    literals: int = 0
 
 
-_KEYS = (b'"bbox"', b'"score"')
+_LITERALS = (b"null",)
+_KEYS = (b'"bbox"', b'"score"', *_LITERALS)
 _KEY_OVERLAP = max(len(k) for k in _KEYS) - 1
 # A box that straddles two chunks is searched in the previous chunk's tail plus the next.
 _BOX_OVERLAP = 1024
@@ -458,7 +556,8 @@ def scan_results_file(path: str | os.PathLike[str]) -> ResultsFileScan:
 
     This is a screen, not a validator: the engine parses the file itself (much faster than
     Python's ``json``), and the screen covers what that parser accepts silently — a missing
-    ``bbox`` or ``score`` shows as a key count below the number of detections, a negative
+    ``bbox`` or ``score`` shows as a key count below the number of detections, a ``null``
+    value as a literal count above zero, a negative
     width or height as a match of a pattern on the text, a top-level object (the engine
     reads a COCO-style dict as results) as ``is_list`` false. Any doubt sends the file to
     :func:`validate_results`, which is exact. The file is read in 32 MiB chunks.
@@ -484,6 +583,7 @@ def scan_results_file(path: str | os.PathLike[str]) -> ResultsFileScan:
                 box_tail = boxes[-_BOX_OVERLAP:]
     scan.bbox_keys = counts[b'"bbox"']
     scan.score_keys = counts[b'"score"']
+    scan.literals = sum(counts[w] for w in _LITERALS)
     return scan
 
 
