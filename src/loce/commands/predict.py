@@ -33,7 +33,6 @@ def run(args: argparse.Namespace) -> int:
     from loce import build
     from loce.engine.distributed import select_device
     from loce.engine.evaluate import predict_to_file
-    from loce.errors import CheckpointError
 
     model, cfg, state = build.load_trained_model(args.checkpoint, args.overrides, args.config)
     cat_ids = state["category_ids"]
@@ -51,12 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
         root = args.image_root or cfg.data.val_images
         dataset = LVISDataset(args.gt, root, train=False, transforms=transforms)
-        if list(dataset.cat_ids) != list(cat_ids):
-            raise CheckpointError(
-                f"{args.gt} has {len(dataset.cat_ids)} categories but the checkpoint was "
-                f"trained on {len(cat_ids)} (or in another order); predict on the same "
-                "category set"
-            )
+        build.check_category_table(dataset, cat_ids, args.gt)
 
     on_image = None
     if args.visualize is not None:

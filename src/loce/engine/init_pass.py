@@ -28,6 +28,7 @@ Every module's mode is restored afterwards.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["INIT_PASS_EPOCH", "InitPassResult", "init_pass_batches", "run_init_pass"]
 
@@ -168,9 +171,7 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
     full = int((memory.count == memory.capacity).sum()) if memory is not None else 0
     result = InitPassResult(images_seen, len(batches), filled, full, heads.num_classes, seconds)
     if rank == 0:
-        print(
-            f"LOCE init pass: {images_seen} images in {len(batches)} batches per process "
-            f"({seconds:.1f} s); memory: {full}/{heads.num_classes} classes full, "
-            f"{filled} non-empty"
-        )
+        logger.info("LOCE init pass: %d images in %d batches per process (%.1f s); memory: "
+                    "%d/%d classes full, %d non-empty", images_seen, len(batches), seconds, full,
+                    heads.num_classes, filled)
     return result
