@@ -219,10 +219,11 @@ def _plot_scores(out: Path, data: Path) -> Path | None:
     key = next(k for k in state["model"] if k.endswith("score_tracker.scores"))
     after = state["model"][key].tolist()[1:]
     train = json.loads((data / "annotations" / "train.json").read_text())
-    counts = [c["image_count"] for c in sorted(train["categories"], key=lambda c: c["id"])]
+    categories = sorted(train["categories"], key=lambda c: c["id"])
     return plot_mean_scores({"after the initialisation pass (stage-1 model)": before,
-                             "after the LOCE fine-tune": after}, counts,
-                            out / "mean_scores.png")
+                             "after the LOCE fine-tune": after},
+                            [c["image_count"] for c in categories], out / "mean_scores.png",
+                            frequencies=[c.get("frequency", "") for c in categories])
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images folder for --gt (default: the config's data.val_images)")
     parser.add_argument("--out", required=True, help="results JSON to write (LVIS format)")
     parser.add_argument("--visualize", default=None, metavar="DIR",
-                        help="also write PNGs with boxes, masks and class names here")
+                        help="also draw boxes, masks and class names on every image and write "
+                        "the pictures here, under the input images' file names")
     parser.add_argument("--vis-threshold", type=float, default=0.3,
                         help="minimum score drawn by --visualize (default 0.3)")
     parser.add_argument("--no-masks", action="store_true", help="write boxes only")
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
 
     on_image = None
     if args.visualize is not None:
-        from loce.engine.predict import draw_detections
+        from loce.engine.predict import draw_detections, save_picture
 
         vis_dir = Path(args.visualize)
         vis_dir.mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
             original = dataset.load_image(index).permute(1, 2, 0).mul(255).round()
             picture = draw_detections(original.byte().numpy(), det, class_names,
                                       args.vis_threshold)
-            picture.save(vis_dir / f"{index + 1:06d}.png")
+            save_picture(picture, vis_dir / dataset.image_path(index).name)
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     n = predict_to_file(model, dataset, args.out, device=device, with_masks=not args.no_masks,

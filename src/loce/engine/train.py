@@ -167,8 +167,8 @@ def _log_evaluation(epoch: int, metrics: Mapping[str, Any], seconds: float, cpu:
     cells = []
     for iou_type, values in metrics.items():
         name = {"bbox": "box", "segm": "mask"}.get(iou_type, iou_type)
-        cells.append(" ".join(f"{name} {k} {100 * float(values[k]):.1f}"
-                              for k in ("AP", "APr", "APc", "APf") if k in values))
+        cells.append(name + " " + " ".join(f"{k} {100 * float(values[k]):.1f}"
+                                           for k in ("AP", "APr", "APc", "APf") if k in values))
     logger.info("epoch %d evaluation (%s, %.0f CPU s): %s", epoch + 1, _duration(seconds), cpu,
                 " | ".join(cells))
 
