@@ -39,6 +39,13 @@ class _ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
+def _log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A ``warnings.showwarning`` that logs to ``py.warnings`` (as ``logging.captureWarnings``
+    does, but installed and removed by loce itself, so nesting with other hooks is safe)."""
+    text = warnings.formatwarning(message, category, filename, lineno, line)
+    logging.getLogger(_WARNINGS).warning("%s", text.rstrip())
+
+
 def _rank() -> int:
     try:
         return int(os.environ.get("RANK", "0"))
@@ -53,7 +60,7 @@ def setup_console(level: int = logging.INFO, prefix: str = "") -> None:
         level: the lowest level shown (rank 0; other ranks show warnings only).
         prefix: put before every line, e.g. ``"[loce] "`` for one of several processes.
     """
-    logging.captureWarnings(True)
+    warnings.showwarning = _log_warning
     handler_level = level if _rank() == 0 else logging.WARNING
     for name in (ROOT, _WARNINGS):
         logger = logging.getLogger(name)
@@ -80,7 +87,7 @@ def log_to_file(path: str | os.PathLike) -> Iterator[Path]:
     handler.setLevel(logging.DEBUG)
     handler.setFormatter(logging.Formatter(FILE_FORMAT))
     show_before = warnings.showwarning
-    logging.captureWarnings(True)
+    warnings.showwarning = _log_warning
     loggers = [logging.getLogger(ROOT), logging.getLogger(_WARNINGS)]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
@@ -94,8 +101,8 @@ def log_to_file(path: str | os.PathLike) -> Iterator[Path]:
             lg.removeHandler(handler)
             lg.setLevel(lvl)
         handler.close()
-        if warnings.showwarning is not show_before:  # it was not captured before: restore
-            logging.captureWarnings(False)
+        if warnings.showwarning is _log_warning:
+            warnings.showwarning = show_before
 
 
 def environment_lines(device, world_size: int) -> list[str]:

@@ -64,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
     if args.protocol is not None:
         overrides.append(f"eval.protocol={args.protocol}")
     model, cfg, state = build.load_trained_model(args.checkpoint, overrides, args.config)
+    if cfg.train.threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)
     device = dist_utils.select_device(args.device)
     dist_utils.init_distributed(device)
     try:
