@@ -257,7 +257,7 @@ def run(args: argparse.Namespace) -> int:
     scores_plot = None if args.stage1_only else _plot_scores(out, data)
     print()
     runs = ", ".join(str(out / d) for d in ("stage1", "control", "loce")[: len(rows)])
-    print(f"runs:        {runs}  (config.yaml, metrics.jsonl, checkpoints/, metrics.json)")
+    print(f"runs:        {runs}  (config.yaml, log.txt, metrics.jsonl, checkpoints/, metrics.json)")
     print("predictions: <run>/eval_epoch_*/predictions.json")
     print(f"plots:       {plot}" + (f", {scores_plot}" if scores_plot else ""))
     print(f"total time:  {(time.perf_counter() - t0) / 60:.1f} min "

@@ -7,7 +7,8 @@ It writes into ``cfg.train.output_dir``:
 
 - ``config.yaml``: the resolved config (with the scaled rate under ``solver.auto_scale_lr``);
 - ``log.txt``: everything logged, with the environment and one summary line per epoch;
-- ``metrics.jsonl``: one JSON line per logged iteration (losses, lr, speed) and per evaluation;
+- ``metrics.jsonl``: one JSON line per logged iteration (losses, lr, speed), per epoch (mean
+  losses, time, CPU seconds) and per evaluation;
 - ``tensorboard/``: the same as TensorBoard scalars, when the package is installed;
 - ``checkpoints/``: ``epoch_N.pth`` after every epoch, ``iter_N.pth`` every
   ``train.checkpoint_every_iters`` iterations, and ``last_checkpoint`` naming the newest;
