@@ -145,9 +145,9 @@ def evaluate_stage(name: str, out: Path, overrides: list[str]) -> dict[str, Any]
 
 def _in_worker(label: str, job: Callable[..., dict[str, Any]], *args) -> dict[str, Any]:
     """Run ``job(*args)`` in a worker process: prefixed log lines, no progress bars."""
-    from loce.logs import setup_console
+    from loce.logs import PROGRESS_ENV, setup_console
 
-    os.environ["TQDM_DISABLE"] = "1"
+    os.environ[PROGRESS_ENV] = "0"
     setup_console(prefix=f"[{label}] ")
     return job(*args)
 

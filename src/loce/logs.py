@@ -19,7 +19,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["environment_lines", "log_to_file", "setup_console"]
+__all__ = ["PROGRESS_ENV", "environment_lines", "log_to_file", "progress_bars", "setup_console"]
+
+# Set to 0 to hide every progress bar (e.g. in one of several processes sharing a console).
+PROGRESS_ENV = "LOCE_PROGRESS"
 
 ROOT = "loce"
 FILE_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -51,6 +54,11 @@ def _rank() -> int:
         return int(os.environ.get("RANK", "0"))
     except ValueError:
         return 0
+
+
+def progress_bars() -> bool:
+    """Whether progress bars are shown (``LOCE_PROGRESS=0`` hides them)."""
+    return os.environ.get(PROGRESS_ENV, "1") != "0"
 
 
 def setup_console(level: int = logging.INFO, prefix: str = "") -> None:

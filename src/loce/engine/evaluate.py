@@ -138,6 +138,7 @@ def predict_to_file(
     from tqdm.auto import tqdm
 
     from loce.data.samplers import collate_fn
+    from loce.logs import progress_bars
 
     was_training = model.training
     model.eval()
@@ -156,7 +157,7 @@ def predict_to_file(
     cat_ids = list(dataset.cat_ids)
     try:
         for k, (images, targets) in enumerate(
-            tqdm(loader, total=len(idx), desc="inference", disable=not progress, leave=False,
+            tqdm(loader, total=len(idx), desc="inference", disable=not (progress and progress_bars()), leave=False,
                  dynamic_ncols=True, mininterval=1.0)
         ):
             images = [im.to(device) for im in images]

@@ -123,6 +123,7 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
     from loce.build import EpochSeededDataset
     from loce.data.samplers import collate_fn
     from loce.engine import distributed as dist_utils
+    from loce.logs import progress_bars
     from loce.models.loce_heads import EquilibriumRoIHeads
 
     heads = getattr(model, "roi_heads", None)
@@ -153,7 +154,8 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
     images_seen = 0
     try:
         with torch.no_grad():
-            bar = tqdm(loader, total=len(batches), desc="LOCE init pass", disable=rank != 0,
+            bar = tqdm(loader, total=len(batches), desc="LOCE init pass",
+                       disable=rank != 0 or not progress_bars(),
                        dynamic_ncols=True, leave=False, mininterval=1.0)
             for images, targets in bar:
                 images, targets = _to_device(images, targets, device)

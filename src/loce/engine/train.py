@@ -49,7 +49,7 @@ from loce.engine.checkpoint import (
 from loce.engine.schedule import apply_auto_scale_lr, build_lr_scheduler, load_scheduler_state
 from loce.engine.tensorboard import ScalarWriter
 from loce.errors import LoceError
-from loce.logs import environment_lines, log_to_file
+from loce.logs import environment_lines, log_to_file, progress_bars
 
 __all__ = ["NonFiniteLossError", "TrainResult", "train", "unwrap"]
 
@@ -133,7 +133,7 @@ def _check_finite(total: torch.Tensor, loss_dict: Mapping[str, torch.Tensor], ep
 def _progress(iterable, total: int, desc: str, enabled: bool, initial: int = 0):
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, initial=initial, disable=not enabled,
+    return tqdm(iterable, total=total, desc=desc, initial=initial, disable=not (enabled and progress_bars()),
                 dynamic_ncols=True, leave=False, mininterval=1.0)
 
 
