@@ -27,7 +27,7 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     assert "stage 1" in printed and "box APr" in printed and "mask APf" in printed
     assert "CE fine-tune" in printed and "LOCE" in printed
     # each result is shown when it is measured, before the final table
-    assert printed.index("[demo] stage 1: box AP") < printed.index("run ")
+    assert printed.index("[demo] stage 1: box AP") < printed.index("box AP  box APr")
     assert "CPU seconds" in printed
     assert (out / "stage1" / "eval_epoch_1" / "predictions.json").is_file()
     for run in ("stage1", "control", "loce"):
