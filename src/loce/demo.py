@@ -13,9 +13,9 @@ On a laptop CPU, in one command:
    are, and plot per-class AP against the number of training images and LOCE's mean
    classification scores before and after the fine-tune.
 
-Thread counts are fixed (``STAGE1_THREADS`` for stage 1, one per process after it), so the
-numbers do not depend on the number of cores or on ``--jobs``; they do depend on the CPU's
-instruction set and the library versions, which choose the floating-point kernels. On two
+Thread counts are fixed (``STAGE1_THREADS`` for stage 1, one per process after it) whatever
+the number of cores or ``--jobs``, because the numbers depend on them; they also depend on
+the CPU's instruction set and the library versions, which choose the floating-point kernels. On two
 cores one thread per process costs much less CPU time than two threads sharing the work.
 
 Every step resumes: running the demo again after an interruption continues where it stopped,
@@ -70,7 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after stage 1 (no fine-tunes)")
     parser.add_argument("--jobs", type=int, default=3, metavar="N",
                         help="processes for the stage-1 evaluation and the two fine-tunes "
-                        "(default 3; 1: one after another in this process; same numbers)")
+                        "(default 3; 1: one after another in this process)")
 
 
 def ensure_dataset(root: Path, preset: str) -> dict[str, Any]:
