@@ -133,8 +133,9 @@ def _check_finite(total: torch.Tensor, loss_dict: Mapping[str, torch.Tensor], ep
 def _progress(iterable, total: int, desc: str, enabled: bool, initial: int = 0):
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, initial=initial, disable=not (enabled and progress_bars()),
-                dynamic_ncols=True, leave=False, mininterval=1.0)
+    return tqdm(iterable, total=total, desc=desc, initial=initial,
+                disable=not (enabled and progress_bars()), dynamic_ncols=True, leave=False,
+                mininterval=1.0)
 
 
 def _cpu_seconds() -> float:
