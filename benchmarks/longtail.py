@@ -379,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
                              "image, boxes only")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
+    from loce.logs import setup_console
+
+    setup_console()  # the runs' progress lines, as under the loce command
 
     if args.methods:
         unknown = [m for m in args.methods if m not in BY_LABEL]

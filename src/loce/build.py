@@ -14,6 +14,7 @@ this process for the same ``data.train_ann`` (the engine builds the dataset firs
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import weakref
@@ -25,6 +26,8 @@ from torch import nn
 
 from loce.config import Config
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "after_resume",
     "before_training",
@@ -34,10 +37,13 @@ __all__ = [
     "build_test_decoder",
     "build_test_transforms",
     "build_val_dataset",
+    "check_category_table",
     "class_statistics",
     "check_reinit_trainable",
     "configure_trainable",
     "epoch_batches",
+    "frequency_groups",
+    "method_scalars",
     "has_unused_parameters",
     "load_initial_weights",
     "load_trained_model",
@@ -393,6 +399,22 @@ def _check_category_table(state: Mapping[str, Any], source: str) -> None:
                               f"category id, found {str(names)[:60]}")
 
 
+def check_category_table(dataset, category_ids: Sequence[int], source: str) -> None:
+    """Refuse a dataset whose categories are not the checkpoint's (same ids, same order).
+
+    Raises:
+        CheckpointError: naming ``source`` (the annotation file) and both counts.
+    """
+    from loce.errors import CheckpointError
+
+    if list(dataset.cat_ids) != [int(c) for c in category_ids]:
+        raise CheckpointError(
+            f"{source} has {len(dataset.cat_ids)} categories but the checkpoint was "
+            f"trained on {len(category_ids)} (or in another order); use annotations with "
+            "the checkpoint's category set"
+        )
+
+
 # State that belongs to the method, not to the network: a stage-1 checkpoint lacks it and a
 # plain model has no place for it (spec c: stage 2 starts from the stage-1 weights). LOCE's
 # mean scores and the buffers of the classification loss (EQLv2's gradient statistics,
@@ -593,7 +615,7 @@ def before_training(model: nn.Module, cfg: Config, dataset, device: torch.device
     main = dist_utils.get_rank() == 0
     if resumed and (not heads.use_feature_memory or heads.memory_restored):
         if main:
-            print("LOCE: mean scores and feature memory restored; initialisation pass skipped")
+            logger.info("LOCE: mean scores and feature memory restored; initialisation pass skipped")
         return
     if not cfg.loce.init_pass:
         return
@@ -605,11 +627,42 @@ def before_training(model: nn.Module, cfg: Config, dataset, device: torch.device
             _write_scores(heads, cfg, "mean_scores_init.json")
         return
     if main:
-        print("LOCE: no saved feature memory for this checkpoint; re-running the "
+        logger.info("LOCE: no saved feature memory for this checkpoint; re-running the "
               "initialisation pass to refill it (the restored mean scores are kept)")
     scores = heads.score_tracker.scores.clone()
     run_init_pass(model, cfg, dataset, device)
     heads.score_tracker.scores.copy_(scores)
+
+
+def frequency_groups(dataset) -> dict[str, list[int]]:
+    """Labels (1..K) of the rare, common and frequent classes of an LVIS dataset.
+
+    Returns ``{"r": [...], "c": [...], "f": [...]}`` with the groups the annotations name
+    (``frequency``); empty for a dataset without frequencies (COCO).
+    """
+    groups: dict[str, list[int]] = {}
+    for label, c in enumerate(dataset.categories, start=1):
+        if c.get("frequency") in ("r", "c", "f"):
+            groups.setdefault(c["frequency"], []).append(label)
+    return {g: groups[g] for g in ("r", "c", "f") if g in groups}
+
+
+def method_scalars(model: nn.Module, groups: Mapping[str, Sequence[int]]) -> dict[str, float]:
+    """Scalars a method tracks during training, for logging (empty for plain Mask R-CNN).
+
+    LOCE: the mean classification score of the rare, common and frequent classes
+    (``loce/mean_score_r`` ...; averages of the per-class mean scores of each group).
+
+    Args:
+        model: the (unwrapped) model.
+        groups: :func:`frequency_groups` of the training set.
+    """
+    heads = _loce_heads(model)
+    if heads is None:
+        return {}
+    scores = heads.score_tracker.scores.detach().float().cpu()
+    return {f"loce/mean_score_{g}": float(scores[list(labels)].mean())
+            for g, labels in groups.items() if labels}
 
 
 def _write_scores(heads, cfg: Config, name: str) -> None:
@@ -687,7 +740,7 @@ def load_rank_state(model: nn.Module, cfg: Config, ckpt_dir, name: str, rank: in
 
     path = Path(ckpt_dir) / _memory_file(name, rank)
     if not path.is_file():
-        print(f"LOCE: rank {rank} finds no saved feature memory {path}")
+        logger.warning("LOCE: rank %d finds no saved feature memory %s", rank, path)
         return
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)

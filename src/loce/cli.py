@@ -18,6 +18,7 @@ from loce.errors import LoceError
 COMMANDS: dict[str, str] = {
     "synth": "loce.commands.synth",
     "train": "loce.commands.train",
+    "test": "loce.commands.test",
     "predict": "loce.commands.predict",
     "eval": "loce.commands.eval",
     "convert": "loce.commands.convert",
@@ -48,8 +49,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit status."""
+    from loce.logs import setup_console
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    setup_console()
     try:
         return int(args._run(args) or 0)
     except LoceError as err:

@@ -391,7 +391,7 @@ class Detector:
         Returns:
             The picture (a PIL image).
         """
-        from loce.engine.predict import draw_detections
+        from loce.engine.predict import draw_detections, save_picture
 
         rgb, _ = to_rgb_array(image)
         if isinstance(result, DetectionResult) and tuple(result.image_size) != rgb.shape[:2]:
@@ -401,10 +401,5 @@ class Detector:
         det = result.as_dict() if isinstance(result, DetectionResult) else result
         picture = draw_detections(rgb, det, self.category_names, score_threshold)
         if out_path is not None:
-            from loce.fileio import atomic_write
-
-            out_path = Path(out_path)
-            fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(out_path.suffix.lower(), None)
-            with atomic_write(out_path, "wb", what="picture") as f:
-                picture.save(f, format=fmt or (out_path.suffix[1:].upper() or "PNG"))
+            save_picture(picture, out_path)
         return picture

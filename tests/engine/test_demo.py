@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from engine_utils import tiny_overrides
 
 from loce.cli import main as cli_main
 
 
+@pytest.mark.slow
 def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
+    """The stage-1 evaluation and the two fine-tunes run in three processes."""
     data = tmp_path / "synthetic"
     out = tmp_path / "demo"
     overrides = [o for o in tiny_overrides(data, out / "unused", **{"train.eval_at_end": True,
@@ -23,6 +26,12 @@ def test_demo_runs_every_stage_and_resumes(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "stage 1" in printed and "box APr" in printed and "mask APf" in printed
     assert "CE fine-tune" in printed and "LOCE" in printed
+    # each result is shown when it is measured, before the final table
+    assert printed.index("[demo] stage 1: box AP") < printed.index("box AP  box APr")
+    assert "CPU seconds" in printed
+    assert (out / "stage1" / "eval_epoch_1" / "predictions.json").is_file()
+    for run in ("stage1", "control", "loce"):
+        assert "epoch 1/1: 2 iterations" in (out / run / "log.txt").read_text()
     assert (out / "ap_vs_frequency.png").stat().st_size > 10_000
     assert (out / "mean_scores.png").stat().st_size > 10_000
     for run in ("stage1", "control", "loce"):

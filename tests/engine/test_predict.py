@@ -29,7 +29,9 @@ def test_predict_on_annotated_set_then_eval(tiny_dataset, tiny_checkpoint, tmp_p
         assert x + w <= sizes[r["image_id"]][1] + 1e-3 and y + h <= sizes[r["image_id"]][0] + 1e-3
         assert r["segmentation"]["size"] == list(sizes[r["image_id"]])
         assert isinstance(r["segmentation"]["counts"], str)
-    assert len(list(vis.glob("*.png"))) == len(val["images"])
+    # one picture per image, under the input's file name
+    names = {im["coco_url"].rsplit("/", 1)[-1] for im in val["images"]}
+    assert {p.name for p in vis.iterdir()} == names
     metrics_path = tmp_path / "metrics.json"
     assert cli_main(["eval", "--gt", str(tiny_dataset / "annotations/val.json"),
                      "--results", str(out), "--out", str(metrics_path)]) == 0
@@ -112,3 +114,67 @@ def test_predict_top_k_per_class_over_the_dataset(tiny_dataset, tiny_checkpoint,
     assert max(sum(r["category_id"] == c for r in kept) for c in by_class) == 3
     assert len(everything) > len(kept)
     assert cli_main([*common, "--out", str(capped), "--dets-per-class", "0"]) == 2
+
+
+# ---------------------------------------------------------------------------- pictures
+
+
+def _det(boxes, labels, scores, masks=None):
+    import torch
+
+    det = {"boxes": torch.tensor(boxes, dtype=torch.float32), "labels": torch.tensor(labels),
+           "scores": torch.tensor(scores, dtype=torch.float32)}
+    if masks is not None:
+        det["masks"] = torch.from_numpy(masks)[:, None]
+    return det
+
+
+def test_label_positions_stay_inside_the_image():
+    from loce.engine.predict import _label_position
+
+    # above the box when there is room, inside its top edge when not
+    assert _label_position((20, 30, 60, 80), (50, 12), (200, 100)) == (20, 18)
+    assert _label_position((20, 5, 60, 80), (50, 12), (200, 100)) == (20, 5)
+    # a box at the right edge: the label moves left so that all of it is in the image
+    assert _label_position((190, 30, 199, 80), (50, 12), (200, 100)) == (150, 18)
+    # at the bottom right corner, a box of one pixel
+    assert _label_position((199, 99, 200, 100), (50, 12), (200, 100)) == (150, 87)
+
+
+def test_pictures_tint_masks_threshold_and_keep_colours():
+    import numpy as np
+
+    from loce.engine.predict import class_color, draw_detections
+
+    image = np.full((60, 120, 3), 100, dtype=np.uint8)
+    masks = np.zeros((2, 60, 120), dtype=bool)
+    masks[0, 30:50, 10:40] = True
+    masks[1, 30:50, 70:100] = True
+    det = _det([[8, 28, 42, 52], [68, 28, 102, 52]], [3, 5], [0.9, 0.2], masks)
+    picture = np.asarray(draw_detections(image, det, [f"c{i}" for i in range(1, 6)], 0.5,
+                                         mask_alpha=0.5))
+    colour = np.array(class_color(3), dtype=float)
+    # inside the first mask: half image, half class colour (torchvision's blend)
+    np.testing.assert_allclose(picture[40, 25], 0.5 * 100 + 0.5 * colour, atol=1)
+    # the second detection scores below the threshold: not drawn at all
+    assert (picture[30:50, 70:100] == 100).all()
+    # the label of the first sits above its box, on the class colour
+    assert (np.abs(picture[17:27, 8:20].astype(float) - colour).sum(-1) < 3).any()
+    # one colour per class, the same every time, different between classes
+    assert class_color(3) == class_color(3) and class_color(3) != class_color(4)
+    nothing = draw_detections(image, _det(np.zeros((0, 4)), [], []), ["a"], 0.5)
+    assert (np.asarray(nothing) == image).all()
+
+
+def test_long_names_at_the_right_edge_are_not_cut():
+    import numpy as np
+
+    from loce.engine.predict import draw_detections
+
+    image = np.zeros((80, 160, 3), dtype=np.uint8)
+    det = _det([[150, 40, 159, 70]], [1], [0.87])
+    picture = np.asarray(draw_detections(image, det, ["orange_solid_hexagon"], 0.3))
+    label_rows = picture[20:40]
+    columns = np.nonzero(label_rows.any(axis=(0, 2)))[0]
+    # the filled label box ends inside the image and is wider than the box it names
+    assert columns.max() <= 159 and columns.min() < 150 - 60

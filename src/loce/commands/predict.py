@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images folder for --gt (default: the config's data.val_images)")
     parser.add_argument("--out", required=True, help="results JSON to write (LVIS format)")
     parser.add_argument("--visualize", default=None, metavar="DIR",
-                        help="also write PNGs with boxes, masks and class names here")
+                        help="also draw boxes, masks and class names on every image and write "
+                        "the pictures here, under the input images' file names")
     parser.add_argument("--vis-threshold", type=float, default=0.3,
                         help="minimum score drawn by --visualize (default 0.3)")
     parser.add_argument("--no-masks", action="store_true", help="write boxes only")
@@ -35,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from loce import build
     from loce.engine.evaluate import predict_to_file
-    from loce.errors import CheckpointError, ConfigError
+    from loce.errors import ConfigError
     from loce.fileio import check_output_file, ensure_directory
     from loce.inference import Detector
 
@@ -62,12 +64,7 @@ def run(args: argparse.Namespace) -> int:
         root = args.image_root or cfg.data.val_images
         dataset = LVISDataset(args.gt, root, train=False, transforms=det.transforms,
                               decoder=det.decoder)
-        if list(dataset.cat_ids) != list(cat_ids):
-            raise CheckpointError(
-                f"{args.gt} has {len(dataset.cat_ids)} categories but the checkpoint was "
-                f"trained on {len(cat_ids)} (or in another order); predict on the same "
-                "category set"
-            )
+        build.check_category_table(dataset, cat_ids, args.gt)
 
     on_image = None
     if args.visualize is not None:
@@ -75,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
 
         def on_image(index, image, result):  # image: the resized model input (unused)
             original = dataset.load_image(index)
-            det.draw(result, original, vis_dir / f"{index + 1:06d}.png",
+            det.draw(result, original, vis_dir / dataset.image_path(index).name,
                      score_threshold=args.vis_threshold)
 
     n = predict_to_file(det.model, dataset, args.out, device=det.device,

@@ -15,6 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue from the run directory's last checkpoint")
     parser.add_argument("--output-dir", default=None,
                         help="run directory (same as --set train.output_dir=DIR)")
+    parser.add_argument("--auto-scale-lr", action="store_true",
+                        help="scale solver.lr linearly from solver.reference_batch to the actual "
+                        "batch, world size x data.images_per_gpu (same as --set "
+                        "solver.auto_scale_lr=true)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -27,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.output_dir is not None:
         overrides.append(f"train.output_dir={args.output_dir}")
+    if args.auto_scale_lr:
+        overrides.append("solver.auto_scale_lr=true")
     cfg = load_config(args.config, overrides)
     try:
         metrics = train(cfg, resume=args.resume).metrics

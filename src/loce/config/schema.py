@@ -82,10 +82,18 @@ class SolverConfig:
     """SGD with momentum, linear warmup and step decay by epoch.
 
     The learning rate is for the *global* batch: the original uses lr 0.02 for 16 images
-    (2 per GPU x 8 GPUs). For another global batch B scale it linearly: lr = 0.02 * B / 16.
+    (2 per GPU x 8 GPUs). For another global batch B scale it linearly: lr = 0.02 * B / 16,
+    or set ``auto_scale_lr`` to have the run do it.
     """
 
     lr: float = 0.02
+    # The global batch (images per step) that `lr` is meant for.
+    reference_batch: int = 16
+    # Scale `lr` linearly to the run's batch, world size x data.images_per_gpu:
+    # lr * world_size * images_per_gpu / reference_batch (logged, and stored in the run's config).
+    auto_scale_lr: bool = False
+    # Set by auto_scale_lr: the config's rate before scaling (leave null).
+    lr_scaled_from: float | None = None
     momentum: float = 0.9
     weight_decay: float = 1e-4
     epochs: int = 24
@@ -103,6 +111,10 @@ class SolverConfig:
 
     def validate(self, prefix: str = "solver") -> None:
         _check(self.lr > 0, f"{prefix}.lr", f"must be positive, got {self.lr}")
+        _check(self.reference_batch >= 1, f"{prefix}.reference_batch",
+               f"must be >= 1, got {self.reference_batch}")
+        _check(self.lr_scaled_from is None or self.lr_scaled_from > 0, f"{prefix}.lr_scaled_from",
+               "must be positive or null")
         _check(0 <= self.momentum < 1, f"{prefix}.momentum", f"must be in [0, 1), got {self.momentum}")
         _check(self.weight_decay >= 0, f"{prefix}.weight_decay", "must be >= 0")
         _check(self.epochs >= 1, f"{prefix}.epochs", f"must be >= 1, got {self.epochs}")
@@ -140,6 +152,9 @@ class TrainConfig:
     max_iters_per_epoch: int | None = None
     # CPU threads per process (null: leave torch's default).
     threads: int | None = None
+    # TensorBoard scalars in output_dir/tensorboard (needs the `tensorboard` package,
+    # `pip install 'loce[tensorboard]'`; without it a log line says so and training goes on).
+    tensorboard: bool = True
     # Module-name prefixes whose parameters stay trainable, e.g. [rpn, roi_heads.mask_head]
     # (a prefix matches a parameter name equal to it or starting with it plus "."); every
     # other parameter is frozen, and BatchNorm layers left without trainable parameters use

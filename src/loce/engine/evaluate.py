@@ -151,6 +151,7 @@ def predict_to_file(
     from tqdm.auto import tqdm
 
     from loce.data.samplers import collate_fn
+    from loce.logs import progress_bars
 
     was_training = model.training
     model.eval()
@@ -169,7 +170,8 @@ def predict_to_file(
     try:
         with _ResultWriter(Path(out_path)) as writer:
             for k, (images, targets) in enumerate(
-                tqdm(loader, total=len(idx), desc="inference", disable=not progress,
+                tqdm(loader, total=len(idx), desc="inference",
+                     disable=not (progress and progress_bars()),
                      leave=False, dynamic_ncols=True, mininterval=1.0)
             ):
                 images = [im.to(device) for im in images]

@@ -28,6 +28,7 @@ Every module's mode is restored afterwards.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["INIT_PASS_EPOCH", "InitPassResult", "init_pass_batches", "run_init_pass"]
 
@@ -120,6 +123,7 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
     from loce.build import EpochSeededDataset
     from loce.data.samplers import collate_fn
     from loce.engine import distributed as dist_utils
+    from loce.logs import progress_bars
     from loce.models.loce_heads import EquilibriumRoIHeads
 
     heads = getattr(model, "roi_heads", None)
@@ -150,7 +154,8 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
     images_seen = 0
     try:
         with torch.no_grad():
-            bar = tqdm(loader, total=len(batches), desc="LOCE init pass", disable=rank != 0,
+            bar = tqdm(loader, total=len(batches), desc="LOCE init pass",
+                       disable=rank != 0 or not progress_bars(),
                        dynamic_ncols=True, leave=False, mininterval=1.0)
             for images, targets in bar:
                 images, targets = _to_device(images, targets, device)
@@ -168,9 +173,7 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
     full = int((memory.count == memory.capacity).sum()) if memory is not None else 0
     result = InitPassResult(images_seen, len(batches), filled, full, heads.num_classes, seconds)
     if rank == 0:
-        print(
-            f"LOCE init pass: {images_seen} images in {len(batches)} batches per process "
-            f"({seconds:.1f} s); memory: {full}/{heads.num_classes} classes full, "
-            f"{filled} non-empty"
-        )
+        logger.info("LOCE init pass: %d images in %d batches per process (%.1f s); memory: "
+                    "%d/%d classes full, %d non-empty", images_seen, len(batches), seconds, full,
+                    heads.num_classes, filled)
     return result

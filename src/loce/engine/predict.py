@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import os
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import torch
 from loce.data.image_io import Decoder, check_decoder
 from loce.errors import DataError
 
-__all__ = ["ImageFolder", "draw_detections"]
+__all__ = ["ImageFolder", "class_color", "draw_detections", "save_picture"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -46,6 +47,9 @@ class ImageFolder:
     def __len__(self) -> int:
         return len(self.files)
 
+    def image_path(self, i: int) -> Path:
+        return self.files[i]
+
     def load_image(self, i: int) -> torch.Tensor:
         """Image ``i`` as ``[3, H, W]`` float32 in ``[0, 1]`` (grey and RGBA images are
         converted to RGB with a note, see :func:`loce.inference.read_image`)."""
@@ -71,9 +75,32 @@ class ImageFolder:
         return image, target
 
 
-def _color(label: int) -> tuple[int, int, int]:
-    rng = np.random.default_rng(label * 7919 + 17)
-    return tuple(int(c) for c in rng.integers(40, 256, size=3))  # type: ignore[return-value]
+def class_color(label: int) -> tuple[int, int, int]:
+    """The colour of class ``label`` in every picture: saturated hues a golden angle apart, so
+    neighbouring labels differ clearly and a class keeps its colour across images and runs."""
+    r, g, b = colorsys.hsv_to_rgb((label * 0.618033988749895) % 1.0, 0.85, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _label_position(box: tuple[float, float, float, float], text_size: tuple[int, int],
+                    image_size: tuple[int, int]) -> tuple[int, int]:
+    """Top-left corner of a label: above the box, or inside its top edge where there is no
+    room above; moved left and down as needed so that the whole label stays in the image."""
+    x1, y1 = box[0], box[1]
+    tw, th = text_size
+    w, h = image_size
+    x = min(max(0, int(x1)), max(0, w - tw))
+    y = int(y1) - th if y1 - th >= 0 else int(y1)
+    return x, min(max(0, y), max(0, h - th))
 
 
 def draw_detections(
@@ -82,38 +109,73 @@ def draw_detections(
     class_names: list[str],
     score_threshold: float = 0.3,
     max_shown: int = 50,
+    *,
+    mask_alpha: float = 0.45,
+    box_width: int = 2,
+    font_size: int | None = None,
 ):
-    """Draw boxes, masks and class names on an RGB uint8 image ``[H, W, 3]``; returns a PIL image.
+    """Draw masks, boxes and class names on an RGB image; returns a PIL image.
+
+    Masks and boxes are drawn with ``torchvision.utils.draw_segmentation_masks`` and
+    ``draw_bounding_boxes`` in the colour of their class (:func:`class_color`); each label
+    ("name score") sits on a filled box of that colour above its detection and is moved so
+    that it is never cut at the image's edge.
 
     Args:
-        image: the original image.
-        det: ``boxes [n,4]`` xyxy, ``labels [n]`` in 1..K, ``scores [n]``, optional
-            ``masks [n,1,H,W]`` bool, all in the original frame.
+        image: the original image, ``[H, W, 3]`` uint8.
+        det: ``boxes [n,4]`` float xyxy, ``labels [n]`` int64 in 1..K, ``scores [n]`` float,
+            optional ``masks [n,1,H,W]`` bool or float in [0, 1], all in the original frame.
         class_names: name of label ``i`` at ``class_names[i - 1]``.
         score_threshold: draw detections scoring at least this.
         max_shown: draw at most this many (highest scores).
+        mask_alpha: opacity of the mask tint.
+        box_width: box outline width in pixels.
+        font_size: label text height in pixels (default: about 1/28 of the shorter side, >= 10).
     """
     from PIL import Image, ImageDraw
+    from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-    scores = det["scores"].float().cpu()
+    h, w = image.shape[:2]
+    scores = det["scores"].detach().float().cpu()
     keep = torch.nonzero(scores >= score_threshold).flatten()
     keep = keep[scores[keep].argsort(descending=True)][:max_shown]
-    canvas = image.astype(np.float32).copy()
-    if "masks" in det and len(keep):
-        masks = det["masks"][keep].reshape(len(keep), *image.shape[:2]).cpu().numpy().astype(bool)
-        for m, k in zip(masks, keep.tolist()):
-            color = np.array(_color(int(det["labels"][k])), dtype=np.float32)
-            canvas[m] = 0.5 * canvas[m] + 0.5 * color
-    out = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
+    canvas = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1)
+    if len(keep) == 0:
+        return Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8))
+    labels = [int(v) for v in det["labels"].detach().cpu()[keep]]
+    colors = [class_color(label) for label in labels]
+    if "masks" in det:
+        masks = det["masks"].detach().cpu()[keep].reshape(len(keep), h, w)
+        masks = masks if masks.dtype == torch.bool else masks >= 0.5
+        canvas = draw_segmentation_masks(canvas, masks, alpha=mask_alpha, colors=colors)
+    boxes = det["boxes"].detach().float().cpu()[keep]
+    canvas = draw_bounding_boxes(canvas, boxes, colors=colors, width=box_width)
+    out = Image.fromarray(canvas.permute(1, 2, 0).numpy())
     draw = ImageDraw.Draw(out)
-    for k in keep.tolist()[::-1]:
-        label = int(det["labels"][k])
-        x1, y1, x2, y2 = (float(v) for v in det["boxes"][k])
-        color = _color(label)
-        draw.rectangle([x1, y1, x2, y2], outline=color, width=2)
+    font = _font(font_size or max(10, round(min(h, w) / 28)))
+    # lowest score first, so that the best detections' labels end up on top
+    for k in reversed(range(len(keep))):
+        label, color = labels[k], colors[k]
         name = class_names[label - 1] if 0 < label <= len(class_names) else str(label)
-        text = f"{name} {float(scores[k]):.2f}"
-        tw = draw.textlength(text)
-        draw.rectangle([x1, max(0.0, y1 - 11), x1 + tw + 4, max(11.0, y1)], fill=color)
-        draw.text((x1 + 2, max(0.0, y1 - 11)), text, fill=(0, 0, 0))
+        text = f"{name} {float(scores[keep[k]]):.2f}"
+        left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+        size = (right - left + 4, bottom - top + 2)
+        x, y = _label_position(tuple(float(v) for v in boxes[k]), size, (w, h))
+        draw.rectangle([x, y, x + size[0] - 1, y + size[1] - 1], fill=color)
+        ink = (0, 0, 0) if sum(color) > 380 else (255, 255, 255)
+        draw.text((x + 2 - left, y + 1 - top), text, fill=ink, font=font)
     return out
+
+
+def save_picture(picture, path: str | os.PathLike) -> Path:
+    """Write a PIL image atomically, in the format its file name's extension names."""
+    from PIL import Image
+
+    from loce.fileio import atomic_write
+
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    options = {"quality": 95} if fmt == "JPEG" else {}
+    with atomic_write(path, "wb", what="picture") as f:
+        picture.save(f, format=fmt, **options)
+    return path

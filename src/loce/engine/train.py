@@ -1,11 +1,15 @@
 """The training loop: one function for one process or many (``torchrun``), CPU or CUDA.
 
 ``train(cfg)`` builds everything from the config (through :mod:`loce.build`), then runs epochs
-of SGD with warmup and step decay, optional gradient clipping and mixed precision on CUDA.
+of SGD with warmup and step decay (a ``torch.optim.lr_scheduler.LambdaLR``, see
+:mod:`loce.engine.schedule`), optional gradient clipping and mixed precision on CUDA.
 It writes into ``cfg.train.output_dir``:
 
-- ``config.yaml``: the resolved config;
-- ``metrics.jsonl``: one JSON line per logged iteration (losses, lr, speed) and per evaluation;
+- ``config.yaml``: the resolved config (with the scaled rate under ``solver.auto_scale_lr``);
+- ``log.txt``: everything logged, with the environment and one summary line per epoch;
+- ``metrics.jsonl``: one JSON line per logged iteration (losses, lr, speed), per epoch (mean
+  losses, time, CPU seconds) and per evaluation;
+- ``tensorboard/``: the same as TensorBoard scalars, when the package is installed;
 - ``checkpoints/``: ``epoch_N.pth`` after every epoch, ``iter_N.pth`` every
   ``train.checkpoint_every_iters`` iterations, and ``last_checkpoint`` naming the newest;
 - ``metrics.json``: the final evaluation (``{"bbox": {...}, "segm": {...}}``).
@@ -26,11 +30,12 @@ checkpoint saved at that very iteration, whose weights produced the loss, is ski
 from __future__ import annotations
 
 import json
+import logging
 import math
+import resource
 import time
-import warnings
 from collections.abc import Mapping
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,12 +59,16 @@ from loce.engine.checkpoint import (
     save_checkpoint,
     set_last_checkpoint,
 )
-from loce.engine.schedule import WarmupStepSchedule
+from loce.engine.schedule import apply_auto_scale_lr, build_lr_scheduler, load_scheduler_state
+from loce.engine.tensorboard import ScalarWriter
 from loce.errors import LoceError
 from loce.faults import fault_point
 from loce.fileio import atomic_write_json, ensure_directory, remove_stale_temp_files
+from loce.logs import environment_lines, log_to_file, progress_bars
 
 __all__ = ["NonFiniteLossError", "NonFiniteWeightsError", "TrainResult", "train", "unwrap"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -202,8 +211,46 @@ def _check_finite_state(model: nn.Module, optimizer: torch.optim.Optimizer, devi
 def _progress(iterable, total: int, desc: str, enabled: bool, initial: int = 0):
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, initial=initial, disable=not enabled,
-                dynamic_ncols=True, leave=False, mininterval=1.0)
+    return tqdm(iterable, total=total, desc=desc, initial=initial,
+                disable=not (enabled and progress_bars()), dynamic_ncols=True, leave=False,
+                mininterval=1.0)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}"
+
+
+def _epoch_summary(epoch: int, epochs: int, sums: Mapping[str, torch.Tensor], count: int,
+                   lr: float, seconds: float, cpu: float, images: int,
+                   eta: float) -> tuple[str, dict]:
+    """The epoch's log line and record: mean losses over its iterations (all ranks), lr, time
+    (wall and this process's CPU seconds) and the estimated time left for the later epochs."""
+    means = _reduce_losses({k: v / max(count, 1) for k, v in sums.items()}) if sums else {}
+    record = {"type": "epoch", "epoch": epoch + 1, "iters": count, "lr": lr,
+              "loss": sum(means.values()), **means, "seconds": seconds, "cpu_seconds": cpu,
+              "images_per_sec": images / seconds if seconds > 0 else 0.0}
+    parts = " ".join(f"{k}={v:.4f}" for k, v in means.items())
+    line = (f"epoch {epoch + 1}/{epochs}: {count} iterations, mean loss {record['loss']:.4f} "
+            f"({parts}), lr {lr:.3g}, {_duration(seconds)} ({cpu:.0f} CPU s, "
+            f"{record['images_per_sec']:.2f} images/s), ETA {_duration(eta)}")
+    return line, record
+
+
+def _log_evaluation(epoch: int, metrics: Mapping[str, Any], seconds: float, cpu: float) -> None:
+    cells = []
+    for iou_type, values in metrics.items():
+        name = {"bbox": "box", "segm": "mask"}.get(iou_type, iou_type)
+        cells.append(name + " " + " ".join(f"{k} {100 * float(values[k]):.1f}"
+                                           for k in ("AP", "APr", "APc", "APf") if k in values))
+    logger.info("epoch %d evaluation (%s, %.0f CPU s): %s", epoch + 1, _duration(seconds), cpu,
+                " | ".join(cells))
 
 
 def train(cfg: Config, *, resume: bool = False) -> TrainResult:
@@ -213,8 +260,13 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
         cfg: a validated config.
         resume: continue from ``output_dir/checkpoints/last_checkpoint`` when it exists.
     """
+    with ExitStack() as stack:
+        return _train(cfg, resume, stack)
+
+
+def _train(cfg: Config, resume: bool, stack: ExitStack) -> TrainResult:
     from loce import build
-    from loce.engine.evaluate import evaluate
+    from loce.engine.evaluate import METRIC_KEYS, evaluate
 
     if cfg.train.threads is not None:
         torch.set_num_threads(cfg.train.threads)
@@ -222,9 +274,8 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
     dist_utils.init_distributed(device)
     rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
     main = rank == 0
-    if cfg.solver.amp != "none" and device.type != "cuda":
-        warnings.warn(f"solver.amp={cfg.solver.amp} needs CUDA; training in fp32 on {device}",
-                      stacklevel=2)
+    given_lr = cfg.solver.lr
+    cfg = apply_auto_scale_lr(cfg, world)
 
     out = Path(cfg.train.output_dir)
     ckpt_dir = out / "checkpoints"
@@ -233,9 +284,24 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
         # Temporary files of writers killed mid-write (SIGKILL) would only fill the disk.
         remove_stale_temp_files(out)
         remove_stale_temp_files(ckpt_dir)
+        stack.enter_context(log_to_file(out / "log.txt"))
         save_config(cfg, out / "config.yaml")
+        logger.info("run directory %s (resolved config: %s)", out, out / "config.yaml")
+        for line in environment_lines(device, world):
+            logger.info("%s", line)
+        if cfg.solver.auto_scale_lr:
+            logger.info("solver.auto_scale_lr: lr %.6g = %.6g x %d images per step (%d process(es) "
+                        "x %d) / %d reference images", cfg.solver.lr, cfg.solver.lr_scaled_from,
+                        world * cfg.data.images_per_gpu, world, cfg.data.images_per_gpu,
+                        cfg.solver.reference_batch)
+            if given_lr != cfg.solver.lr_scaled_from:
+                logger.debug("the config's lr %.6g was already scaled", given_lr)
+    if cfg.solver.amp != "none" and device.type != "cuda":
+        logger.warning("solver.amp=%s needs CUDA; training in fp32 on %s", cfg.solver.amp, device)
     dist_utils.barrier()
     log = MetricsLog(out / "metrics.jsonl", enabled=main)
+    board = ScalarWriter(out / "tensorboard", enabled=main and cfg.train.tensorboard)
+    stack.callback(board.close)
 
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     train_set = build.build_train_dataset(cfg)
@@ -253,8 +319,10 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
         raise LoceError("no trainable parameters: check the model's freezing settings")
     optimizer = torch.optim.SGD(params, lr=cfg.solver.lr, momentum=cfg.solver.momentum,
                                 weight_decay=cfg.solver.weight_decay)
-    schedule = WarmupStepSchedule(optimizer, cfg.solver.lr, cfg.solver.steps, cfg.solver.gamma,
-                                  cfg.solver.warmup_iters, cfg.solver.warmup_ratio)
+    # Iterations of every epoch (a function of seed and epoch): the step milestones and the ETA.
+    epoch_lengths = [len(build.epoch_batches(cfg, train_set, e, rank, world))
+                     for e in range(cfg.solver.epochs)]
+    schedule = build_lr_scheduler(optimizer, cfg.solver, epoch_lengths)
     use_scaler = device.type == "cuda" and cfg.solver.amp == "fp16"
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
 
@@ -263,13 +331,16 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
         last = find_last_checkpoint(ckpt_dir)
         if last is None:
             if main:
-                print(f"no checkpoint in {ckpt_dir}; starting from the beginning")
+                logger.info("no checkpoint in %s; starting from the beginning", ckpt_dir)
         else:
             state = load_checkpoint_file(last)
             check_resumable(state, str(last))
             load_model_weights(model, state, str(last))
             _load_optimizer(optimizer, state, cfg, str(last))
-            _load_schedule(schedule, state["scheduler"], cfg, str(last), main)
+            for note in load_scheduler_state(schedule, state["scheduler"],
+                                             int(state["global_iter"]), cfg.solver, str(last)):
+                if main:
+                    logger.info("%s", note)
             if scaler is not None and state.get("scaler") is not None:
                 scaler.load_state_dict(state["scaler"])
             start_epoch, start_iter = int(state["epoch"]), int(state["iter_in_epoch"])
@@ -281,7 +352,8 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
             build.prune_rank_state(cfg, ckpt_dir, last.name, rank)
             build.after_resume(model, state)
             if main:
-                print(f"resumed from {last} at epoch {start_epoch + 1}, iteration {start_iter}")
+                logger.info("resumed from %s at epoch %d, iteration %d", last, start_epoch + 1,
+                            start_iter)
 
     build.before_training(model, cfg, train_set, device, resumed=global_iter > 0)
 
@@ -332,6 +404,8 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
 
     metrics: dict[str, Any] = {}
     epochs = cfg.solver.epochs
+    groups = build.frequency_groups(train_set)
+    images_per_step = cfg.data.images_per_gpu * world
     for epoch in range(start_epoch, epochs):
         batches = build.epoch_batches(cfg, train_set, epoch, rank, world)
         skip = start_iter if epoch == start_epoch else 0
@@ -339,10 +413,13 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
         ddp_model.train()
         bar = _progress(loader, total=len(batches), desc=f"epoch {epoch + 1}/{epochs}",
                         enabled=main, initial=skip)
-        t_last = time.perf_counter()
-        it = skip - 1
+        t_last = t_epoch = time.perf_counter()
+        c_epoch = _cpu_seconds()
+        sums: dict[str, torch.Tensor] = {}
+        it = last_logged = skip - 1
+        lr = optimizer.param_groups[0]["lr"]
         for it, (images, targets) in enumerate(bar, start=skip):
-            lr = schedule.step(global_iter, epoch)
+            lr = optimizer.param_groups[0]["lr"]
             images, targets = _to_device(images, targets, device)
             with _autocast(device, cfg.solver.amp):
                 loss_dict = ddp_model(images, targets)
@@ -361,29 +438,56 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
                 if cfg.solver.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(params, cfg.solver.grad_clip)
                 optimizer.step()
+            schedule.step()
             global_iter += 1
+            for k, v in loss_dict.items():
+                sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
 
             if (it + 1) % cfg.train.log_every_iters == 0 or it + 1 == len(batches):
                 losses = _reduce_losses(loss_dict)
                 now = time.perf_counter()
+                seconds = (now - t_last) / (it - last_logged)
+                last_logged = it
                 record = {"type": "train", "epoch": epoch + 1, "iter": it + 1,
                           "global_iter": global_iter, "lr": lr,
                           "loss": sum(losses.values()), **losses,
-                          "sec_per_iter": (now - t_last) / cfg.train.log_every_iters}
+                          "sec_per_iter": seconds,
+                          "images_per_sec": images_per_step / seconds if seconds > 0 else 0.0}
                 t_last = now
                 log.write(record)
                 if main:
                     bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
+                    logger.debug("epoch %d iter %d/%d: %s", epoch + 1, it + 1, len(batches),
+                                 " ".join(f"{k}={v:.4g}" for k, v in record.items()
+                                          if k.startswith("loss") or k in ("lr", "sec_per_iter")))
+                    board.add_scalars({**{f"train/{k}": v for k, v in losses.items()},
+                                       "train/loss": record["loss"], "train/lr": lr,
+                                       "train/images_per_sec": record["images_per_sec"],
+                                       **build.method_scalars(model, groups)}, global_iter)
             every = cfg.train.checkpoint_every_iters
             if every and global_iter % every == 0 and it + 1 < len(batches):
                 checkpoint(f"iter_{global_iter}.pth", epoch, it + 1, global_iter)
         bar.close()
+        seconds = time.perf_counter() - t_epoch
+        done = it + 1 - skip
+        eta = seconds / max(done, 1) * sum(epoch_lengths[epoch + 1:])
+        line, summary = _epoch_summary(epoch, epochs, sums, done, lr, seconds,
+                                       _cpu_seconds() - c_epoch, done * images_per_step, eta)
+        if main:
+            logger.info("%s", line)
+            log.write(summary)
         checkpoint(f"epoch_{epoch + 1}.pth", epoch + 1, 0, global_iter)
         last_epoch = epoch + 1 == epochs
         every_e = cfg.train.eval_every_epochs
         if (last_epoch and cfg.train.eval_at_end) or (every_e and (epoch + 1) % every_e == 0):
+            t_eval, c_eval = time.perf_counter(), _cpu_seconds()
             metrics = evaluate(model, cfg, out / f"eval_epoch_{epoch + 1}", device=device)
             log.write({"type": "eval", "epoch": epoch + 1, **_flat(metrics)})
+            if main:
+                _log_evaluation(epoch, metrics, time.perf_counter() - t_eval,
+                                _cpu_seconds() - c_eval)
+                board.add_scalars({f"eval/{k}": v for k, v in _flat(metrics).items()
+                                   if k.split("/")[-1] in METRIC_KEYS}, global_iter)
     if main and metrics:
         atomic_write_json(out / "metrics.json", metrics, what="metrics file", sort_keys=True)
     dist_utils.barrier()
@@ -424,26 +528,6 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, state: Mapping[str, Any], 
             f"({err}); resume with the config the run was started with, or start a new "
             "train.output_dir"
         ) from None
-
-
-def _load_schedule(schedule: WarmupStepSchedule, saved: Mapping[str, Any], cfg: Config,
-                   source: str, main: bool) -> None:
-    """Restore the schedule; the config's solver settings win (a resume may lower solver.lr)."""
-    from loce.errors import CheckpointError
-
-    try:
-        schedule.load_state_dict(dict(saved))
-    except (KeyError, TypeError, ValueError) as err:
-        raise CheckpointError(f"{source}: unreadable schedule state ({err!r}); delete "
-                              "last_checkpoint to start over") from None
-    if schedule.base_lr != cfg.solver.lr and main:
-        print(f"solver.lr is {cfg.solver.lr} now, {schedule.base_lr} in {source}: continuing "
-              f"with {cfg.solver.lr}")
-    schedule.base_lr = float(cfg.solver.lr)
-    schedule.steps = [int(s) for s in cfg.solver.steps]
-    schedule.gamma = float(cfg.solver.gamma)
-    schedule.warmup_iters = int(cfg.solver.warmup_iters)
-    schedule.warmup_ratio = float(cfg.solver.warmup_ratio)
 
 
 def _restore_rng(saved: Any, rank: int, source: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -9,7 +10,36 @@ from typing import Any
 
 __all__ = ["plot_ap_vs_frequency", "plot_mean_scores"]
 
-_GROUP_COLOURS = {"r": "#d62728", "c": "#ff7f0e", "f": "#1f77b4"}
+# The r/c/f bands are neutral greys, so that no run's colour can be mistaken for a group.
+_GROUP_SHADES = {"r": "#d9d9d9", "c": "#ececec", "f": "#d9d9d9"}
+_GROUP_NAMES = {"r": "rare", "c": "common", "f": "frequent"}
+# Run (series) colours: saturated and distinct from each other and from the grey bands.
+SERIES_COLOURS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#a6761d", "#000000")
+
+
+def _legend_outside(ax) -> None:
+    """The legend to the right of the axes, where it cannot cover a point."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+              frameon=False)
+
+
+def _save(fig, plt, out: str | os.PathLike) -> Path:
+    from loce.fileio import atomic_write
+
+    path = Path(out)
+    with atomic_write(path, "wb", what="plot") as f:
+        fig.savefig(f, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _shade_groups(ax, spans: Sequence[tuple[str, float, float]], label_y: float) -> None:
+    """Grey bands ``(group, left, right)`` with the group's name on top."""
+    for group, left, right in spans:
+        ax.axvspan(left, right, color=_GROUP_SHADES[group], lw=0, zorder=0)
+        centre = math.sqrt(left * right) if ax.get_xscale() == "log" else (left + right) / 2
+        ax.text(centre, label_y, _GROUP_NAMES[group], ha="center", va="bottom", fontsize=8,
+                color="#555555")
 
 
 def _figure(width: float = 7.0, height: float = 4.0):
@@ -36,9 +66,8 @@ def plot_ap_vs_frequency(
         out: PNG path to write.
         title: figure title.
     """
-    import math
-
     plt, (fig, ax) = _figure()
+    ax.set_xscale("log")
     markers = ["o", "s", "^", "D", "v", "P"]
     for k, (name, per_cat) in enumerate(runs.items()):
         xs, ys = [], []
@@ -48,41 +77,27 @@ def plot_ap_vs_frequency(
                 continue
             xs.append(max(int(c.get("image_count", 0)), 1))
             ys.append(100.0 * float(ap))
-        ax.scatter(xs, ys, s=18, alpha=0.75, marker=markers[k % len(markers)], label=name)
+        ax.scatter(xs, ys, s=18, alpha=0.8, marker=markers[k % len(markers)], label=name,
+                   color=SERIES_COLOURS[k % len(SERIES_COLOURS)], zorder=3)
     # shade the r/c/f ranges by the largest training count seen in each group
     bounds: dict[str, int] = {}
     for c in categories:
         f = c.get("frequency")
-        if f in _GROUP_COLOURS:
+        if f in _GROUP_SHADES:
             bounds[f] = max(bounds.get(f, 0), int(c.get("image_count", 0)))
-    lo = 0.8
+    spans, lo = [], 0.8
     for group in ("r", "c", "f"):
         if group in bounds:
-            ax.axvspan(lo, bounds[group] + 0.5, color=_GROUP_COLOURS[group], alpha=0.06, lw=0)
-            ax.text(math.sqrt(lo * (bounds[group] + 0.5)), 101, group, ha="center",
-                    va="bottom", color=_GROUP_COLOURS[group], fontsize=9)
+            spans.append((group, lo, bounds[group] + 0.5))
             lo = bounds[group] + 0.5
-    ax.set_xscale("log")
+    _shade_groups(ax, spans, 101)
     ax.set_ylim(-2, 108)
     ax.set_xlabel("training images of the class (log scale)")
     ax.set_ylabel("AP (%)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return _save_png(plt, fig, out)
-
-
-def _save_png(plt, fig, out: str | os.PathLike) -> Path:
-    from loce.fileio import atomic_write
-
-    path = Path(out)
-    try:
-        with atomic_write(path, "wb", what="plot") as f:
-            fig.savefig(f, dpi=120, format="png")
-    finally:
-        plt.close(fig)
-    return path
+    _legend_outside(ax)
+    ax.grid(alpha=0.3, zorder=1)
+    return _save(fig, plt, out)
 
 
 def plot_mean_scores(
@@ -90,6 +105,7 @@ def plot_mean_scores(
     image_counts: Sequence[int],
     out: str | os.PathLike,
     title: str = "mean classification score per class",
+    frequencies: Sequence[str] | None = None,
 ) -> Path:
     """Per-class mean classification score (foreground classes, label order) against training
     frequency, one line per series (e.g. before and after fine-tuning).
@@ -99,15 +115,31 @@ def plot_mean_scores(
         image_counts: training images per class, label order.
         out: PNG path to write.
         title: figure title.
+        frequencies: the LVIS group (``"r"``, ``"c"``, ``"f"``) of each class, label order;
+            the groups are then marked as bands.
     """
     plt, (fig, ax) = _figure()
     order = sorted(range(len(image_counts)), key=lambda i: -image_counts[i])
-    for name, scores in series.items():
-        ax.plot(range(len(order)), [scores[i] for i in order], marker=".", lw=1, label=name)
+    top = 0.0
+    for k, (name, scores) in enumerate(series.items()):
+        values = [scores[i] for i in order]
+        top = max(top, *values) if values else top
+        ax.plot(range(len(order)), values, marker=".", lw=1, label=name,
+                color=SERIES_COLOURS[k % len(SERIES_COLOURS)], zorder=3)
+    if frequencies is not None:
+        spans: list[tuple[str, float, float]] = []
+        for x, i in enumerate(order):
+            group = frequencies[i]
+            if spans and spans[-1][0] == group:
+                spans[-1] = (group, spans[-1][1], x + 0.5)
+            elif group in _GROUP_SHADES:
+                spans.append((group, x - 0.5, x + 0.5))
+        ax.set_ylim(0, top * 1.12 if top > 0 else 1.0)
+        _shade_groups(ax, spans, top * 1.03 if top > 0 else 0.9)
+    ax.set_xlim(-0.5, len(order) - 0.5)
     ax.set_xlabel("classes sorted by training frequency (head → tail)")
     ax.set_ylabel("mean classification score")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return _save_png(plt, fig, out)
+    _legend_outside(ax)
+    ax.grid(alpha=0.3, zorder=1)
+    return _save(fig, plt, out)
