@@ -80,19 +80,40 @@ def test_state_round_trip_continues_exactly():
     assert _rates(again, 3) == reference[5:]
 
 
-def test_old_checkpoint_schedule_resumes_or_is_refused():
+def test_old_checkpoint_schedule_resumes_and_the_config_wins():
     solver = _solver(lr=0.02, epochs=2, steps="[1]", warmup_iters=3, warmup_ratio=0.1)
     reference = _rates(build_lr_scheduler(_optimizer(), solver, [4, 4]), 8)
     legacy = {"base_lr": 0.02, "steps": [1], "gamma": 0.1, "warmup_iters": 3,
               "warmup_ratio": 0.1, "last_lr": 0.02}
     sched = build_lr_scheduler(_optimizer(), solver, [4, 4])
-    load_scheduler_state(sched, legacy, 2, solver, "old.pth")
+    assert load_scheduler_state(sched, legacy, 2, solver, "old.pth") == []
     assert _rates(sched, 6) == pytest.approx(reference[2:])
-    with pytest.raises(CheckpointError, match=r"old\.pth: its schedule .*differs"):
-        load_scheduler_state(build_lr_scheduler(_optimizer(), solver, [4, 4]),
-                             {**legacy, "steps": [2]}, 2, solver, "old.pth")
+    # A schedule that differs from the config's: the config's goes on from iteration 2, and
+    # the notes say what changed.
+    lower = _solver(lr=0.01, epochs=2, steps="[1]", warmup_iters=3, warmup_ratio=0.1)
+    sched = build_lr_scheduler(_optimizer(lr=0.01), lower, [4, 4])
+    notes = load_scheduler_state(sched, {**legacy, "gamma": 0.5}, 2, lower, "old.pth")
+    assert any("solver.lr is 0.01 now, 0.02 in old.pth" in n for n in notes)
+    assert any("gamma" in n for n in notes)
+    assert _rates(sched, 6) == pytest.approx([r / 2 for r in reference[2:]])
     with pytest.raises(CheckpointError, match="not a learning-rate schedule"):
         load_scheduler_state(sched, {"foo": 1}, 2, solver, "old.pth")
+
+
+def test_current_checkpoint_schedule_takes_the_configs_rate():
+    solver = _solver(lr=0.02, epochs=2, steps="[1]", warmup_iters=3, warmup_ratio=0.1)
+    first = build_lr_scheduler(_optimizer(), solver, [4, 4])
+    reference = _rates(build_lr_scheduler(_optimizer(), solver, [4, 4]), 8)
+    _rates(first, 3)
+    saved = first.state_dict()
+    same = build_lr_scheduler(_optimizer(), solver, [4, 4])
+    assert load_scheduler_state(same, saved, 3, solver, "a.pth") == []
+    assert _rates(same, 5) == pytest.approx(reference[3:])
+    lower = _solver(lr=0.002, epochs=2, steps="[1]", warmup_iters=3, warmup_ratio=0.1)
+    resumed = build_lr_scheduler(_optimizer(lr=0.002), lower, [4, 4])
+    notes = load_scheduler_state(resumed, saved, 3, lower, "a.pth")
+    assert notes and "continuing with 0.002" in notes[0]
+    assert _rates(resumed, 5) == pytest.approx([r / 10 for r in reference[3:]])
 
 
 def test_linear_scaling_rule_by_hand():
