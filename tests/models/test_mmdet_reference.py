@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import shutil
 
-import mmdet_reference as ref_data
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+import mmdet_reference as ref_data
 from loce.config.model import ParityConfig
 from loce.models import build_mask_rcnn
 from loce.models.mask_rcnn import LoceTransform

@@ -10,13 +10,13 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
-import mmdet_reference as ref_data
 import pytest
 import torch
 import torch.nn.functional as F
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import nms
 
+import mmdet_reference as ref_data
 from loce.evaluation.matching import match_detections
 from loce.models import build_mask_rcnn
 from loce.models.mmdet_weights import mmdet_to_loce_state_dict
