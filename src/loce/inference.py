@@ -100,25 +100,24 @@ def read_image(path: str | os.PathLike, decoder: str = "pillow") -> tuple[np.nda
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such image file")
-    check_decoder(decoder)
+    if check_decoder(decoder) != "pillow":
+        # The pixels come from the configured decoder, with its own pixel-limit and
+        # empty-image checks (OpenCV replicates grey and drops alpha as Pillow's conversion
+        # does); Pillow's header, where it can read one, gives the note.
+        rgb = read_rgb(path, decoder)  # type: ignore[arg-type]
+        try:
+            with Image.open(path) as im:
+                return rgb, _mode_note(im.mode)
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+            return rgb, None
     check_pixel_limit(path)
     try:
         with Image.open(path) as im:
-            if decoder == "pillow":
-                im.load()
-                return _from_pil(im, str(path))
-            # The pixels come from the configured decoder (OpenCV replicates grey and drops
-            # alpha as Pillow's conversion does); Pillow's header gives the note.
-            w, h = im.size
-            mode = im.mode
+            im.load()
+            return _from_pil(im, str(path))
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        if decoder == "pillow" or not isinstance(err, UnidentifiedImageError):
-            raise DataError(f"{path}: cannot read the image ({err}); give a JPEG, PNG, BMP or "
-                            "WebP file") from None
-        return read_rgb(path, decoder), None  # type: ignore[arg-type]
-    if w == 0 or h == 0:
-        raise DataError(f"{path}: the image is {w}x{h} pixels (a zero side)")
-    return read_rgb(path, decoder), _mode_note(mode)  # type: ignore[arg-type]
+        raise DataError(f"{path}: cannot read the image ({err}); give a JPEG, PNG, BMP or "
+                        "WebP file") from None
 
 
 def to_rgb_array(image: Any, decoder: str = "pillow") -> tuple[np.ndarray, str | None]:

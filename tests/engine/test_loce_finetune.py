@@ -3,15 +3,13 @@ checkpoints, exact resume, and two gloo processes that keep the scores identical
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from engine_utils import tiny_overrides
+from engine_utils import logged_losses, tiny_overrides
 
 from loce import build
 from loce.config import load_config
@@ -27,15 +25,6 @@ TRAINABLE = ["rpn", "roi_heads.box_predictor.cls_score", "roi_heads.box_predicto
 
 def _cfg(name, dataset, out, **extra):
     return load_config(name, tiny_overrides(dataset, out, **extra))
-
-
-def _losses(path: Path) -> dict[int, dict[str, float]]:
-    out = {}
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("type") == "train":
-            out[rec["global_iter"]] = {k: v for k, v in rec.items() if k.startswith("loss")}
-    return out
 
 
 # ---------------------------------------------------------------------------- freezing
@@ -146,7 +135,7 @@ def test_finetune_from_stage1_saves_state_and_resumes_exactly(tiny_dataset, tiny
     assert torch.equal(state["model"]["roi_heads.score_tracker.scores"],
                        ref_heads.score_tracker.scores)
     assert not any("memory" in k or "extra_state" in k for k in state["model"])
-    reference = _losses(tmp_path / "ref" / "metrics.jsonl")
+    reference = logged_losses(tmp_path / "ref" / "metrics.jsonl")
     assert sorted(reference) == [1, 2, 3, 4]
 
     # the same run, stopped after epoch 1 and resumed: state restored, no init pass, same losses
@@ -157,7 +146,7 @@ def test_finetune_from_stage1_saves_state_and_resumes_exactly(tiny_dataset, tiny
                     resume=True)
     out = capsys.readouterr().out
     assert "initialisation pass skipped" in out and "LOCE init pass" not in out
-    got = _losses(run / "metrics.jsonl")
+    got = logged_losses(run / "metrics.jsonl")
     for it in (3, 4):
         assert got[it].keys() == reference[it].keys()
         for name, value in reference[it].items():

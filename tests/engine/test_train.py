@@ -8,25 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
-from engine_utils import SYNTH_CONFIG, tiny_overrides
+from engine_utils import SYNTH_CONFIG, logged_losses, tiny_overrides
 
 from loce.cli import main as cli_main
 from loce.config import load_config
 from loce.engine.train import NonFiniteLossError, train
-
-
-def _losses(path: Path) -> dict[int, dict[str, float]]:
-    """Last logged losses per global iteration."""
-    out = {}
-    for line in path.read_text().splitlines():
-        rec = json.loads(line)
-        if rec.get("type") == "train":
-            out[rec["global_iter"]] = {k: v for k, v in rec.items() if k.startswith("loss")}
-    return out
 
 
 def test_train_cli_end_to_end_with_eval(tiny_dataset, tmp_path, capsys):
@@ -58,7 +47,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_dataset, tmp_path):
     ref_dir = tmp_path / "reference"
     cfg = load_config(SYNTH_CONFIG, tiny_overrides(tiny_dataset, ref_dir, **extra))
     train(cfg)
-    reference = _losses(ref_dir / "metrics.jsonl")
+    reference = logged_losses(ref_dir / "metrics.jsonl")
     assert sorted(reference) == [1, 2, 3, 4, 5, 6]
 
     run_dir = tmp_path / "killed"
@@ -78,7 +67,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_dataset, tmp_path):
     # iteration 4 is epoch 2, iteration 1: the resume continues mid-epoch.
     assert cli_main(["train", SYNTH_CONFIG, "--resume",
                      *sum((["--set", o] for o in tiny_overrides(tiny_dataset, run_dir, **extra)), [])]) == 0
-    resumed = _losses(run_dir / "metrics.jsonl")
+    resumed = logged_losses(run_dir / "metrics.jsonl")
     for it in (5, 6):
         assert resumed[it].keys() == reference[it].keys()
         for name, value in reference[it].items():
