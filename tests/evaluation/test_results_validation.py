@@ -284,14 +284,28 @@ def _with_counts(good: list[dict[str, Any]], index: int, counts: str) -> list[di
     ("counts", "reason"),
     [
         ("!!garbage", "below ASCII '0'"),  # characters outside '0'..'o'
+        ("0~~", "above ASCII 'o'"),  # the engine's decoder reads '~' as some run
         ("0PPPPP1", "exceed h*w"),  # a run of 2**25 pixels, beyond the image
-        ("0o", "negative count"),  # a run below zero
+        ("532LO", "negative count"),  # runs 5, 3, 2, -1, 1: the fourth below zero
+        ("0o", "ends inside a run length"),  # 'o' continues a run length that never ends
     ],
 )
 def test_masks_that_do_not_decode_are_refused(synthetic, tmp_path, good, counts, reason, iou_types):
     dets = _with_counts(good, 14, counts)
     expect_error(synthetic, tmp_path, dets, ["detection 14", "not a compressed RLE", reason],
                  iou_types)  # fmt: skip
+
+
+def test_counts_text_problem_names_the_first_bad_string():
+    from loce.evaluation.results import _counts_text_problem
+
+    assert _counts_text_problem(["0", "52", "", b"61"]) is None
+    # 'p' is 64 after the offset: one past the alphabet; strings 1 and 3 are bad.
+    assert _counts_text_problem(["0", "5p2", "", "6"]) == (1, "a character below ASCII '0' or above ASCII 'o'")
+    # String 0 ends with 'P' (0x20 set: a run length continues), string 2 with '~' (bad).
+    assert _counts_text_problem(["0P", "1", "0~"])[0] == 0
+    assert _counts_text_problem(["01", "é1"])[0] == 1  # not ASCII at all
+    assert _counts_text_problem(["01", "0o"]) == (1, "the string ends inside a run length")
 
 
 def test_mask_size_is_checked_before_decoding(synthetic, tmp_path, good):

@@ -20,8 +20,8 @@ file, the detection's index in the list, the key, and the fix. What is checked:
 - masks are compressed RLE (polygons and uncompressed RLE are refused with the
   ``pycocotools.mask`` call that converts them) whose ``size`` is the image's ``[h, w]``
   (a mask of another size would be compared pixel-by-pixel with the wrong image), and whose
-  ``counts`` decode: characters ``'0'`` to ``'o'``, no negative run, runs that fit in the
-  ``h * w`` pixels of the image (the engine's RLE decoder checks this, :func:`mask_areas`);
+  ``counts`` decode: characters ``'0'`` to ``'o'``, no unfinished run length, no negative
+  run, runs that fit in the ``h * w`` pixels of the image (:func:`mask_areas`);
 - for masks, either every detection has a ``bbox`` or none has: lvis-api takes the area that
   decides small/medium/large from the box when there is one and from the mask otherwise.
 
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import operator
 import os
 import re
 from collections.abc import Sequence
@@ -340,14 +341,61 @@ def check_mask_sizes(
 
 
 _AREA_BATCH = 65_536
+_COUNTS = operator.itemgetter("counts")
+
+# The two problems of a counts string that the engine's RLE decoder does not refuse: a
+# character above 'o' (it refuses those below '0'), and a last character that continues a
+# run length.
+_BAD_CHAR = "a character below ASCII '0' or above ASCII 'o'"
+_TRUNCATED = "the string ends inside a run length"
+
+
+def _rle_message(source: str, index: int, counts: Any, size: Sequence[int], reason: str) -> str:
+    return (
+        f"{source}: detection {index} has a 'segmentation' whose counts {_describe(counts)} is "
+        f"not a compressed RLE of a {size[0]}x{size[1]} mask ({reason}); write masks with "
+        "pycocotools.mask.encode and store counts as str, unchanged."
+    )
+
+
+def _counts_text_problem(counts: Sequence[Any]) -> tuple[int, str] | None:
+    """``(index, reason)`` of the first counts string with a bad character or an unfinished
+    last run length, or None; vectorised over the concatenated characters."""
+    try:
+        texts = counts
+        joined = "".join(counts)
+    except TypeError:  # some counts are bytes
+        texts = [c.decode("latin-1") if isinstance(c, bytes) else c for c in counts]
+        joined = "".join(texts)
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    ends = np.cumsum(lengths)
+    if joined.isascii():
+        chars = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+    else:
+        chars = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+    # Unsigned arithmetic: a character below '0' wraps around to a large value.
+    bad = (chars - chars.dtype.type(48)) >= 64
+    first_bad = None
+    if bad.any():
+        first_bad = int(np.searchsorted(ends, int(np.argmax(bad)), side="right"))
+    nonempty = np.flatnonzero(lengths > 0)
+    last = chars[ends[nonempty] - 1].astype(np.int64) - 48
+    unfinished = nonempty[(last >= 0) & (last < 64) & ((last & 0x20) != 0)]
+    first_unfinished = int(unfinished[0]) if unfinished.size else None
+    if first_bad is None and first_unfinished is None:
+        return None
+    if first_unfinished is None or (first_bad is not None and first_bad <= first_unfinished):
+        return int(first_bad), _BAD_CHAR
+    return first_unfinished, _TRUNCATED
 
 
 def mask_areas(rles: Sequence[dict[str, Any]], source: str, offset: int = 0) -> np.ndarray:
     """``[N]`` float64 foreground areas of compressed RLE masks, each checked to decode.
 
-    The engine's RLE decoder refuses a ``counts`` string with a character outside
-    ``'0'``..``'o'``, a negative run, or runs that add up to more than the ``h * w`` pixels
-    of its ``size``; the message then names the first such detection.
+    A ``counts`` string is refused when it has a character outside ``'0'``..``'o'``, ends
+    inside a run length (checked here, vectorised), or decodes to a negative run or to runs
+    that add up to more than the ``h * w`` pixels of its ``size`` (the engine's RLE decoder
+    checks these); the message names the first such detection.
 
     Args:
         rles: ``{"size": [h, w], "counts": str | bytes}`` dicts, sizes already checked.
@@ -357,6 +405,11 @@ def mask_areas(rles: Sequence[dict[str, Any]], source: str, offset: int = 0) -> 
     out = np.empty(len(rles), dtype=np.float64)
     for lo in range(0, len(rles), _AREA_BATCH):
         batch = rles[lo : lo + _AREA_BATCH]
+        problem = _counts_text_problem(list(map(_COUNTS, batch)))
+        if problem is not None:
+            j, reason = problem
+            raise ResultsError(_rle_message(source, offset + lo + j, batch[j]["counts"],
+                                            batch[j]["size"], reason))  # fmt: skip
         try:
             out[lo : lo + len(batch)] = hotcoco.mask.area(list(batch))
             continue
@@ -366,13 +419,8 @@ def mask_areas(rles: Sequence[dict[str, Any]], source: str, offset: int = 0) -> 
             try:
                 hotcoco.mask.area(rle)
             except (ValueError, TypeError, OverflowError) as err:
-                counts = rle["counts"]
-                raise ResultsError(
-                    f"{source}: detection {offset + lo + j} has a 'segmentation' whose counts "
-                    f"{_describe(counts)} is not a compressed RLE of a {rle['size'][0]}x"
-                    f"{rle['size'][1]} mask ({err}); write masks with pycocotools.mask.encode "
-                    "and store counts as str, unchanged."
-                ) from None
+                raise ResultsError(_rle_message(source, offset + lo + j, rle["counts"],
+                                                rle["size"], str(err))) from None  # fmt: skip
         raise AssertionError("unreachable: the batch failed but every mask decodes")
     return out
 
@@ -546,7 +594,6 @@ class ResultsFileScan:
 
 _LITERALS = (b"null",)
 _KEYS = (b'"bbox"', b'"score"', *_LITERALS)
-_KEY_OVERLAP = max(len(k) for k in _KEYS) - 1
 # A box that straddles two chunks is searched in the previous chunk's tail plus the next.
 _BOX_OVERLAP = 1024
 
@@ -564,23 +611,28 @@ def scan_results_file(path: str | os.PathLike[str]) -> ResultsFileScan:
     """
     scan = ResultsFileScan()
     counts = dict.fromkeys(_KEYS, 0)
-    key_tail = box_tail = b""
+    tail = b""
     first = True
     with open(path, "rb") as f:
         while block := f.read(_CHUNK):
             if first:
                 scan.is_list = block.lstrip().startswith(b"[")
                 first = False
-            data = key_tail + block
-            # Keys wholly inside the carried tail were counted with the previous chunk.
+            # Keys inside the chunk, then those that straddle its start: a key of length L
+            # that straddles lies within the L - 1 bytes either side, and one that does not
+            # cannot fit in them. No chunk is copied.
             for key in _KEYS:
-                counts[key] += data.count(key) - key_tail.count(key)
-            key_tail = data[-_KEY_OVERLAP:]
+                seam = tail[-(len(key) - 1) :] + block[: len(key) - 1] if tail else b""
+                counts[key] += block.count(key) + seam.count(key)
             if not scan.negative_size:
-                boxes = box_tail + block
-                if _COMMA_MINUS.search(boxes) and _NEGATIVE_SIZE.search(boxes):
-                    scan.negative_size = True
-                box_tail = boxes[-_BOX_OVERLAP:]
+                # A minus sign is rare in box results (compressed RLE never has one): the
+                # patterns run only on chunks, with the previous tail, that contain one.
+                window = tail[-_BOX_OVERLAP:]
+                if b"-" in block or b"-" in window:
+                    boxes = window + block
+                    if _COMMA_MINUS.search(boxes) and _NEGATIVE_SIZE.search(boxes):
+                        scan.negative_size = True
+            tail = block[-_BOX_OVERLAP:]
     scan.bbox_keys = counts[b'"bbox"']
     scan.score_keys = counts[b'"score"']
     scan.literals = sum(counts[w] for w in _LITERALS)

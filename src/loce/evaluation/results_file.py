@@ -2,8 +2,9 @@
 
 LVIS v1 val with 300 detections per image is six million detections; read with ``json.load``
 a mask results file becomes six million dicts (about 1.5 GB at 20,000 images) before any
-check runs. Here the file is read in blocks of about 32 MB, each cut at a boundary between two
-detections and decoded by msgspec into typed records that live only until their block's
+check runs. Here the file is mapped (copy-on-write, never copied into Python) and cut into
+blocks of about 32 MB at boundaries between detections; each block is decoded in place by
+msgspec into typed records that live only until their block's
 columns are taken: ids, scores, boxes, mask sizes, and each mask's area measured by the
 engine's RLE decoder. The checks of :mod:`loce.evaluation.results` then run on the columns,
 with the same messages and indices.
@@ -20,14 +21,17 @@ can only send a file to the exact route, never misread it.
 from __future__ import annotations
 
 import itertools
+import mmap
 import os
 import re
 from collections.abc import Iterator, Sequence
+from operator import attrgetter, itemgetter
 from pathlib import Path
 
 import msgspec
 import numpy as np
 
+from loce.data.lvis import paused_gc
 from loce.errors import ResultsError
 from loce.evaluation.results import (
     DetectionColumns,
@@ -41,7 +45,7 @@ from loce.evaluation.results import (
 _BLOCK = 1 << 25
 # The end of one detection and the start of the next: "}" "," "{" with optional whitespace.
 _BOUNDARY = re.compile(rb"\}\s*,\s*\{")
-_TAIL = 1 << 20
+_SPACE = b" \t\r\n"
 
 
 class _Rle(msgspec.Struct, gc=False):
@@ -64,48 +68,59 @@ class _Mask(msgspec.Struct, gc=False):
     bbox: tuple[float, float, float, float] | msgspec.UnsetType = msgspec.UNSET
 
 
+_IMAGE_ID, _CATEGORY_ID, _SCORE, _BBOX, _SEGMENTATION = map(
+    attrgetter, ("image_id", "category_id", "score", "bbox", "segmentation"))  # fmt: skip
+_SIZE = itemgetter("size")
+
+
 class _Doubt(Exception):
     """The file needs the exact route."""
 
 
-def _last_boundary(data: bytes) -> tuple[int, int] | None:
-    """``(start, end)`` of the last "}" "," "{" in ``data`` (whitespace allowed), or None."""
-    # The separators writers use, found from the end in C; the regex only when none is.
-    best = max(data.rfind(sep) for sep in (b"},{", b"},\n{", b"}, {"))
-    if best >= 0:
-        match = _BOUNDARY.match(data, best)
-        assert match is not None
-        return match.start(), match.end()
-    cut = None
-    for start in (max(len(data) - _TAIL, 0), 0):
-        for match in _BOUNDARY.finditer(data, start):
-            cut = match
-        if cut is not None or start == 0:
-            break
-    return None if cut is None else (cut.start(), cut.end())
+def _blocks(path: Path, block_bytes: int) -> Iterator[memoryview]:
+    """The file as JSON lists of whole detections, each ``[{...},...,{...}]``, without copies.
 
-
-def _blocks(path: Path, block_bytes: int) -> Iterator[bytes]:
-    """The text of a JSON list cut between detections: each item is ``{...},...,{...}``."""
+    The file is mapped copy-on-write; each block runs from one cut to the next, where a cut
+    is the comma between two detections (the first ``{`` after ``block_bytes`` more bytes),
+    written over with ``[`` or ``]`` in the private mapping for as long as its block is
+    decoded. A consumer must not keep a block (or a buffer taken from it) past the next one.
+    """
     with path.open("rb") as f:
-        data = f.read(block_bytes).lstrip()
-        if not data.startswith(b"["):
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
             raise _Doubt
-        data = data[1:]
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+    whole = memoryview(mm)
+    try:
+        start, end = 0, size - 1
+        while start < end and mm[start] in _SPACE:
+            start += 1
+        while end > start and mm[end] in _SPACE:
+            end -= 1
+        if start >= end or mm[start] != ord("[") or mm[end] != ord("]"):
+            raise _Doubt
+        pos = start
         while True:
-            more = f.read(block_bytes)
-            if not more:
-                data = data.rstrip()
-                if not data.endswith(b"]"):
-                    raise _Doubt
-                yield data[:-1]
+            cut = end
+            if pos + block_bytes < end:
+                match = _BOUNDARY.search(mm, pos + block_bytes, end)
+                if match is not None:
+                    cut = mm.find(b",", match.start(), match.end())
+            mm[pos] = ord("[")
+            saved = mm[cut]
+            mm[cut] = ord("]")
+            view = whole[pos : cut + 1]
+            try:
+                yield view
+            finally:
+                view.release()
+                mm[cut] = saved
+            if cut == end:
                 return
-            data += more
-            cut = _last_boundary(data)
-            if cut is None:
-                continue
-            yield data[: cut[0] + 1]
-            data = data[cut[1] - 1 :]
+            pos = cut
+    finally:
+        whole.release()
+        mm.close()
 
 
 def read_results_columns(
@@ -144,14 +159,14 @@ def read_results_columns(
     try:
         for block in _blocks(path, block_bytes):
             try:
-                dets = decoder.decode(b"[" + block + b"]")
+                dets = decoder.decode(block)
             except (msgspec.DecodeError, msgspec.ValidationError):
                 raise _Doubt from None
             n = len(dets)
-            image_ids.append(np.fromiter((d.image_id for d in dets), np.int64, n))
-            category_ids.append(np.fromiter((d.category_id for d in dets), np.int64, n))
-            scores.append(np.fromiter((d.score for d in dets), np.float64, n))
-            block_boxes = [d.bbox for d in dets]
+            image_ids.append(np.fromiter(map(_IMAGE_ID, dets), np.int64, n))
+            category_ids.append(np.fromiter(map(_CATEGORY_ID, dets), np.int64, n))
+            scores.append(np.fromiter(map(_SCORE, dets), np.float64, n))
+            block_boxes = list(map(_BBOX, dets))
             unset = block_boxes.count(msgspec.UNSET)
             with_box += n - unset
             without_box += unset
@@ -162,9 +177,9 @@ def read_results_columns(
                 boxes.append(np.fromiter(flat, np.float64, 4 * n).reshape(n, 4))
             del block_boxes
             if masks:
-                rles = [{"size": d.segmentation.size, "counts": d.segmentation.counts}
-                        for d in dets]  # fmt: skip
-                flat = itertools.chain.from_iterable(r["size"] for r in rles)
+                with paused_gc():  # a dict per mask, the form the engine's RLE functions take
+                    rles = [{"size": r.size, "counts": r.counts} for r in map(_SEGMENTATION, dets)]
+                flat = itertools.chain.from_iterable(map(_SIZE, rles))
                 sizes.append(np.fromiter(flat, np.int64, 2 * n).reshape(n, 2))
                 if mask_error is None:
                     try:
@@ -233,7 +248,7 @@ def cap_results_file_per_class(
     categories, scores = [], []
     try:
         for block in _blocks(src, block_bytes):
-            dets = ranked.decode(b"[" + block + b"]")
+            dets = ranked.decode(block)
             categories.append(np.fromiter((d.category_id for d in dets), np.int64, len(dets)))
             scores.append(np.fromiter((d.score for d in dets), np.float64, len(dets)))
     except (_Doubt, msgspec.DecodeError, msgspec.ValidationError, OverflowError) as err:
@@ -270,7 +285,7 @@ def _write_detections(
         for src in sources:
             for block in _blocks(src, block_bytes):
                 try:
-                    items = raw.decode(b"[" + block + b"]")
+                    items = raw.decode(bytes(block))  # raw items refer to their buffer
                 except msgspec.DecodeError as err:
                     raise ResultsError(f"{src}: not a JSON list of detections ({err}).") from None
                 chosen = items if keep is None else itertools.compress(
