@@ -51,3 +51,35 @@ def test_merge_shards_copies_every_detection_in_order(tmp_path):
     (tmp_path / "broken.json").write_text('{"not": "a list"}')
     with pytest.raises(ResultsError, match="not a JSON list"):
         merge_results_files([*shards, tmp_path / "broken.json"], tmp_path / "m.json")
+
+
+@pytest.mark.parametrize("sep", [",", ", ", ",\n", "\n,\n  "])
+def test_blocks_are_json_lists_of_whole_detections_and_leave_the_file_alone(tmp_path, sep):
+    import hashlib
+
+    import msgspec
+
+    from loce.evaluation.results_file import _blocks
+
+    dets = [{"image_id": i, "category_id": 1, "score": 0.5, "bbox": [i, 0, 1, 1]}
+            for i in range(40)]  # fmt: skip
+    path = tmp_path / "res.json"
+    path.write_text("\n  [" + sep.join(json.dumps(d) for d in dets) + "]  \n")
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    for block_bytes in (1, 100, 1 << 20):  # a detection per block, a few, one block
+        got = []
+        for block in _blocks(path, block_bytes):
+            got += msgspec.json.decode(block)
+        assert got == dets, block_bytes
+    # The cuts are written into a private copy of the mapping, never into the file.
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+@pytest.mark.parametrize("text", ["", "   ", "[", '{"a": 1}', "[1, 2"])
+def test_blocks_decline_what_is_not_a_json_list(tmp_path, text):
+    from loce.evaluation.results_file import _blocks, _Doubt
+
+    path = tmp_path / "res.json"
+    path.write_text(text)
+    with pytest.raises(_Doubt):
+        list(_blocks(path, 1 << 20))

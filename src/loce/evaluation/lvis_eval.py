@@ -77,7 +77,7 @@ about twice the engine's time alone. Passing the parsed masks to the engine inst
 file costs more than its parse (a Python dict per mask).
 
 The ground truth is parsed by msgspec with Python's cyclic garbage collector paused
-(:func:`~loce.data.lvis.paused_gc`) and checked by the data layer, then loaded by the engine.
+(:func:`~loce.memory.paused_gc`) and checked by the data layer, then loaded by the engine.
 """
 
 from __future__ import annotations
@@ -104,6 +104,7 @@ from loce.evaluation.results import (
     validate_results,
 )
 from loce.evaluation.results_file import read_results_columns
+from loce.memory import trim_heap
 
 IouType = Literal["bbox", "segm"]
 Protocol = Literal["standard", "fixed", "pooled"]
@@ -259,7 +260,8 @@ def load_ground_truth(gt: str | os.PathLike[str] | Mapping[str, Any] | GroundTru
         )
     parsed = load_lvis_json(path)
     _validate_gt(parsed, source)
-    del parsed  # freed before the engine reads the file
+    del parsed  # freed, and the heap trimmed, before the engine reads the file
+    trim_heap()
     coco = _engine_call(lambda: hotcoco.COCO(source), source, DataError)
     images = list(coco.imgs.values())
     categories = list(coco.cats.values())
@@ -327,6 +329,7 @@ def _fast_load_boxes(truth: GroundTruth, path: Path, max_dets: int | None) -> An
     Returns None when the file needs the exact validation (see the module docstring).
     """
     scan = scan_results_file(path)
+    trim_heap()
     try:
         with _native_stderr_silenced():
             dt = truth.coco.load_res(str(path))
@@ -435,6 +438,7 @@ def _file_to_engine(
     the detections left out area -1 and filtering on area > 0 (row ``i`` is id ``i + 1``).
     Returns a set marked as capped, so that the engine evaluates it as is.
     """
+    trim_heap()  # the columns were just freed
     with _native_stderr_silenced():
         dt = hotcoco.LVISResults(truth.coco, str(path), max_dets=None)  # marked as capped
     count = len(dt.get_ann_ids())

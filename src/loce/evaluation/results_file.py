@@ -31,7 +31,6 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from loce.data.lvis import paused_gc
 from loce.errors import ResultsError
 from loce.evaluation.results import (
     DetectionColumns,
@@ -41,11 +40,13 @@ from loce.evaluation.results import (
     check_mask_sizes,
     mask_areas,
 )
+from loce.memory import paused_gc
 
 _BLOCK = 1 << 25
 # The end of one detection and the start of the next: "}" "," "{" with optional whitespace.
 _BOUNDARY = re.compile(rb"\}\s*,\s*\{")
 _SPACE = b" \t\r\n"
+_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # not on Windows
 
 
 class _Rle(msgspec.Struct, gc=False):
@@ -84,6 +85,8 @@ def _blocks(path: Path, block_bytes: int) -> Iterator[memoryview]:
     is the comma between two detections (the first ``{`` after ``block_bytes`` more bytes),
     written over with ``[`` or ``]`` in the private mapping for as long as its block is
     decoded. A consumer must not keep a block (or a buffer taken from it) past the next one.
+    The pages of each block are dropped from the mapping once it is decoded, so that the file
+    never becomes resident as a whole.
     """
     with path.open("rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -100,6 +103,7 @@ def _blocks(path: Path, block_bytes: int) -> Iterator[memoryview]:
         if start >= end or mm[start] != ord("[") or mm[end] != ord("]"):
             raise _Doubt
         pos = start
+        dropped = 0
         while True:
             cut = end
             if pos + block_bytes < end:
@@ -117,6 +121,10 @@ def _blocks(path: Path, block_bytes: int) -> Iterator[memoryview]:
                 mm[cut] = saved
             if cut == end:
                 return
+            done = cut - cut % mmap.PAGESIZE  # whole pages before the one holding the cut
+            if _DONTNEED is not None and done > dropped:
+                mm.madvise(_DONTNEED, dropped, done - dropped)
+                dropped = done
             pos = cut
     finally:
         whole.release()
