@@ -382,3 +382,15 @@ def test_valid_mask_file_never_builds_python_dicts(synthetic, monkeypatch):
         out = evaluate_lvis_multi(synthetic["gt_path"], synthetic["res_path"], ("bbox", "segm"),
                                   protocol=protocol, dets_per_class=50)  # fmt: skip
         assert out["segm"]["params"]["num_detections"] > 0
+
+
+@pytest.mark.parametrize("many", [False, True])
+def test_comma_minus_finds_a_negative_number_after_a_comma(monkeypatch, many):
+    import loce.evaluation.results as results_module
+
+    if many:  # the regex route
+        monkeypatch.setattr(results_module, "_FEW_MINUS", 0)
+    find = results_module._comma_minus
+    assert not find(b'[{"score": 9e-05, "bbox": [1, 2, 3, 4]}]')
+    assert find(b'"bbox": [1, 2, -3, 4]') and find(b'"bbox": [1,\n   -2, 3, 4]')
+    assert find(b"-,-") and not find(b"-") and not find(b"") and not find(b"e-5 -1")

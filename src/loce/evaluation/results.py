@@ -569,6 +569,28 @@ _NEGATIVE_SIZE = re.compile(rb'"bbox"\s*:\s*\[\s*[^,\]]*,\s*[^,\]]*,\s*(?:[^,\]]
 # (compressed RLE strings contain neither "," nor "-").
 _COMMA_MINUS = re.compile(rb",\s*-")
 _CHUNK = 1 << 25
+_FEW_MINUS = 4096
+_SPACES = b" \t\r\n"
+
+
+def _comma_minus(data: bytes) -> bool:
+    """Whether some minus sign in ``data`` follows a comma (whitespace between allowed).
+
+    :data:`_COMMA_MINUS`, looked up from each minus sign when there are few (in box results
+    they come from scores like ``9e-05``): the regex scans the whole chunk at a fraction of
+    the speed of ``bytes.find``.
+    """
+    if data.count(b"-") > _FEW_MINUS:
+        return _COMMA_MINUS.search(data) is not None
+    i = data.find(b"-")
+    while i >= 0:
+        j = i - 1
+        while j >= 0 and data[j] in _SPACES:
+            j -= 1
+        if j >= 0 and data[j] == ord(","):
+            return True
+        i = data.find(b"-", i + 1)
+    return False
 
 
 @dataclass
@@ -630,7 +652,7 @@ def scan_results_file(path: str | os.PathLike[str]) -> ResultsFileScan:
                 window = tail[-_BOX_OVERLAP:]
                 if b"-" in block or b"-" in window:
                     boxes = window + block
-                    if _COMMA_MINUS.search(boxes) and _NEGATIVE_SIZE.search(boxes):
+                    if _comma_minus(boxes) and _NEGATIVE_SIZE.search(boxes):
                         scan.negative_size = True
             tail = block[-_BOX_OVERLAP:]
     scan.bbox_keys = counts[b'"bbox"']
