@@ -54,7 +54,7 @@ def test_merge_shards_copies_every_detection_in_order(tmp_path):
 
 
 @pytest.mark.parametrize("sep", [",", ", ", ",\n", "\n,\n  "])
-def test_blocks_are_json_lists_of_whole_detections_and_leave_the_file_alone(tmp_path, sep):
+def test_blocks_are_json_lists_of_whole_detections(tmp_path, sep):
     import hashlib
 
     import msgspec
@@ -71,8 +71,21 @@ def test_blocks_are_json_lists_of_whole_detections_and_leave_the_file_alone(tmp_
         for block in _blocks(path, block_bytes):
             got += msgspec.json.decode(block)
         assert got == dets, block_bytes
-    # The cuts are written into a private copy of the mapping, never into the file.
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before  # read only
+
+
+def test_blocks_grow_the_buffer_for_a_detection_larger_than_it(tmp_path):
+    import msgspec
+
+    from loce.evaluation.results_file import _READ, _blocks
+
+    dets = [{"image_id": i, "note": "x" * (3 * _READ if i == 2 else 10)} for i in range(5)]
+    path = tmp_path / "res.json"
+    path.write_text(json.dumps(dets))
+    got = []
+    for block in _blocks(path, 1):
+        got += msgspec.json.decode(block)
+    assert got == dets
 
 
 @pytest.mark.parametrize("text", ["", "   ", "[", '{"a": 1}', "[1, 2"])

@@ -2,9 +2,9 @@
 
 LVIS v1 val with 300 detections per image is six million detections; read with ``json.load``
 a mask results file becomes six million dicts (about 1.5 GB at 20,000 images) before any
-check runs. Here the file is mapped (copy-on-write, never copied into Python) and cut into
-blocks of about 32 MB at boundaries between detections; each block is decoded in place by
-msgspec into typed records that live only until their block's
+check runs. Here the file is read into one reused buffer and cut into blocks of about 32 MB
+at boundaries between detections; each block is decoded in place by msgspec into typed
+records that live only until their block's
 columns are taken: ids, scores, boxes, mask sizes, and each mask's area measured by the
 engine's RLE decoder. The checks of :mod:`loce.evaluation.results` then run on the columns,
 with the same messages and indices.
@@ -21,12 +21,12 @@ can only send a file to the exact route, never misread it.
 from __future__ import annotations
 
 import itertools
-import mmap
 import os
 import re
 from collections.abc import Iterator, Sequence
 from operator import attrgetter, itemgetter
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -46,7 +46,7 @@ _BLOCK = 1 << 25
 # The end of one detection and the start of the next: "}" "," "{" with optional whitespace.
 _BOUNDARY = re.compile(rb"\}\s*,\s*\{")
 _SPACE = b" \t\r\n"
-_DONTNEED = getattr(mmap, "MADV_DONTNEED", None)  # not on Windows
+_READ = 1 << 20
 
 
 class _Rle(msgspec.Struct, gc=False):
@@ -81,54 +81,69 @@ class _Doubt(Exception):
 def _blocks(path: Path, block_bytes: int) -> Iterator[memoryview]:
     """The file as JSON lists of whole detections, each ``[{...},...,{...}]``, without copies.
 
-    The file is mapped copy-on-write; each block runs from one cut to the next, where a cut
-    is the comma between two detections (the first ``{`` after ``block_bytes`` more bytes),
-    written over with ``[`` or ``]`` in the private mapping for as long as its block is
-    decoded. A consumer must not keep a block (or a buffer taken from it) past the next one.
-    The pages of each block are dropped from the mapping once it is decoded, so that the file
-    never becomes resident as a whole.
+    The file is read into one reused buffer; each block runs from one cut to the next, where a
+    cut is the comma between two detections (the first boundary ``block_bytes`` or more after
+    the block's start), written over with ``[`` or ``]`` for as long as its block is decoded.
+    After a block, only the bytes read past its end move to the front of the buffer. A
+    consumer must not keep a block (or a buffer taken from it) past the next one.
     """
+    buf = bytearray(2 * block_bytes + _READ)
     with path.open("rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            raise _Doubt
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
-    whole = memoryview(mm)
-    try:
-        start, end = 0, size - 1
-        while start < end and mm[start] in _SPACE:
+        filled = _read_into(f, buf, 0)
+        start = 0
+        while start < filled and buf[start] in _SPACE:
             start += 1
-        while end > start and mm[end] in _SPACE:
-            end -= 1
-        if start >= end or mm[start] != ord("[") or mm[end] != ord("]"):
+        if start >= filled or buf[start] != ord("["):
             raise _Doubt
-        pos = start
-        dropped = 0
+        pos, eof = start, False
         while True:
-            cut = end
-            if pos + block_bytes < end:
-                match = _BOUNDARY.search(mm, pos + block_bytes, end)
-                if match is not None:
-                    cut = mm.find(b",", match.start(), match.end())
-            mm[pos] = ord("[")
-            saved = mm[cut]
-            mm[cut] = ord("]")
-            view = whole[pos : cut + 1]
+            # Read until a boundary lies beyond pos + block_bytes, or the file ends.
+            while True:
+                match = None
+                if pos + block_bytes < filled:
+                    match = _BOUNDARY.search(buf, pos + block_bytes, filled)
+                if match is not None or eof:
+                    break
+                if filled == len(buf):
+                    if pos > 0:  # move the unread part to the front
+                        buf[: filled - pos] = buf[pos:filled]
+                        filled, pos = filled - pos, 0
+                    else:  # one detection larger than the buffer: grow it
+                        buf.extend(bytes(len(buf)))
+                got = _read_into(f, buf, filled)
+                eof = got == filled
+                filled = got
+            if match is not None:
+                cut = buf.find(b",", match.start(), match.end())
+            else:
+                cut = filled - 1
+                while cut > pos and buf[cut] in _SPACE:
+                    cut -= 1
+                if cut <= pos or buf[cut] != ord("]"):
+                    raise _Doubt
+            buf[pos] = ord("[")
+            saved = buf[cut]
+            buf[cut] = ord("]")
+            view = memoryview(buf)[pos : cut + 1]
             try:
                 yield view
             finally:
                 view.release()
-                mm[cut] = saved
-            if cut == end:
+                buf[cut] = saved
+            if match is None:
                 return
-            done = cut - cut % mmap.PAGESIZE  # whole pages before the one holding the cut
-            if _DONTNEED is not None and done > dropped:
-                mm.madvise(_DONTNEED, dropped, done - dropped)
-                dropped = done
             pos = cut
-    finally:
-        whole.release()
-        mm.close()
+
+
+def _read_into(f: Any, buf: bytearray, filled: int) -> int:
+    """Fill ``buf`` from ``filled`` on as far as the file goes; returns the new fill level."""
+    with memoryview(buf) as view:
+        while filled < len(buf):
+            got = f.readinto(view[filled:])
+            if not got:
+                break
+            filled += got
+    return filled
 
 
 def read_results_columns(
