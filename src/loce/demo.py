@@ -34,6 +34,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from loce.commands._args import add_overrides
+
 HELP = "Generate the synthetic long-tailed dataset, train and evaluate a detector on the CPU."
 
 STAGE1 = "mask_rcnn_r18_fpn_normed_mask_synthetic"
@@ -64,8 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic dataset folder (generated if missing)")
     parser.add_argument("--preset", default="default", choices=["tiny", "default"],
                         help="synthetic dataset preset (default: default)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a value of every run's config (repeatable)")
+    add_overrides(parser, "override a value of every run's config (repeatable)")
     parser.add_argument("--stage1-only", action="store_true",
                         help="stop after stage 1 (no fine-tunes)")
     parser.add_argument("--jobs", type=int, default=3, metavar="N",

@@ -394,3 +394,23 @@ def test_comma_minus_finds_a_negative_number_after_a_comma(monkeypatch, many):
     assert not find(b'[{"score": 9e-05, "bbox": [1, 2, 3, 4]}]')
     assert find(b'"bbox": [1, 2, -3, 4]') and find(b'"bbox": [1,\n   -2, 3, 4]')
     assert find(b"-,-") and not find(b"-") and not find(b"") and not find(b"e-5 -1")
+
+
+def test_a_file_rewritten_between_the_checks_and_the_engine_is_refused(synthetic, tmp_path, good,
+                                                                       monkeypatch):  # fmt: skip
+    import loce.evaluation.lvis_eval as lvis_eval
+
+    path = tmp_path / "res.json"
+    path.write_text(json.dumps(good))
+    real = lvis_eval._file_to_engine
+
+    def rewritten(truth, file, keep, *rest):
+        file.write_text(json.dumps(good[:-1]))  # one detection fewer than the checks read
+        return real(truth, file, keep, *rest)
+
+    monkeypatch.setattr(lvis_eval, "_file_to_engine", rewritten)
+    with pytest.raises(ResultsError) as info:
+        evaluate_lvis_multi(synthetic["gt_path"], path, ("segm",))
+    message = str(info.value)
+    assert message.startswith(f"{path}: the engine read 39 detections where the checks read 40")
+    assert "\n" not in message

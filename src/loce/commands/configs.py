@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from loce.commands._args import add_overrides
+
 HELP = "List the bundled configs, or print one (with every default filled in)."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", nargs="?", help="a bundled config name or a YAML file")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a value before printing (repeatable)")
+    add_overrides(parser, "override a value before printing (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:

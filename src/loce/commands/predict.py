@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from loce.commands._args import add_device, add_overrides
+
 HELP = "Run a trained detector on a folder of images or an annotated set; write LVIS results."
 
 
@@ -28,9 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep each class's K best detections over the dataset (a per-class "
                         "top-k across images, for `loce eval --protocol fixed/pooled`: K=10000; "
                         "raise --set model.test.detections_per_img to keep more per image)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set model.test.score_thresh=0.05")
+    add_device(parser)
+    add_overrides(parser, "override a config value, e.g. --set model.test.score_thresh=0.05")
 
 
 def run(args: argparse.Namespace) -> int:

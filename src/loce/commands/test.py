@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from loce.commands._args import add_device, add_overrides
+
 HELP = "Evaluate a checkpoint on its config's validation set (sharded over torchrun ranks)."
 
 
@@ -34,9 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where metrics.json, predictions.json and log.txt go (default: "
                         "RUN/test_<checkpoint name> for RUN/checkpoints/<name>.pth, else next "
                         "to the checkpoint)")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set data.val_ann=other.json")
+    add_device(parser)
+    add_overrides(parser, "override a config value, e.g. --set data.val_ann=other.json")
 
 
 def default_out_dir(checkpoint: str | Path) -> Path:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from loce.commands._args import add_overrides
+
 HELP = "Train a detector from a config (one process, or many under torchrun) and evaluate it."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="a YAML config file or the name of a bundled config")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set solver.lr=0.01 (repeatable)")
+    add_overrides(parser, "override a config value, e.g. --set solver.lr=0.01 (repeatable)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the run directory's last checkpoint")
     parser.add_argument("--output-dir", default=None,

@@ -570,7 +570,8 @@ _NEGATIVE_SIZE = re.compile(rb'"bbox"\s*:\s*\[\s*[^,\]]*,\s*[^,\]]*,\s*(?:[^,\]]
 _COMMA_MINUS = re.compile(rb",\s*-")
 _CHUNK = 1 << 25
 _FEW_MINUS = 4096
-_SPACES = b" \t\r\n"
+JSON_SPACE = b" \t\r\n"
+"""The whitespace bytes of JSON."""
 
 
 def _comma_minus(data: bytes) -> bool:
@@ -585,7 +586,7 @@ def _comma_minus(data: bytes) -> bool:
     i = data.find(b"-")
     while i >= 0:
         j = i - 1
-        while j >= 0 and data[j] in _SPACES:
+        while j >= 0 and data[j] in JSON_SPACE:
             j -= 1
         if j >= 0 and data[j] == ord(","):
             return True

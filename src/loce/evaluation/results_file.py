@@ -26,13 +26,14 @@ import re
 from collections.abc import Iterator, Sequence
 from operator import attrgetter, itemgetter
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 import msgspec
 import numpy as np
 
 from loce.errors import ResultsError
 from loce.evaluation.results import (
+    JSON_SPACE,
     DetectionColumns,
     check_boxes,
     check_finite,
@@ -45,7 +46,6 @@ from loce.memory import paused_gc
 _BLOCK = 1 << 25
 # The end of one detection and the start of the next: "}" "," "{" with optional whitespace.
 _BOUNDARY = re.compile(rb"\}\s*,\s*\{")
-_SPACE = b" \t\r\n"
 _READ = 1 << 20
 
 
@@ -91,7 +91,7 @@ def _blocks(path: Path, block_bytes: int) -> Iterator[memoryview]:
     with path.open("rb") as f:
         filled = _read_into(f, buf, 0)
         start = 0
-        while start < filled and buf[start] in _SPACE:
+        while start < filled and buf[start] in JSON_SPACE:
             start += 1
         if start >= filled or buf[start] != ord("["):
             raise _Doubt
@@ -117,7 +117,7 @@ def _blocks(path: Path, block_bytes: int) -> Iterator[memoryview]:
                 cut = buf.find(b",", match.start(), match.end())
             else:
                 cut = filled - 1
-                while cut > pos and buf[cut] in _SPACE:
+                while cut > pos and buf[cut] in JSON_SPACE:
                     cut -= 1
                 if cut <= pos or buf[cut] != ord("]"):
                     raise _Doubt
@@ -135,7 +135,7 @@ def _blocks(path: Path, block_bytes: int) -> Iterator[memoryview]:
             pos = cut
 
 
-def _read_into(f: Any, buf: bytearray, filled: int) -> int:
+def _read_into(f: BinaryIO, buf: bytearray, filled: int) -> int:
     """Fill ``buf`` from ``filled`` on as far as the file goes; returns the new fill level."""
     with memoryview(buf) as view:
         while filled < len(buf):
