@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint demo install clean
+.PHONY: test test-fast lint demo install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The edit-test loop: skips the multi-process (gloo) tests and those marked slow.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not distributed and not slow"
 
 demo: $(STAMP)
 	$(BIN)/loce demo --out runs/demo --data data/synthetic
