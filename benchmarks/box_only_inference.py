@@ -20,6 +20,7 @@ import torch
 
 from loce import build
 from loce.demo import data_overrides
+from loce.engine.checkpoint import load_trained_model
 from loce.engine.evaluate import predict_to_file
 
 
@@ -31,7 +32,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=30)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    model, cfg, _ = build.load_trained_model(
+    model, cfg, _ = load_trained_model(
         args.checkpoint, [*data_overrides(Path(args.data)),
                           f"model.test.detections_per_img={args.detections}"])
     dataset = build.build_val_dataset(cfg)

@@ -78,9 +78,10 @@ def _config(name: str, extra: list[str]):
 
 def _ours(cfg, num_classes: int, device: torch.device) -> torch.nn.Module:
     from loce import build
+    from loce.engine.freeze import configure_trainable
 
     model = build.build_model(cfg, num_classes, load_backbone=False)
-    build.configure_trainable(model, cfg)
+    configure_trainable(model, cfg)
     return model.to(device)
 
 
@@ -204,7 +205,6 @@ def ddp_step(cfg, num_classes: int, batches: Batches, device: torch.device, *, s
     """The stage-1 step inside a one-process DistributedDataParallel group."""
     import torch.distributed as dist
 
-    from loce.build import has_unused_parameters
 
     backend = "nccl" if device.type == "cuda" else "gloo"
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
@@ -214,7 +214,7 @@ def ddp_step(cfg, num_classes: int, batches: Batches, device: torch.device, *, s
         model = _ours(cfg, num_classes, device)
         ddp = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index or 0] if device.type == "cuda" else None,
-            find_unused_parameters=has_unused_parameters(cfg),
+            find_unused_parameters=False,
         )  # fmt: skip
         out = train_steps(ddp, batches, device, precision="fp32", steps=steps, batch=batch,
                           warmup=warmup)  # fmt: skip

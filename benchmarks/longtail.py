@@ -138,13 +138,13 @@ def _evaluate_checkpoint(checkpoint: Path, out_dir: Path, overrides: list[str]) 
     """Evaluate a trained checkpoint with its stored config plus ``overrides``."""
     import torch
 
-    from loce import build
+    from loce.engine.checkpoint import load_trained_model
     from loce.engine.evaluate import evaluate
 
     metrics_file = out_dir / "metrics.json"
     if metrics_file.is_file():
         return json.loads(metrics_file.read_text())
-    model, cfg, _ = build.load_trained_model(checkpoint, overrides)
+    model, cfg, _ = load_trained_model(checkpoint, overrides)
     with torch.no_grad():
         return evaluate(model, cfg, out_dir, device=torch.device("cpu"))
 

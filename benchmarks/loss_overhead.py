@@ -30,6 +30,7 @@ import torch
 from loce import build
 from loce.config import load_config
 from loce.demo import CONTROL, LOCE
+from loce.engine.freeze import configure_trainable
 from loce.losses import LOSS_NAMES
 from loce.models import ClassStatistics, build_mask_rcnn
 
@@ -90,7 +91,7 @@ def main() -> None:
         cfg = load_config(config, overrides)
         torch.manual_seed(0)
         model = build.build_model(cfg, k, load_backbone=False, class_stats=stats)
-        build.configure_trainable(model, cfg)
+        configure_trainable(model, cfg)
         heads = model.roi_heads
         if getattr(heads, "use_feature_memory", False):
             _fill_memory(heads.memory_for("cpu"), k)

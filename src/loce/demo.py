@@ -122,7 +122,7 @@ def evaluate_stage(name: str, out: Path, overrides: list[str]) -> dict[str, Any]
     ``RUN/eval_<checkpoint>/`` and ``RUN/metrics.json`` and returns the metrics."""
     import torch
 
-    from loce import build
+    from loce.engine.checkpoint import load_trained_model
     from loce.engine.evaluate import evaluate
     from loce.fileio import atomic_write_json
 
@@ -132,7 +132,7 @@ def evaluate_stage(name: str, out: Path, overrides: list[str]) -> dict[str, Any]
         logger.info("[demo] %s: already evaluated (%s)", name, metrics_file)
         return json.loads(metrics_file.read_text())
     checkpoint = final_checkpoint(run_dir)
-    model, cfg, _ = build.load_trained_model(checkpoint, overrides)
+    model, cfg, _ = load_trained_model(checkpoint, overrides)
     if cfg.train.threads is not None:
         torch.set_num_threads(cfg.train.threads)
     logger.info("[demo] %s: evaluating %s ...", name, checkpoint)

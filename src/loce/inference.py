@@ -287,14 +287,14 @@ class Detector:
         Raises:
             CheckpointError, ConfigError: the checkpoint or an override does not fit.
         """
-        from loce import build
+        from loce.engine.checkpoint import load_trained_model
 
         extra = list(overrides)
         if score_threshold is not None:
             extra.append(f"model.test.score_thresh={float(score_threshold)!r}")
         if top_k is not None:
             extra.append(f"model.test.detections_per_img={int(top_k)}")
-        model, cfg, state = build.load_trained_model(path, extra, config)
+        model, cfg, state = load_trained_model(path, extra, config)
         return cls(model, cfg, state["category_ids"], state.get("category_names"),
                    device=device, with_masks=with_masks)
 

@@ -22,6 +22,8 @@ from mmdet_fakes import lvis_like_classes, mmdet_config, random_mmdet_state, wri
 from loce import build
 from loce.config import config_from_dict, load_config
 from loce.convert import loce_to_mmdet, mmdet_to_loce
+from loce.engine.checkpoint import load_trained_model
+from loce.models.weights import load_initial_weights
 
 FIXTURES = Path(__file__).parents[1] / "fixtures"
 V05 = FIXTURES / "lvis_v0.5_val_100.json"
@@ -78,7 +80,7 @@ def test_stage1_checkpoint_converts_and_loads_like_a_trained_one(stage1, tmp_pat
     assert cfg.model.mask.predictor == "normed" and cfg.model.backbone == "resnet50"
     assert (cfg.model.test.score_thresh, cfg.model.test.detections_per_img) == (1e-4, 300)
     # load_trained_model (loce predict, loce.Detector) takes it with no flag, strictly.
-    model, cfg2, _ = build.load_trained_model(out)
+    model, cfg2, _ = load_trained_model(out)
     assert cfg2.model.mask.predictor == "normed"
     # The classifier's background row moved first: loce row 0 is MMDetection's last row.
     src = torch.load(stage1, weights_only=True)["state_dict"]
@@ -127,11 +129,11 @@ def test_loce_finetune_checkpoint_feeds_train_init_from(tmp_path, r50_state):
     state = torch.load(out, weights_only=False)
     cfg = config_from_dict(state["config"])
     assert cfg.name == "loce_mask_rcnn_r50_fpn_normed_mask_mstrain_2x_lvis_v1" and cfg.loce.enabled
-    build.load_trained_model(out)
+    load_trained_model(out)
     # train.init_from: the stage-2 fine-tune config loads a converted stage-1 or stage-2 file.
     finetune = load_config("loce_mask_rcnn_r50_fpn_normed_mask_mstrain_2x_lvis_v1")
     model = build.build_model(finetune, num_classes=8, load_backbone=False)
-    build.load_initial_weights(model, state, str(out), finetune.train.reinit)
+    load_initial_weights(model, state, str(out), finetune.train.reinit)
     assert torch.equal(model.roi_heads.box_head.fc6.weight,
                        state["model"]["roi_heads.box_head.fc6.weight"])
 

@@ -10,15 +10,17 @@ from engine_utils import tiny_overrides
 from loce import build
 from loce.config import load_config
 from loce.engine.checkpoint import load_checkpoint_file
+from loce.engine.freeze import configure_trainable
 from loce.engine.init_pass import init_pass_batches, run_init_pass
+from loce.models.weights import load_initial_weights
 
 LOCE_SYNTH = "loce_mask_rcnn_r18_fpn_normed_mask_synthetic"
 
 
 def _model(cfg, dataset, checkpoint):
     model = build.build_model(cfg, dataset.num_classes, load_backbone=False)
-    build.load_initial_weights(model, load_checkpoint_file(checkpoint), str(checkpoint))
-    build.configure_trainable(model, cfg)
+    load_initial_weights(model, load_checkpoint_file(checkpoint), str(checkpoint))
+    configure_trainable(model, cfg)
     return model
 
 

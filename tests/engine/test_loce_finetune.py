@@ -14,13 +14,24 @@ from engine_utils import logged_losses, tiny_overrides
 from loce import build
 from loce.config import load_config
 from loce.engine.checkpoint import load_checkpoint_file
+from loce.engine.freeze import configure_trainable
+from loce.engine.method_state import before_training, load_rank_state, save_rank_state
 from loce.engine.train import train
 from loce.errors import CheckpointError, ConfigError
+from loce.models.weights import load_initial_weights
 
 LOCE_SYNTH = "loce_mask_rcnn_r18_fpn_normed_mask_synthetic"
 CE_SYNTH = "finetune_ce_mask_rcnn_r18_fpn_normed_mask_synthetic"
 TRAINABLE = ["rpn", "roi_heads.box_predictor.cls_score", "roi_heads.box_predictor.bbox_pred",
              "roi_heads.mask_head", "roi_heads.mask_predictor"]
+
+
+@pytest.fixture(autouse=True)
+def _console():
+    # Tests here read loce's messages from stdout: show them whatever ran before.
+    from loce.logs import setup_console
+
+    setup_console()
 
 
 def _cfg(name, dataset, out, **extra):
@@ -35,7 +46,7 @@ def test_only_the_listed_prefixes_train(tiny_dataset, tmp_path, name):
     cfg = _cfg(name, tiny_dataset, tmp_path)
     assert cfg.train.trainable == TRAINABLE
     model = build.build_model(cfg, 12, load_backbone=False)
-    build.configure_trainable(model, cfg)
+    configure_trainable(model, cfg)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     expected = {n for n, _ in model.named_parameters()
                 if any(n == p or n.startswith(p + ".") for p in TRAINABLE)}
@@ -60,7 +71,7 @@ def test_unmatched_prefix_lists_the_valid_ones(tiny_dataset, tmp_path):
         "train.trainable": "[rpn,roi_heads.box_predictr]"})
     model = build.build_model(cfg, 12, load_backbone=False)
     with pytest.raises(ConfigError) as err:
-        build.configure_trainable(model, cfg)
+        configure_trainable(model, cfg)
     msg = str(err.value)
     assert "train.trainable[1] = 'roi_heads.box_predictr' matches no parameter" in msg
     assert "Did you mean 'roi_heads.box_predictor'?" in msg
@@ -78,7 +89,7 @@ def test_trainable_null_leaves_the_builder_settings(tiny_dataset, tmp_path):
                                                       "model.frozen_stages": 1})
     model = build.build_model(cfg, 12, load_backbone=False)
     before = {n: p.requires_grad for n, p in model.named_parameters()}
-    build.configure_trainable(model, cfg)
+    configure_trainable(model, cfg)
     assert {n: p.requires_grad for n, p in model.named_parameters()} == before
     assert not before["backbone.body.layer1.0.conv1.weight"]
     # prefixes narrow the builder's choice: frozen ResNet stages stay frozen
@@ -86,7 +97,7 @@ def test_trainable_null_leaves_the_builder_settings(tiny_dataset, tmp_path):
                                                       "model.frozen_stages": 1})
     model = build.build_model(cfg, 12, load_backbone=False)
     with pytest.warns(UserWarning, match="stored features go stale"):
-        build.configure_trainable(model, cfg)
+        configure_trainable(model, cfg)
     grads = {n: p.requires_grad for n, p in model.named_parameters()}
     assert not grads["backbone.body.layer1.0.conv1.weight"]
     assert grads["backbone.body.layer2.0.conv1.weight"] and grads["backbone.fpn.inner_blocks.0.0.weight"]
@@ -100,21 +111,21 @@ def test_stage1_checkpoint_loads_into_the_loce_model(tiny_dataset, tiny_checkpoi
     cfg = _cfg(LOCE_SYNTH, tiny_dataset, tmp_path)
     data = load_checkpoint_file(tiny_checkpoint)
     model = build.build_model(cfg, 12, load_backbone=False)
-    build.load_initial_weights(model, data, str(tiny_checkpoint))
+    load_initial_weights(model, data, str(tiny_checkpoint))
     state = model.state_dict()
     for key, value in data["model"].items():
         assert torch.equal(state[key], value), key
     assert torch.equal(state["roi_heads.score_tracker.scores"], torch.full((13,), 0.01))
     # a LOCE state loads into the plain control model (the scores are ignored)
     plain = build.build_model(_cfg(CE_SYNTH, tiny_dataset, tmp_path), 12, load_backbone=False)
-    build.load_initial_weights(plain, {"model": state}, "loce.pth")
+    load_initial_weights(plain, {"model": state}, "loce.pth")
     # any other mismatch is an error naming the key
     broken = dict(data["model"])
     del broken["rpn.head.conv.0.0.weight"]
     broken["roi_heads.extra.weight"] = torch.zeros(1)
     with pytest.raises(CheckpointError, match=r"stage1\.pth does not fit the model: 1 missing "
                        r"\(e\.g\. rpn\.head\.conv\.0\.0\.weight\); 1 unexpected"):
-        build.load_initial_weights(model, {"model": broken}, "stage1.pth")
+        load_initial_weights(model, {"model": broken}, "stage1.pth")
 
 
 # ---------------------------------------------------------------------------- end to end
@@ -158,7 +169,7 @@ def test_finetune_from_stage1_saves_state_and_resumes_exactly(tiny_dataset, tiny
 
 def test_resume_without_saved_memory_reruns_the_pass_and_keeps_the_scores(
         tiny_dataset, tmp_path, monkeypatch, capsys):
-    import loce.engine.init_pass as init_pass
+    import loce.engine.method_state as method_state
 
     calls = []
 
@@ -167,21 +178,21 @@ def test_resume_without_saved_memory_reruns_the_pass_and_keeps_the_scores(
         model.roi_heads.memory_for("cpu")
         model.roi_heads.score_tracker.scores.fill_(0.5)
 
-    monkeypatch.setattr(init_pass, "run_init_pass", fake_pass)
+    monkeypatch.setattr(method_state, "run_init_pass", fake_pass)
     cfg = _cfg(LOCE_SYNTH, tiny_dataset, tmp_path, **{"loce.save_memory": False})
     model = build.build_model(cfg, 12, load_backbone=False)
     model.roi_heads.score_tracker.scores[1:] = 0.25  # as restored from a checkpoint
-    build.load_rank_state(model, cfg, tmp_path, "epoch_1.pth", 0)
-    build.before_training(model, cfg, None, torch.device("cpu"), resumed=True)
+    load_rank_state(model, cfg, tmp_path, "epoch_1.pth", 0)
+    before_training(model, cfg, None, torch.device("cpu"), resumed=True)
     assert calls == [1] and "re-running the initialisation pass" in capsys.readouterr().out
     assert model.roi_heads.score_tracker.scores[1:].eq(0.25).all()
     # a fresh run runs it once; a restored one not at all; init_pass=false never
-    build.before_training(model, cfg, None, torch.device("cpu"), resumed=False)
+    before_training(model, cfg, None, torch.device("cpu"), resumed=False)
     assert calls == [1, 1]
     model.roi_heads.memory_restored = True
-    build.before_training(model, cfg, None, torch.device("cpu"), resumed=True)
+    before_training(model, cfg, None, torch.device("cpu"), resumed=True)
     off = _cfg(LOCE_SYNTH, tiny_dataset, tmp_path, **{"loce.init_pass": False})
-    build.before_training(build.build_model(off, 12, load_backbone=False), off, None,
+    before_training(build.build_model(off, 12, load_backbone=False), off, None,
                           torch.device("cpu"), resumed=False)
     assert calls == [1, 1]
 
@@ -191,15 +202,15 @@ def test_corrupt_memory_file_is_a_checkpoint_error(tiny_dataset, tmp_path):
     model = build.build_model(cfg, 12, load_backbone=False)
     (tmp_path / "epoch_1.pth.memory.rank0.pth").write_text("not a checkpoint")
     with pytest.raises(CheckpointError, match=r"cannot read the feature memory .*rank0\.pth"):
-        build.load_rank_state(model, cfg, tmp_path, "epoch_1.pth", 0)
+        load_rank_state(model, cfg, tmp_path, "epoch_1.pth", 0)
     other = build.build_model(cfg, 12, load_backbone=False)
     other.roi_heads.memory_for("cpu")
-    build.save_rank_state(other, cfg, tmp_path, "epoch_1.pth", 0)
+    save_rank_state(other, cfg, tmp_path, "epoch_1.pth", 0)
     small = _cfg(LOCE_SYNTH, tiny_dataset, tmp_path, **{"loce.memory_capacity": 8})
     model = build.build_model(small, 12, load_backbone=False)
     with pytest.raises(CheckpointError, match=r"epoch_1\.pth\.memory\.rank0\.pth: .*capacity: "
                        r"checkpoint 80 vs memory 8"):
-        build.load_rank_state(model, small, tmp_path, "epoch_1.pth", 0)
+        load_rank_state(model, small, tmp_path, "epoch_1.pth", 0)
 
 
 # ---------------------------------------------------------------------------- two processes

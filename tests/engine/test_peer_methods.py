@@ -19,9 +19,12 @@ from engine_utils import SYNTH_CONFIG, tiny_overrides
 from loce import build
 from loce.cli import main as cli_main
 from loce.config import load_config
+from loce.data.statistics import class_statistics
 from loce.engine.checkpoint import load_checkpoint_file
+from loce.engine.freeze import check_reinit_trainable, configure_trainable
 from loce.engine.train import train
 from loce.errors import CheckpointError, ConfigError
+from loce.models.weights import load_initial_weights
 
 K = 12  # classes of the tiny synthetic preset
 
@@ -48,7 +51,7 @@ def test_class_statistics_are_counted_from_the_training_annotations(tiny_dataset
     cat_ids = sorted(c["id"] for c in data["categories"])
     annotated = len({a["image_id"] for a in data["annotations"]})
     cfg = _cfg(tiny_dataset, tmp_path)
-    stats = build.class_statistics(build.build_train_dataset(cfg))
+    stats = class_statistics(build.build_train_dataset(cfg))
     assert stats.image_counts == tuple(len(images_of[c]) for c in cat_ids)
     assert stats.instance_counts == tuple(instances[c] for c in cat_ids)
     assert stats.num_images == annotated
@@ -56,15 +59,14 @@ def test_class_statistics_are_counted_from_the_training_annotations(tiny_dataset
     fields = {c["id"]: c for c in data["categories"]}
     assert stats.image_counts == tuple(fields[c]["image_count"] for c in cat_ids)
     assert stats.instance_counts == tuple(fields[c]["instance_count"] for c in cat_ids)
-    # Read from the file when no training set of that file is alive.
-    build._LAST_TRAIN_SET.clear()
+    # Read from the file when no training set is given; the same from the dataset.
     assert build.training_class_statistics(cfg) == stats
+    assert build.training_class_statistics(cfg, build.build_train_dataset(cfg)) == stats
 
 
 def test_losses_and_norcal_take_the_statistics_of_data_train_ann(tiny_dataset, tmp_path):
     cfg = _cfg(tiny_dataset, tmp_path, **{"model.roi.cls_loss": "eql",
                                           "model.roi.eql.freq_threshold": 0.2})
-    build._LAST_TRAIN_SET.clear()
     model = build.build_model(cfg, K, load_backbone=False)
     stats = build.training_class_statistics(cfg)
     expected = [1.0 if c / stats.num_images < 0.2 else 0.0 for c in stats.image_counts]
@@ -110,7 +112,7 @@ def test_stage1_checkpoint_initialises_stateful_models_and_back(tiny_dataset, ti
         cfg = _cfg(tiny_dataset, tmp_path, **{"model.roi.cls_loss": name})
         model = build.build_model(cfg, K, load_backbone=False)
         fresh = _loss_state(model)
-        build.load_initial_weights(model, data, str(tiny_checkpoint))
+        load_initial_weights(model, data, str(tiny_checkpoint))
         assert torch.equal(model.state_dict()[key], data["model"][key])
         for n, b in _loss_state(model).items():  # the method's state starts fresh
             assert torch.equal(b, fresh[n]), n
@@ -118,29 +120,29 @@ def test_stage1_checkpoint_initialises_stateful_models_and_back(tiny_dataset, ti
     seesaw = build.build_model(_cfg(tiny_dataset, tmp_path, **{"model.roi.cls_loss": "seesaw"}),
                                K, load_backbone=False)
     with pytest.raises(CheckpointError, match=r"cls_score\.weight' has shape \(13, 64\).*\(14, 64\)"):
-        build.load_initial_weights(seesaw, data, str(tiny_checkpoint))
+        load_initial_weights(seesaw, data, str(tiny_checkpoint))
     # An EQLv2 model's running state carries over to another EQLv2 model and is ignored by a
     # plain one.
     cfg = _cfg(tiny_dataset, tmp_path, **{"model.roi.cls_loss": "eqlv2"})
     state = build.build_model(cfg, K, load_backbone=False).state_dict()
     state["roi_heads.cls_loss.pos_grad"] = torch.arange(K, dtype=torch.float64)
     other = build.build_model(cfg, K, load_backbone=False)
-    build.load_initial_weights(other, {"model": state}, "eqlv2.pth")
+    load_initial_weights(other, {"model": state}, "eqlv2.pth")
     assert other.roi_heads.cls_loss.pos_grad.tolist() == list(range(K))
     plain = build.build_model(_cfg(tiny_dataset, tmp_path), K, load_backbone=False)
-    build.load_initial_weights(plain, {"model": state}, "eqlv2.pth")
+    load_initial_weights(plain, {"model": state}, "eqlv2.pth")
     # Constants of the loss (EQL's tail set) follow this run's config, not the checkpoint's.
     eql = {"model.roi.cls_loss": "eql"}
     low = build.build_model(_cfg(tiny_dataset, tmp_path, **eql,
                                  **{"model.roi.eql.freq_threshold": 0.0}), K, load_backbone=False)
     high = build.build_model(_cfg(tiny_dataset, tmp_path, **eql,
                                   **{"model.roi.eql.freq_threshold": 1.0}), K, load_backbone=False)
-    build.load_initial_weights(high, {"model": low.state_dict()}, "eql.pth")
+    load_initial_weights(high, {"model": low.state_dict()}, "eql.pth")
     assert high.roi_heads.cls_loss.tail.tolist() == [1.0] * K
     # Everything else must still fit.
     broken = {k: v for k, v in data["model"].items() if k != key}
     with pytest.raises(CheckpointError, match="1 missing.*fc6"):
-        build.load_initial_weights(other, {"model": broken}, "stage1.pth")
+        load_initial_weights(other, {"model": broken}, "stage1.pth")
 
 
 def test_reinit_keeps_fresh_layers_and_loads_the_rest(tiny_dataset, tiny_checkpoint, tmp_path):
@@ -152,7 +154,7 @@ def test_reinit_keeps_fresh_layers_and_loads_the_rest(tiny_dataset, tiny_checkpo
                   {"model.roi.cls_loss": "eqlv2"}):
         model = build.build_model(_cfg(tiny_dataset, tmp_path, **extra), K, load_backbone=False)
         fresh = {k: v.clone() for k, v in model.state_dict().items() if k.startswith(prefix)}
-        build.load_initial_weights(model, data, str(tiny_checkpoint), reinit=[prefix])
+        load_initial_weights(model, data, str(tiny_checkpoint), reinit=[prefix])
         state = model.state_dict()
         for key, value in fresh.items():
             assert torch.equal(state[key], value), key
@@ -163,12 +165,12 @@ def test_reinit_keeps_fresh_layers_and_loads_the_rest(tiny_dataset, tiny_checkpo
     assert torch.allclose(bias, torch.full_like(bias, -math.log(999.0)))
     # A prefix naming nothing is a config error with a suggestion; so is a frozen fresh layer.
     with pytest.raises(ConfigError, match=r"train.reinit\[0\].*names nothing.*Did you mean"):
-        build.load_initial_weights(model, data, str(tiny_checkpoint), reinit=["roi_heads.box_predictr"])
+        load_initial_weights(model, data, str(tiny_checkpoint), reinit=["roi_heads.box_predictr"])
     cfg = _cfg(tiny_dataset, tmp_path, **{"train.reinit": f"[{prefix}]", "train.trainable": "[rpn]"})
     model = build.build_model(cfg, K, load_backbone=False)
-    build.configure_trainable(model, cfg)
+    configure_trainable(model, cfg)
     with pytest.raises(ConfigError, match=r"train.reinit\[0\].*frozen.*train.trainable"):
-        build.check_reinit_trainable(model, cfg)
+        check_reinit_trainable(model, cfg)
 
 
 @pytest.mark.parametrize("name", ["eqlv2", "seesaw"])
@@ -220,7 +222,7 @@ def test_norcal_at_prediction_time(tiny_dataset, tiny_checkpoint, tmp_path, caps
     assert a != c and all(0.0 <= r["score"] <= 1.0 for r in c)
     # Calibration divides each class's exponential by its image count: the rarer half of
     # the classes takes a larger share of the detection scores.
-    stats = build.class_statistics(build.build_train_dataset(load_config(
+    stats = class_statistics(build.build_train_dataset(load_config(
         SYNTH_CONFIG, tiny_overrides(tiny_dataset, tmp_path))))
     train_json = json.loads((tiny_dataset / "annotations/train.json").read_text())
     cat_ids = sorted(c["id"] for c in train_json["categories"])

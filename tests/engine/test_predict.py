@@ -75,9 +75,10 @@ def test_box_only_prediction_skips_the_mask_branch(tiny_dataset, tiny_checkpoint
     import torch
 
     from loce import build
+    from loce.engine.checkpoint import load_trained_model
     from loce.engine.evaluate import predict_to_file
 
-    model, cfg, _ = build.load_trained_model(
+    model, cfg, _ = load_trained_model(
         tiny_checkpoint, ["model.test.score_thresh=0.0", f"data.val_images={tiny_dataset}"])
     dataset = build.build_val_dataset(cfg)
     calls = []

@@ -38,17 +38,20 @@ def _parts(seed: int = 0):
 
 
 def _plain_heads(**kwargs) -> LoceRoIHeads:
-    p = _parts()
-    return LoceRoIHeads(p["box_roi_pool"], p["box_head"], p["box_predictor"], *_SETTINGS,
-                        mask_roi_pool=p["mask_roi_pool"], mask_head=p["mask_head"],
-                        mask_predictor=p["mask_predictor"], **kwargs)
+    return _heads_from(LoceRoIHeads, _parts(), **kwargs)
+
+
+def _heads_from(cls, parts, **kwargs):
+    return cls(parts["box_roi_pool"], parts["box_head"], parts["box_predictor"], *_SETTINGS,
+               mask_roi_pool=parts["mask_roi_pool"], mask_head=parts["mask_head"],
+               mask_predictor=parts["mask_predictor"], **kwargs)
 
 
 def _loce_heads(seed: int = 5, **kwargs) -> EquilibriumRoIHeads:
     options = dict(num_classes=K, feature_shape=(D, 7, 7), memory_dtype="float32",
                    generator=torch.Generator().manual_seed(seed))
     options.update(kwargs)
-    return EquilibriumRoIHeads.from_roi_heads(_plain_heads(), **options)
+    return _heads_from(EquilibriumRoIHeads, _parts(), **options)
 
 
 def _inputs(seed: int = 1, empty_second: bool = False):
@@ -265,9 +268,9 @@ def test_equilibrium_loss_with_uniform_scores_is_cross_entropy_on_all_rows():
 
 def test_switched_off_equals_plain_heads():
     plain = _plain_heads()
-    loce = EquilibriumRoIHeads.from_roi_heads(
-        copy.deepcopy(plain), num_classes=K, feature_shape=(D, 7, 7),
-        use_equilibrium_loss=False, use_feature_memory=False)
+    loce = _heads_from(EquilibriumRoIHeads, copy.deepcopy(dict(plain.named_children())),
+                       num_classes=K, feature_shape=(D, 7, 7), use_equilibrium_loss=False,
+                       use_feature_memory=False)
     features, proposals, targets = _inputs()
     torch.manual_seed(3)
     _, expected = plain(features, [p.clone() for p in proposals], IMAGE_SHAPES, targets)
@@ -283,8 +286,8 @@ def test_switched_off_equals_plain_heads():
 
 def test_inference_is_the_plain_softmax_path():
     plain = _plain_heads().eval()
-    loce = EquilibriumRoIHeads.from_roi_heads(copy.deepcopy(plain), num_classes=K,
-                                              feature_shape=(D, 7, 7))
+    loce = _heads_from(EquilibriumRoIHeads, copy.deepcopy(dict(plain.named_children())),
+                       num_classes=K, feature_shape=(D, 7, 7)).eval()
     loce.score_tracker.scores.uniform_(0.1, 0.9)  # must not matter at test time
     assert not loce.training
     features, proposals, _ = _inputs(seed=4)
@@ -320,24 +323,37 @@ def test_collapsed_jitter_is_dropped():
     assert boxes[0].shape == (16, 4) and torch.isfinite(regs).all()
 
 
-def test_from_roi_heads_carries_every_setting():
+def test_loce_model_has_every_setting_and_weight_of_the_plain_model():
     from loce.config import load_config
+    from loce.config.method import LoceConfig
     from loce.models import build_mask_rcnn
 
     cfg = load_config("mask_rcnn_r18_fpn_normed_mask_synthetic", [
         "model.roi.batch_size_per_image=77", "model.parity.box_loss=smooth_l1",
         "model.parity.det_min_size=0.5", "model.test.score_thresh=0.2"])
-    base = build_mask_rcnn(cfg.model, 7, load_backbone=False).roi_heads
-    loce = EquilibriumRoIHeads.from_roi_heads(base, num_classes=7, feature_shape=(64, 7, 7))
-    plain_values = {k: v for k, v in vars(base).items() if not k.startswith("_") and k != "training"}
+    torch.manual_seed(0)
+    base = build_mask_rcnn(cfg.model, 7, load_backbone=False)
+    torch.manual_seed(0)
+    model = build_mask_rcnn(cfg.model, 7, load_backbone=False, loce=LoceConfig(enabled=True))
+    loce = model.roi_heads
+    assert type(base.roi_heads) is LoceRoIHeads and type(loce) is EquilibriumRoIHeads
+    assert loce.feature_shape == (64, 7, 7) and loce.num_classes == 7
+    plain_values = {k: v for k, v in vars(base.roi_heads).items()
+                    if not k.startswith("_") and k != "training"}
     assert plain_values, "nothing compared"
     for name, value in plain_values.items():
         theirs = getattr(loce, name)
         if isinstance(value, torch.nn.Module):
-            assert theirs is value, name
+            assert type(theirs) is type(value), name
         else:
             assert vars(theirs) == vars(value) if hasattr(value, "__dict__") else theirs == value, name
-    assert dict(loce.named_children()).keys() == {*dict(base.named_children()), "score_tracker"}
+    assert dict(loce.named_children()).keys() == {*dict(base.roi_heads.named_children()),
+                                                  "score_tracker"}
+    expected = base.state_dict()
+    got = model.state_dict()
+    assert set(got) == {*expected, "roi_heads.score_tracker.scores"}
+    for key, value in expected.items():
+        assert torch.equal(got[key], value), key
     assert loce.fg_bg_sampler.batch_size_per_image == 77 and loce.score_thresh == 0.2
     assert math.isclose(loce.det_min_size, 0.5)
 

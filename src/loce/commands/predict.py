@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from loce import build
+    from loce.engine.checkpoint import check_category_table
     from loce.engine.evaluate import predict_to_file
     from loce.errors import ConfigError
     from loce.fileio import check_output_file, ensure_directory
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         root = args.image_root or cfg.data.val_images
         dataset = LVISDataset(args.gt, root, train=False, transforms=det.transforms,
                               decoder=det.decoder)
-        build.check_category_table(dataset, cat_ids, args.gt)
+        check_category_table(dataset, cat_ids, args.gt)
 
     on_image = None
     if args.visualize is not None:

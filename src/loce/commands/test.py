@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     from loce import build
     from loce.engine import distributed as dist_utils
+    from loce.engine.checkpoint import check_category_table, load_trained_model
     from loce.engine.evaluate import evaluate
     from loce.evaluation.lvis_eval import format_metrics_table
     from loce.logs import environment_lines, log_to_file
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"eval.iou_types=[{','.join(dict.fromkeys(args.eval))}]")
     if args.protocol is not None:
         overrides.append(f"eval.protocol={args.protocol}")
-    model, cfg, state = build.load_trained_model(args.checkpoint, overrides, args.config)
+    model, cfg, state = load_trained_model(args.checkpoint, overrides, args.config)
     if cfg.train.threads is not None:
         import torch
 
@@ -82,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                     logger.info("%s", line)
             model.to(device)
             dataset = build.build_val_dataset(cfg)
-            build.check_category_table(dataset, state["category_ids"], cfg.data.val_ann)
+            check_category_table(dataset, state["category_ids"], cfg.data.val_ann)
             metrics = evaluate(model, cfg, out, device=device, dataset=dataset)
             if main:
                 logger.debug("metrics: %s", {t: {k: m.get(k) for k in ("AP", "APr", "APc", "APf")}

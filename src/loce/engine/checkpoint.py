@@ -21,25 +21,27 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from loce.errors import CheckpointError
 from loce.faults import fault_point
 from loce.fileio import atomic_write_text, ensure_directory, save_torch_atomic
+from loce.models.weights import load_model_weights, non_finite_entries
 
 __all__ = [
     "capture_rng_state",
+    "check_category_table",
     "check_resumable",
     "checkpoint_global_iter",
     "find_last_checkpoint",
     "load_checkpoint_file",
     "load_model_weights",
+    "load_trained_model",
     "non_finite_entries",
     "optimizer_tensors",
     "restore_rng_state",
@@ -58,16 +60,6 @@ RESUME_KEYS: dict[str, type | tuple[type, ...]] = {
     "global_iter": int,
     "rng": (Mapping, list),
 }
-
-
-def non_finite_entries(tensors: Iterable[tuple[str, Any]]) -> list[str]:
-    """Names of the floating-point tensors among ``(name, value)`` pairs with a NaN or inf."""
-    bad = []
-    for name, value in tensors:
-        if torch.is_tensor(value) and value.is_floating_point() and value.numel() \
-                and not bool(torch.isfinite(value).all()):
-            bad.append(name)
-    return bad
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[tuple[str, torch.Tensor]]:
@@ -175,16 +167,6 @@ def check_resumable(state: Mapping[str, Any], source: str) -> None:
             )
 
 
-def describe_key_mismatch(missing: list[str], unexpected: list[str]) -> str:
-    """``"2 missing (e.g. a, b); 1 unexpected (e.g. c)"`` for a state-dict error message."""
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:3])})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:3])})")
-    return "; ".join(parts)
-
-
 def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint (a loce checkpoint or a bare state dict) onto the CPU."""
     path = Path(path)
@@ -199,58 +181,69 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def _model_state(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    for key in ("model", "state_dict"):
-        if key in data and isinstance(data[key], Mapping):
-            return data[key]
-    return data
+# ---------------------------------------------------------------------- trained models
 
 
-def load_model_weights(
-    model: nn.Module,
-    data: Mapping[str, Any],
-    source: str,
-    *,
-    strict: bool = True,
-) -> tuple[list[str], list[str]]:
-    """Load model weights from a checkpoint dict with checked shapes.
+def load_trained_model(checkpoint: str | os.PathLike, overrides: Sequence[str] = (),
+                       config: str | None = None):
+    """A trained model for inference, from a checkpoint written by ``loce train``.
 
     Args:
-        model: the (unwrapped) model.
-        data: a loce checkpoint (``{"model": ...}``), ``{"state_dict": ...}`` or a state dict.
-        source: the file name, for messages.
-        strict: require the same set of keys.
+        checkpoint: the checkpoint file.
+        overrides: ``key=value`` changes to the config (e.g. ``model.test.norcal_gamma=0.5``).
+        config: a config name or YAML file to use instead of the one stored in the checkpoint.
 
     Returns:
-        (missing keys, unexpected keys) — both empty when ``strict``.
+        ``(model, cfg, state)``: the model with the checkpoint's weights in eval mode on the
+        CPU, its config, and the checkpoint's contents (``category_ids``, ...).
 
     Raises:
-        CheckpointError: a tensor whose shape differs from the model's (names the layer and
-            both shapes — typically another number of classes), or missing/unexpected keys
-            when ``strict``.
+        CheckpointError: a checkpoint without a stored config (and no ``config``), without
+            its category table, or whose weights do not fit.
     """
-    state = _model_state(data)
-    own = model.state_dict()
-    bad = non_finite_entries((k, v) for k, v in state.items() if k in own)
-    if bad:
+    from loce.build import build_model
+    from loce.config import config_from_dict, load_config
+
+    state = load_checkpoint_file(checkpoint)
+    if config is not None:
+        cfg = load_config(config, overrides)
+    elif "config" in state:
+        cfg = config_from_dict(state["config"], f"{checkpoint} (stored config)", overrides)
+    else:
+        raise CheckpointError(f"{checkpoint} stores no config; pass --config")
+    _check_category_table(state, str(checkpoint))
+    model = build_model(cfg, num_classes=len(state["category_ids"]), load_backbone=False)
+    load_model_weights(model, state, str(checkpoint))
+    return model.eval(), cfg, state
+
+
+def _check_category_table(state: Mapping[str, Any], source: str) -> None:
+    """A checkpoint's ``category_ids`` (unique ints) and ``category_names`` (strs, or absent)."""
+    ids = state.get("category_ids")
+    if ids is None:
+        raise CheckpointError(f"{source} stores no category table (category_ids); "
+                              "was it written by `loce train`?")
+    if not isinstance(ids, list | tuple) or not ids or not all(
+            isinstance(c, int) and not isinstance(c, bool) for c in ids) \
+            or len(set(ids)) != len(ids):
+        raise CheckpointError(f"{source}: category_ids must be a non-empty list of distinct "
+                              f"integer ids, found {str(ids)[:60]}; was it written by `loce train`?")
+    names = state.get("category_names")
+    if names is not None and (not isinstance(names, list | tuple) or len(names) != len(ids)
+                              or not all(isinstance(n, str) for n in names)):
+        raise CheckpointError(f"{source}: category_names must list {len(ids)} strings, one per "
+                              f"category id, found {str(names)[:60]}")
+
+
+def check_category_table(dataset, category_ids: Sequence[int], source: str) -> None:
+    """Refuse a dataset whose categories are not the checkpoint's (same ids, same order).
+
+    Raises:
+        CheckpointError: naming ``source`` (the annotation file) and both counts.
+    """
+    if list(dataset.cat_ids) != [int(c) for c in category_ids]:
         raise CheckpointError(
-            f"{source} holds non-finite weights ({len(bad)} tensors with NaN or inf, e.g. "
-            f"{', '.join(bad[:3])}): it was written by a diverged run; use an earlier checkpoint"
+            f"{source} has {len(dataset.cat_ids)} categories but the checkpoint was "
+            f"trained on {len(category_ids)} (or in another order); use annotations with "
+            "the checkpoint's category set"
         )
-    for key, value in state.items():
-        if key in own and hasattr(value, "shape") and tuple(value.shape) != tuple(own[key].shape):
-            raise CheckpointError(
-                f"{source}: layer {key!r} has shape {tuple(value.shape)} in the checkpoint but "
-                f"{tuple(own[key].shape)} in the model built from the config; check the number "
-                "of classes and the model settings, or initialise that layer anew"
-            )
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if strict and (missing or unexpected):
-        raise CheckpointError(
-            f"{source} does not fit the model: {describe_key_mismatch(missing, unexpected)} "
-            "keys; is it a checkpoint of "
-            "this architecture?"
-        )
-    model.load_state_dict(state, strict=False)
-    return missing, unexpected

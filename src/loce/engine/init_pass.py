@@ -21,7 +21,7 @@ BatchNorm layer in ``eval()`` mode, which reproduces what the original computes:
 * with ``model.parity.backbone_norm: batch`` (the synthetic presets) the running statistics
   are used and left untouched, so the pass changes nothing but the memory and the scores, and
   the stored features are those the frozen network computes during the fine-tune (where
-  :func:`loce.build.configure_trainable` keeps frozen BatchNorm layers in the same mode).
+  :func:`loce.engine.freeze.configure_trainable` keeps frozen BatchNorm layers in the same mode).
 
 Every module's mode is restored afterwards.
 """
@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
@@ -87,23 +86,6 @@ def init_pass_batches(
     return [order[i : i + images_per_batch] for i in range(0, len(order), images_per_batch)]
 
 
-def _to_device(images: list[torch.Tensor], targets: list[dict[str, Any]], device: torch.device):
-    images = [img.to(device, non_blocking=True) for img in images]
-    targets = [
-        {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
-        for t in targets
-    ]
-    return images, targets
-
-
-def _autocast(device: torch.device, amp: str):
-    from contextlib import nullcontext
-
-    if device.type != "cuda" or amp == "none":
-        return nullcontext()
-    return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-
-
 def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) -> InitPassResult:
     """Forward the class-balanced images through the training step, without gradients.
 
@@ -120,9 +102,9 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
     """
     from tqdm.auto import tqdm
 
-    from loce.build import EpochSeededDataset
-    from loce.data.samplers import collate_fn
+    from loce.data.seeding import seeded_loader
     from loce.engine import distributed as dist_utils
+    from loce.engine.device import autocast, to_device
     from loce.logs import progress_bars
     from loce.models.loce_heads import EquilibriumRoIHeads
 
@@ -136,14 +118,9 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
     rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
     batches = init_pass_batches(dataset.image_labels, cfg.loce.images_per_class,
                                 cfg.data.images_per_gpu, rank, world)
-    loader = torch.utils.data.DataLoader(
-        EpochSeededDataset(dataset, cfg.train.seed, INIT_PASS_EPOCH),
-        batch_sampler=batches,
-        num_workers=cfg.data.workers,
-        collate_fn=collate_fn,
-        # private: building the loader must not consume the global generator
-        generator=torch.Generator().manual_seed(cfg.train.seed),
-    )
+    # the loader's private generator must not consume the global one
+    loader = seeded_loader(dataset, batches, seed=cfg.train.seed, epoch=INIT_PASS_EPOCH,
+                           workers=cfg.data.workers, generator_seed=cfg.train.seed)
 
     modes = [(m, m.training) for m in model.modules()]
     model.train()
@@ -158,8 +135,8 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
                        disable=rank != 0 or not progress_bars(),
                        dynamic_ncols=True, leave=False, mininterval=1.0)
             for images, targets in bar:
-                images, targets = _to_device(images, targets, device)
-                with _autocast(device, cfg.solver.amp):
+                images, targets = to_device(images, targets, device)
+                with autocast(device, cfg.solver.amp):
                     model(images, targets)
                 images_seen += len(images)
             bar.close()

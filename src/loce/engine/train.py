@@ -35,7 +35,7 @@ import math
 import resource
 import time
 from collections.abc import Mapping
-from contextlib import ExitStack, nullcontext
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ from loce.engine.checkpoint import (
     save_checkpoint,
     set_last_checkpoint,
 )
+from loce.engine.device import autocast, to_device
 from loce.engine.schedule import apply_auto_scale_lr, build_lr_scheduler, load_scheduler_state
 from loce.engine.tensorboard import ScalarWriter
 from loce.errors import LoceError
@@ -113,22 +114,6 @@ class MetricsLog:
             raise FileWriteError(f"{self.path}: cannot append to the training log "
                                  f"({err.strerror or err}); free some space or choose another "
                                  "train.output_dir") from None
-
-
-def _autocast(device: torch.device, amp: str):
-    if device.type != "cuda" or amp == "none":
-        return nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
-
-
-def _to_device(images: list[torch.Tensor], targets: list[dict[str, Any]], device: torch.device):
-    images = [img.to(device, non_blocking=True) for img in images]
-    targets = [
-        {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in t.items()}
-        for t in targets
-    ]
-    return images, targets
 
 
 def _reduce_losses(loss_dict: Mapping[str, torch.Tensor]) -> dict[str, float]:
@@ -266,7 +251,17 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
 
 def _train(cfg: Config, resume: bool, stack: ExitStack) -> TrainResult:
     from loce import build
+    from loce.data.statistics import frequency_groups
     from loce.engine.evaluate import METRIC_KEYS, evaluate
+    from loce.engine.freeze import check_reinit_trainable, configure_trainable
+    from loce.engine.method_state import (
+        before_training,
+        load_rank_state,
+        method_scalars,
+        prune_rank_state,
+        save_rank_state,
+    )
+    from loce.models.weights import load_initial_weights
 
     if cfg.train.threads is not None:
         torch.set_num_threads(cfg.train.threads)
@@ -306,13 +301,15 @@ def _train(cfg: Config, resume: bool, stack: ExitStack) -> TrainResult:
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
     train_set = build.build_train_dataset(cfg)
     resuming = resume_available(ckpt_dir, resume)
-    model = build.build_model(cfg, num_classes=train_set.num_classes,
+    class_stats = (build.training_class_statistics(cfg, train_set)
+                   if build.needs_class_statistics(cfg) else None)
+    model = build.build_model(cfg, num_classes=train_set.num_classes, class_stats=class_stats,
                               load_backbone=not (resuming or cfg.train.init_from)).to(device)
     if cfg.train.init_from and not resuming:
         data = load_checkpoint_file(cfg.train.init_from)
-        build.load_initial_weights(model, data, cfg.train.init_from, cfg.train.reinit)
-    build.configure_trainable(model, cfg)
-    build.check_reinit_trainable(model, cfg)
+        load_initial_weights(model, data, cfg.train.init_from, cfg.train.reinit)
+    configure_trainable(model, cfg)
+    check_reinit_trainable(model, cfg)
 
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -346,16 +343,15 @@ def _train(cfg: Config, resume: bool, stack: ExitStack) -> TrainResult:
             start_epoch, start_iter = int(state["epoch"]), int(state["iter_in_epoch"])
             global_iter = int(state["global_iter"])
             _restore_rng(state["rng"], rank, str(last))
-            build.load_rank_state(model, cfg, ckpt_dir, last.name, rank)
+            load_rank_state(model, cfg, ckpt_dir, last.name, rank)
             # Per-rank files of other checkpoints are left by a kill between the pointer move
             # and their deletion; the pointer names `last`, so they are of no use.
-            build.prune_rank_state(cfg, ckpt_dir, last.name, rank)
-            build.after_resume(model, state)
+            prune_rank_state(cfg, ckpt_dir, last.name, rank)
             if main:
                 logger.info("resumed from %s at epoch %d, iteration %d", last, start_epoch + 1,
                             start_iter)
 
-    build.before_training(model, cfg, train_set, device, resumed=global_iter > 0)
+    before_training(model, cfg, train_set, device, resumed=global_iter > 0)
 
     ddp_model: nn.Module = model
     if world > 1:
@@ -366,7 +362,10 @@ def _train(cfg: Config, resume: bool, stack: ExitStack) -> TrainResult:
             # itself (synchronised by all-gather where the method says so); rank 0 must not
             # overwrite them at every forward.
             broadcast_buffers=False,
-            find_unused_parameters=build.has_unused_parameters(cfg),
+            # Frozen parameters are not registered with DDP, and every trainable one (RPN, box
+            # predictor, mask branch, with LOCE too) is in every step's graph, even when a
+            # batch has no positive RoI.
+            find_unused_parameters=False,
         )
 
     def checkpoint(name: str, epoch: int, it_in_epoch: int, g_iter: int) -> None:
@@ -376,14 +375,14 @@ def _train(cfg: Config, resume: bool, stack: ExitStack) -> TrainResult:
         # Per-rank state that is not synchronised (e.g. a feature memory) is written by
         # every rank next to the checkpoint and is on the disk before rank 0 points
         # last_checkpoint at it; older per-rank files are deleted only after the pointer moved.
-        build.save_rank_state(model, cfg, ckpt_dir, name, rank)
+        save_rank_state(model, cfg, ckpt_dir, name, rank)
         dist_utils.barrier()
         fault_point("checkpoint:after-rank-state")
         if main:
             _write_checkpoint(name, epoch, it_in_epoch, g_iter, rng)
         dist_utils.barrier()
         fault_point("checkpoint:after-pointer")
-        build.prune_rank_state(cfg, ckpt_dir, name, rank)
+        prune_rank_state(cfg, ckpt_dir, name, rank)
 
     def _write_checkpoint(name: str, epoch: int, it_in_epoch: int, g_iter: int, rng) -> None:
         state = {
@@ -404,7 +403,7 @@ def _train(cfg: Config, resume: bool, stack: ExitStack) -> TrainResult:
 
     metrics: dict[str, Any] = {}
     epochs = cfg.solver.epochs
-    groups = build.frequency_groups(train_set)
+    groups = frequency_groups(train_set)
     images_per_step = cfg.data.images_per_gpu * world
     for epoch in range(start_epoch, epochs):
         batches = build.epoch_batches(cfg, train_set, epoch, rank, world)
@@ -420,8 +419,8 @@ def _train(cfg: Config, resume: bool, stack: ExitStack) -> TrainResult:
         lr = optimizer.param_groups[0]["lr"]
         for it, (images, targets) in enumerate(bar, start=skip):
             lr = optimizer.param_groups[0]["lr"]
-            images, targets = _to_device(images, targets, device)
-            with _autocast(device, cfg.solver.amp):
+            images, targets = to_device(images, targets, device)
+            with autocast(device, cfg.solver.amp):
                 loss_dict = ddp_model(images, targets)
             total = sum(loss_dict.values())
             _check_finite(total, loss_dict, epoch, it, global_iter, ckpt_dir, main)
@@ -463,7 +462,7 @@ def _train(cfg: Config, resume: bool, stack: ExitStack) -> TrainResult:
                     board.add_scalars({**{f"train/{k}": v for k, v in losses.items()},
                                        "train/loss": record["loss"], "train/lr": lr,
                                        "train/images_per_sec": record["images_per_sec"],
-                                       **build.method_scalars(model, groups)}, global_iter)
+                                       **method_scalars(model, groups)}, global_iter)
             every = cfg.train.checkpoint_every_iters
             if every and global_iter % every == 0 and it + 1 < len(batches):
                 checkpoint(f"iter_{global_iter}.pth", epoch, it + 1, global_iter)

@@ -38,7 +38,7 @@ Where the state lives:
   (spec a.4), up to 2.4 GB at LVIS scale, and must stay out of the rank-0 checkpoint, out of
   ``model.to()`` and out of DistributedDataParallel's buffer handling. It is allocated on the
   first push (or when a saved memory is loaded) on the configured device; the training engine
-  saves it per rank next to each checkpoint (see :func:`loce.build.save_rank_state`).
+  saves it per rank next to each checkpoint (see :func:`loce.engine.method_state.save_rank_state`).
 
 Deliberate deviations from the original code:
 
@@ -198,47 +198,6 @@ class EquilibriumRoIHeads(LoceRoIHeads):
         self.last_step: LoceStepInfo | None = None
         # Not a submodule (see the module docstring): bypass nn.Module's registration.
         object.__setattr__(self, "_feature_memory", None)
-
-    @classmethod
-    def from_roi_heads(cls, heads: LoceRoIHeads, **kwargs) -> EquilibriumRoIHeads:
-        """LOCE heads that reuse the modules and settings of built ``heads``.
-
-        The box/mask modules are shared (same parameters, so the state dict keys and values
-        are those of ``heads`` plus ``score_tracker.scores``); no randomness is consumed.
-
-        Args:
-            heads: RoI heads built by :func:`loce.models.build_mask_rcnn`.
-            **kwargs: this class's LOCE arguments (``num_classes``, ``feature_shape``, ...).
-        """
-        if heads.keypoint_predictor is not None:
-            raise ValueError("LOCE heads have no keypoint branch")
-        new = cls(
-            heads.box_roi_pool,
-            heads.box_head,
-            heads.box_predictor,
-            heads.proposal_matcher.high_threshold,
-            heads.proposal_matcher.low_threshold,
-            heads.fg_bg_sampler.batch_size_per_image,
-            heads.fg_bg_sampler.positive_fraction,
-            tuple(heads.box_coder.weights),
-            heads.score_thresh,
-            heads.nms_thresh,
-            heads.detections_per_img,
-            mask_roi_pool=heads.mask_roi_pool,
-            mask_head=heads.mask_head,
-            mask_predictor=heads.mask_predictor,
-            cls_loss=heads.cls_loss,
-            box_loss=heads.box_loss,
-            smooth_l1_beta=heads.smooth_l1_beta,
-            det_min_size=heads.det_min_size,
-            mask_targets=heads.mask_targets,
-            select_mask_channels=heads.select_mask_channels,
-            nms=heads.nms,
-            **kwargs,
-        )
-        new.box_coder.bbox_xform_clip = heads.box_coder.bbox_xform_clip
-        new.train(heads.training)
-        return new
 
     # ------------------------------------------------------------------ feature memory
 

@@ -40,11 +40,8 @@ statistics (:class:`ClassStatistics`), as is NorCal (``cfg.test.norcal_gamma``);
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import torch
@@ -60,8 +57,9 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from loce.config.method import LoceConfig
 from loce.config.model import ModelConfig
-from loce.errors import CheckpointError, ConfigError, LoceError
+from loce.errors import ConfigError
 from loce.models.mmdet_compat import (
     FrozenStatsBatchNorm2d,
     LoceRPN,
@@ -73,6 +71,7 @@ from loce.models.mmdet_compat import (
 )
 from loce.models.predictors import BoxPredictor, MaskPredictor, NormedMaskPredictor
 from loce.models.roi_heads import LoceRoIHeads
+from loce.models.weights import load_backbone_weights
 
 __all__ = [
     "ClassStatistics",
@@ -80,7 +79,7 @@ __all__ = [
     "LoceTransform",
     "build_classification_loss_for",
     "build_mask_rcnn",
-    "load_backbone_weights",
+    "load_backbone_weights",  # from loce.models.weights
 ]
 
 FPN_STRIDES = (4, 8, 16, 32, 64)
@@ -262,107 +261,6 @@ def _check_boxes(targets: list[dict[str, Tensor]]) -> None:
             raise ValueError(
                 f"targets[{i}]['boxes'][{j}] = {boxes[j].tolist()} has no area (x2 <= x1 or y2 <= y1)"
             )
-
-
-# ---------------------------------------------------------------------- backbone weights
-
-_TV_WEIGHT = re.compile(r"^\w+_Weights\.\w+$")
-
-
-def _resolve_weight_name(spec: str, backbone: str) -> str | None:
-    """The torchvision weight name meant by ``spec`` or None for a file path."""
-    if spec == "imagenet":
-        return f"ResNet{backbone.removeprefix('resnet')}_Weights.IMAGENET1K_V1"
-    if _TV_WEIGHT.match(spec) and not os.path.exists(spec):
-        return spec
-    return None
-
-
-def _fetch_torchvision_weights(name: str, key: str) -> dict[str, Tensor]:
-    try:
-        weights = torchvision.models.get_weight(name)
-    except (KeyError, ValueError, AttributeError):
-        raise ConfigError(
-            f"{key}: unknown torchvision weight name {name!r}; expected e.g. "
-            "'ResNet50_Weights.IMAGENET1K_V1', 'imagenet', 'none' or a file path"
-        ) from None
-    try:
-        return torch.hub.load_state_dict_from_url(weights.url, progress=False)
-    except Exception as err:  # noqa: BLE001 - any download failure means the same to the user
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        filename = weights.url.rsplit("/", 1)[-1]
-        raise LoceError(
-            f"{key}: cannot download {name} from {weights.url} ({reason}); without network "
-            f"access set {key}=/path/to/{filename} (a torchvision ResNet state dict) or 'none'"
-        ) from None
-
-
-def _read_state_dict(path: Path, key: str) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise ConfigError(
-            f"{key}: no such file {str(path)!r}; expected 'none', 'imagenet', a torchvision "
-            "weight name such as ResNet50_Weights.IMAGENET1K_V1, or a ResNet state-dict file"
-        )
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - unreadable for whatever reason
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{path}: cannot read it as a PyTorch state dict ({reason})") from None
-    if isinstance(data, Mapping):
-        for wrapper in ("state_dict", "model"):
-            inner = data.get(wrapper)
-            if isinstance(inner, Mapping):
-                data = inner
-                break
-    if not isinstance(data, Mapping) or not all(isinstance(v, Tensor) for v in data.values()):
-        raise CheckpointError(
-            f"{path}: expected a state dict of tensors (a torchvision ResNet's), "
-            f"got {type(data).__name__}"
-        )
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in data.items()}
-
-
-def load_backbone_weights(
-    body: nn.Module, spec: str, backbone: str, key: str = "model.backbone_weights"
-) -> None:
-    """Load ResNet weights into the backbone body.
-
-    Args:
-        body: the ResNet part of the backbone (``model.backbone.body``).
-        spec: "none", "imagenet", a torchvision weight name, or a file with a torchvision
-            ResNet state dict (optionally under "state_dict"/"model", optional "module."
-            prefix; classifier ``fc.*`` keys are ignored).
-        backbone: "resnet18" ... "resnet101" (for "imagenet" and for error messages).
-        key: config key named in error messages.
-
-    Raises:
-        ConfigError: unknown weight name or missing file.
-        CheckpointError: unreadable file, missing/unexpected keys or shapes that differ.
-        LoceError: a torchvision download that failed (one line naming the file option).
-    """
-    if spec == "none":
-        return
-    name = _resolve_weight_name(spec, backbone)
-    source = name if name is not None else spec
-    state = _fetch_torchvision_weights(name, key) if name is not None else _read_state_dict(Path(spec), key)
-    state = {k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
-    own = body.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        from loce.engine.checkpoint import describe_key_mismatch
-
-        raise CheckpointError(
-            f"{source}: not a {backbone} state dict: {describe_key_mismatch(missing, unexpected)} "
-            f"keys; check model.backbone or {key}"
-        )
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointError(
-                f"{source}: {k} has shape {tuple(v.shape)} but the {backbone} backbone expects "
-                f"{tuple(own[k].shape)}; check model.backbone or {key}"
-            )
-    body.load_state_dict(state, strict=True)
 
 
 # ---------------------------------------------------------------------- class statistics
@@ -562,8 +460,26 @@ def _pooler(cfg: ModelConfig, output_size: int) -> MultiScaleRoIAlign:
     return MultiScaleRoIAlign(FEATMAP_NAMES, output_size, sampling_ratio=2)
 
 
+def _loce_arguments(loce: LoceConfig, num_classes: int, feature_shape: tuple[int, ...]) -> dict:
+    """The :class:`~loce.models.loce_heads.EquilibriumRoIHeads` arguments of ``loce.*``."""
+    return dict(
+        num_classes=num_classes,
+        feature_shape=feature_shape,
+        alpha=loce.alpha,
+        bg_score=loce.bg_score,
+        init_score=loce.init_score,
+        use_equilibrium_loss=loce.equilibrium_loss,
+        use_feature_memory=loce.feature_memory,
+        memory_capacity=loce.memory_capacity,
+        memory_dtype=loce.memory_dtype,
+        memory_device=loce.memory_device,
+        classes_per_step=loce.classes_per_step,
+        features_per_class=loce.features_per_class,
+    )
+
+
 def _build_roi_heads(cfg: ModelConfig, num_classes: int, out_channels: int,
-                     cls_loss: nn.Module) -> LoceRoIHeads:
+                     cls_loss: nn.Module, loce: LoceConfig | None = None) -> LoceRoIHeads:
     from loce.losses import classification_num_logits
 
     roi, mask, test = cfg.roi, cfg.mask, cfg.test
@@ -579,7 +495,14 @@ def _build_roi_heads(cfg: ModelConfig, num_classes: int, out_channels: int,
                                              mask.normed_scale)
     else:
         mask_predictor = MaskPredictor(mask.head_layers[-1], mask.upsample_channels, num_classes + 1)
-    return LoceRoIHeads(
+    heads_class: type[LoceRoIHeads] = LoceRoIHeads
+    loce_kwargs: dict = {}
+    if loce is not None:
+        from loce.models.loce_heads import EquilibriumRoIHeads
+
+        heads_class = EquilibriumRoIHeads
+        loce_kwargs = _loce_arguments(loce, num_classes, (out_channels, *box_pool.output_size))
+    return heads_class(
         box_pool,
         box_head,
         box_predictor,
@@ -601,6 +524,7 @@ def _build_roi_heads(cfg: ModelConfig, num_classes: int, out_channels: int,
         mask_targets=cfg.parity.mask_targets,
         select_mask_channels=mask.select_channels,
         nms=cfg.parity.nms,
+        **loce_kwargs,
     )
 
 
@@ -611,6 +535,7 @@ def build_mask_rcnn(
     load_backbone: bool = True,
     class_stats: ClassStatistics | None = None,
     seed: int = 0,
+    loce: LoceConfig | None = None,
 ) -> LoceMaskRCNN:
     """Build Mask R-CNN as configured.
 
@@ -624,6 +549,10 @@ def build_mask_rcnn(
         class_stats: per-class training statistics, required by ``roi.cls_loss`` EQL,
             federated, ECM and Gumbel and by ``test.norcal_gamma``.
         seed: base seed of the random draws of the federated and Gumbel losses.
+        loce: LOCE's settings (the ``loce`` config section) to build LOCE's RoI heads,
+            :class:`~loce.models.loce_heads.EquilibriumRoIHeads`, with the same modules,
+            parameters and initial weights (the state dict gains
+            ``roi_heads.score_tracker.scores``); None builds the plain heads.
 
     Returns:
         A :class:`LoceMaskRCNN` in training mode.
@@ -652,7 +581,7 @@ def build_mask_rcnn(
         norcal_counts = class_stats.image_counts
     backbone = _build_backbone(cfg)
     rpn = _build_rpn(cfg, backbone.out_channels)
-    roi_heads = _build_roi_heads(cfg, num_classes, backbone.out_channels, cls_loss)
+    roi_heads = _build_roi_heads(cfg, num_classes, backbone.out_channels, cls_loss, loce)
     transform = LoceTransform(
         cfg.image_mean,
         cfg.image_std,
