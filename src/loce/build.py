@@ -144,9 +144,9 @@ def class_statistics(dataset):
 
 
 def _needs_class_statistics(cfg: Config) -> bool:
-    from loce.models.mask_rcnn import _NEEDS_STATISTICS
+    from loce.losses import needs_class_statistics
 
-    return cfg.model.roi.cls_loss in _NEEDS_STATISTICS or cfg.model.test.norcal_gamma is not None
+    return needs_class_statistics(cfg.model.roi.cls_loss) or cfg.model.test.norcal_gamma is not None
 
 
 def training_class_statistics(cfg: Config):

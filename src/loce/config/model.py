@@ -54,8 +54,9 @@ __all__ = [
 BackboneName = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
 BACKBONES: tuple[str, ...] = typing.get_args(BackboneName)
 
-# The names of loce.losses.factory.LOSS_NAMES (kept literal here so that the config does not
-# import torch; tests check that the two agree).
+# The names of the classification losses, defined here so that the config does not import
+# torch; loce.losses.LOSS_NAMES is CLS_LOSSES, and loce.losses.registry.LOSS_SPECS has one entry
+# per name, in this order.
 ClsLossName = Literal[
     "cross_entropy", "equilibrium", "eql", "eqlv2", "seesaw", "federated", "ecm", "gumbel"
 ]
