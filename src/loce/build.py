@@ -71,9 +71,9 @@ def build_train_dataset(cfg: Config):
 
 def needs_class_statistics(cfg: Config) -> bool:
     """Whether the model of ``cfg`` is built from per-class training statistics."""
-    from loce.models.mask_rcnn import _NEEDS_STATISTICS
+    from loce.losses import needs_class_statistics as loss_needs_statistics
 
-    return cfg.model.roi.cls_loss in _NEEDS_STATISTICS or cfg.model.test.norcal_gamma is not None
+    return loss_needs_statistics(cfg.model.roi.cls_loss) or cfg.model.test.norcal_gamma is not None
 
 
 def training_class_statistics(cfg: Config, dataset=None):

@@ -1,13 +1,22 @@
-"""Factory: every name builds, widths, uniform call signature, errors list the valid choices."""
+"""Factory: every name builds, widths, uniform call signature, errors list the valid choices;
+the spec table follows the config's names and sections."""
+
+import dataclasses
+import inspect
 
 import pytest
 import torch
 
+from loce.config.model import CLS_LOSSES, ModelConfig, RoIConfig
+from loce.errors import ConfigError
 from loce.losses.factory import (
     LOSS_NAMES,
     build_classification_loss,
+    build_classification_loss_for,
     classification_num_logits,
+    needs_class_statistics,
 )
+from loce.losses.registry import LOSS_SPECS
 from loce.losses.scoring import scores_from_logits
 
 K = 4
@@ -101,3 +110,62 @@ def test_classifier_initialisation_per_method():
         torch.testing.assert_close(layer.bias, torch.full((K + 1,), bias))
     assert (layer.weight == 0.001).all()  # GOL: constant weights
     assert layer.weight.requires_grad
+
+
+def test_the_table_has_one_entry_per_config_name_in_order():
+    assert tuple(LOSS_SPECS) == CLS_LOSSES == LOSS_NAMES
+
+
+def test_every_config_section_belongs_to_a_loss():
+    sections = {f.name for f in dataclasses.fields(RoIConfig)
+                if dataclasses.is_dataclass(f.default_factory)}
+    assert sections == {spec.section for spec in LOSS_SPECS.values() if spec.section}
+
+
+@pytest.mark.parametrize("name", [n for n, spec in LOSS_SPECS.items() if spec.section])
+def test_config_section_defaults_are_the_constructor_defaults(name):
+    spec = LOSS_SPECS[name]
+    params = inspect.signature(spec.cls.__init__).parameters
+    section = getattr(RoIConfig(), spec.section)
+    for f in dataclasses.fields(section):
+        assert f.name in params, f"{spec.section}.{f.name} is no argument of {spec.cls.__name__}"
+        default = params[f.name].default
+        value = getattr(section, f.name)
+        assert type(value) is type(default) and value == default, (spec.section, f.name)
+
+
+def _class_statistics():
+    from loce.models.mask_rcnn import ClassStatistics
+
+    return ClassStatistics(image_counts=(10, 5, 2, 1), instance_counts=(30, 8, 2, 1),
+                           num_images=20, source="stats.json")
+
+
+def _changed(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value - 1
+    return value * 0.5
+
+
+@pytest.mark.parametrize("name", LOSS_NAMES)
+def test_build_for_a_config_takes_its_section_statistic_and_seed(name):
+    spec = LOSS_SPECS[name]
+    cfg = ModelConfig()
+    cfg.roi.cls_loss = name
+    cfg.roi.cls_loss_weight = 2.0
+    section = getattr(cfg.roi, spec.section) if spec.section else None
+    for f in dataclasses.fields(section) if section is not None else ():
+        setattr(section, f.name, _changed(getattr(section, f.name)))
+    loss = build_classification_loss_for(cfg, K, _class_statistics(), seed=7)
+    assert type(loss) is LOSS_SPECS[spec.model_loss or name].cls
+    assert loss.loss_weight == 2.0
+    for key, value in dataclasses.asdict(section).items() if section is not None else ():
+        assert getattr(loss, key) == value, key
+    if spec.takes_seed:
+        assert loss._rng.seed == 7
+    assert needs_class_statistics(name) == (spec.statistic is not None)
+    if spec.statistic is not None:
+        with pytest.raises(ConfigError, match=rf"cls_loss='{name}' is built from the "):
+            build_classification_loss_for(cfg, K)

@@ -60,6 +60,15 @@ def test_clamp_gives_constant_cost_and_zero_gradient():
     assert logits.grad.abs().sum().item() == 0.0
 
 
+def test_positive_gradient_is_exact_where_phi_is_below_1e_12():
+    # z = -3.5 for the positive: phi = exp(-e^3.5) = 4.2e-15, d(-ln phi)/dz = -e^3.5
+    # = -33.115452 (binary_cross_entropy's backward, floored at phi (1 - phi) = 1e-12, gives
+    # -0.137). The two negatives sit at z = 0; no tail class, N = 1.
+    logits = torch.tensor([[0.0, -3.5, 0.0, 0.0]], requires_grad=True)
+    gumbel_loss(logits, torch.tensor([1]), torch.zeros(3)).backward()
+    assert logits.grad[0, 1].item() == pytest.approx(-33.115452, rel=1e-6)
+
+
 def test_scores_on_zero_logits():
     scores = _module().scores(torch.zeros(1, 4))
     torch.testing.assert_close(scores, torch.tensor([[0.0] + [math.exp(-1)] * 3]))

@@ -182,6 +182,20 @@ def test_method_sections_round_trip_through_yaml_overrides():
     assert OmegaConf.to_object(merged).roi.eqlv2.mu == 0.7
 
 
+@pytest.mark.parametrize(("section", "other"), [("eql", "gumbel"), ("gumbel", "eql")])
+def test_tail_threshold_sections_are_separate_and_named(section, other):
+    from loce.config import config_from_dict, config_to_dict
+
+    cfg = load_config(None, [f"model.roi.{section}.freq_threshold=0.0011"])
+    assert getattr(cfg.model.roi, section).freq_threshold == 0.0011
+    assert getattr(cfg.model.roi, other).freq_threshold == 0.00177
+    back = config_from_dict(config_to_dict(cfg))
+    assert config_to_dict(back) == config_to_dict(cfg)
+    assert config_to_dict(cfg)["model"]["roi"][section] == {"freq_threshold": 0.0011}
+    with pytest.raises(ConfigError, match=rf"model\.roi\.{section}\.freq_threshold must be in \[0, 1\]"):
+        load_config(None, [f"model.roi.{section}.freq_threshold=2"])
+
+
 # --------------------------------------------------------------------------- normed classifier
 
 

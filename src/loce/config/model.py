@@ -39,24 +39,24 @@ __all__ = [
     "BACKBONES",
     "CLS_LOSSES",
     "ECMConfig",
-    "EQLConfig",
     "EQLv2Config",
     "FederatedConfig",
-    "GumbelConfig",
     "MaskConfig",
     "ModelConfig",
     "ParityConfig",
     "RoIConfig",
     "RPNConfig",
     "SeesawConfig",
+    "TailThresholdConfig",
     "TestConfig",
 ]
 
 BackboneName = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
 BACKBONES: tuple[str, ...] = typing.get_args(BackboneName)
 
-# The names of loce.losses.factory.LOSS_NAMES (kept literal here so that the config does not
-# import torch; tests check that the two agree).
+# The names of the classification losses, defined here so that the config does not import
+# torch; loce.losses.LOSS_NAMES is CLS_LOSSES, and loce.losses.registry.LOSS_SPECS has one entry
+# per name, in this order.
 ClsLossName = Literal[
     "cross_entropy", "equilibrium", "eql", "eqlv2", "seesaw", "federated", "ecm", "gumbel"
 ]
@@ -136,15 +136,19 @@ class RPNConfig:
 
 
 @dataclass
-class EQLConfig:
-    """Equalization Loss (peer-method spec §1); needs the training image frequencies."""
+class TailThresholdConfig:
+    """The tail set of EQL (peer-method spec §1) and of the Gumbel Optimised Loss (DropLoss +
+    Gumbel activation, spec §7), the sections ``roi.eql`` and ``roi.gumbel``; both losses need
+    the training image frequencies."""
 
-    # lambda: classes with image frequency below it are "tail" and their negatives from other
-    # classes' foreground RoIs are ignored. 0.00177 (the published default) selects exactly the
-    # rare and common classes of LVIS v0.5; LVIS v1 uses 0.0011 (spec §1.5).
+    # lambda: classes with image frequency below it are "tail": their negatives from other
+    # classes' foreground RoIs are ignored (GOL also drops them from background RoIs at random).
+    # 0.00177 (the published default) selects exactly the rare and common classes of LVIS v0.5;
+    # LVIS v1 uses 0.0011 (spec §1.5).
     freq_threshold: float = 0.00177
 
-    def validate(self, prefix: str = "model.roi.eql") -> None:
+    def validate(self, prefix: str) -> None:
+        """``prefix``: the section's key, ``model.roi.eql`` or ``model.roi.gumbel``."""
         _check(0.0 <= self.freq_threshold <= 1.0, f"{prefix}.freq_threshold",
                f"must be in [0, 1] (an image frequency), got {self.freq_threshold}")
 
@@ -220,19 +224,6 @@ class ECMConfig:
 
 
 @dataclass
-class GumbelConfig:
-    """Gumbel Optimised Loss (DropLoss + Gumbel activation, spec §7); needs the training
-    image frequencies."""
-
-    # lambda of the tail set, as model.roi.eql.freq_threshold (LVIS v1: 0.0011).
-    freq_threshold: float = 0.00177
-
-    def validate(self, prefix: str = "model.roi.gumbel") -> None:
-        _check(0.0 <= self.freq_threshold <= 1.0, f"{prefix}.freq_threshold",
-               f"must be in [0, 1] (an image frequency), got {self.freq_threshold}")
-
-
-@dataclass
 class RoIConfig:
     """Box branch of the RoI heads: proposal sampling, box head and box predictor."""
 
@@ -263,12 +254,12 @@ class RoIConfig:
     # Factor applied to the classification loss.
     cls_loss_weight: float = 1.0
     # Hyperparameters of each loss (used when cls_loss names it).
-    eql: EQLConfig = field(default_factory=EQLConfig)
+    eql: TailThresholdConfig = field(default_factory=TailThresholdConfig)
     eqlv2: EQLv2Config = field(default_factory=EQLv2Config)
     seesaw: SeesawConfig = field(default_factory=SeesawConfig)
     federated: FederatedConfig = field(default_factory=FederatedConfig)
     ecm: ECMConfig = field(default_factory=ECMConfig)
-    gumbel: GumbelConfig = field(default_factory=GumbelConfig)
+    gumbel: TailThresholdConfig = field(default_factory=TailThresholdConfig)
 
     def validate(self, prefix: str = "model.roi") -> None:
         _check_fraction(self.fg_iou_thresh, f"{prefix}.fg_iou_thresh", open_low=False)

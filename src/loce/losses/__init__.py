@@ -1,7 +1,9 @@
 """Classification losses for the box head, one module per loss.
 
 Every loss takes logits ``[N, C']`` with background at column 0 and labels ``[N]`` int64 in
-0..K (0 = background); :func:`build_classification_loss` picks one by name.
+0..K (0 = background); :func:`build_classification_loss` picks one by name, from the table
+:data:`LOSS_SPECS` (:mod:`loce.losses.registry`), and :func:`build_classification_loss_for`
+builds the one a model config names.
 """
 
 from loce.losses._common import ClassificationLoss
@@ -14,10 +16,13 @@ from loce.losses.factory import (
     LOSS_NAMES,
     LossName,
     build_classification_loss,
+    build_classification_loss_for,
     classification_num_logits,
+    needs_class_statistics,
 )
 from loce.losses.federated import FederatedLoss, federated_loss, sample_federated_classes
 from loce.losses.gumbel import GumbelLoss, gumbel_bce, gumbel_loss
+from loce.losses.registry import LOSS_SPECS, LossSpec, loss_spec
 from loce.losses.scoring import (
     gumbel_scores,
     objectness_sigmoid_scores,
@@ -30,6 +35,7 @@ from loce.losses.seesaw import SeesawLoss, seesaw_loss, seesaw_loss_terms
 
 __all__ = [
     "LOSS_NAMES",
+    "LOSS_SPECS",
     "ClassificationLoss",
     "CrossEntropyLoss",
     "ECMLoss",
@@ -39,8 +45,10 @@ __all__ = [
     "FederatedLoss",
     "GumbelLoss",
     "LossName",
+    "LossSpec",
     "SeesawLoss",
     "build_classification_loss",
+    "build_classification_loss_for",
     "classification_num_logits",
     "cross_entropy_loss",
     "ecm_constants",
@@ -54,6 +62,8 @@ __all__ = [
     "gumbel_bce",
     "gumbel_loss",
     "gumbel_scores",
+    "loss_spec",
+    "needs_class_statistics",
     "objectness_sigmoid_scores",
     "sample_federated_classes",
     "scores_from_logits",

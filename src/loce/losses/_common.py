@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import ClassVar, Literal, get_args
+from typing import ClassVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+# The names of the classification losses are defined by the config, which does not import torch.
+from loce.config.model import CLS_LOSSES as LOSS_NAMES
+from loce.config.model import ClsLossName as LossName
 from loce.errors import CheckpointError
 
 __all__ = ["LOSS_NAMES", "ClassificationLoss", "LossName", "RankGenerator"]
@@ -241,13 +244,6 @@ class ClassificationLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, loss_weight={self.loss_weight}"
-
-
-#: Names of the classification losses, as the config and :func:`loce.losses.factory` spell them.
-LossName = Literal[
-    "cross_entropy", "equilibrium", "eql", "eqlv2", "seesaw", "federated", "ecm", "gumbel"
-]
-LOSS_NAMES: tuple[str, ...] = get_args(LossName)
 
 
 def init_sigmoid_prior_(weight: Tensor, bias: Tensor | None, prior: float, std: float = 0.01) -> None:

@@ -22,6 +22,12 @@ float32, so nothing overflows (spec §7.5, §10.6). The clamp is the original's 
 purpose: outside ``[-4, 10]`` the gradient is zero (a positive at ``z < -4`` costs a constant
 ``e^4``). Inference applies ``phi`` without the clamp.
 
+The gradient differs from the original's, which computes the loss as
+``F.binary_cross_entropy(phi(z^), t)``: its backward divides by ``max(phi (1 - phi), 1e-12)``,
+so a positive with ``phi < 1e-12`` (``z^`` from -4 to about -3.32) gets a gradient shrunk by
+``phi (1 - phi) / 1e-12``, e.g. -0.137 instead of ``-e^3.5 = -33.1`` at ``z = -3.5``. Here
+the terms are differentiated exactly (``d(-ln phi)/dz = -e^-z``).
+
 Only the DropLoss + Gumbel form is implemented; the activation-only variant (``GumbelCE``, a
 background column trained as a class and a loss clamp of [0, 20]) is not.
 

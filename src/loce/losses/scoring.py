@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from loce.losses._common import LOSS_NAMES, LossName
+from loce.losses._common import LossName
 
 __all__ = [
     "gumbel_scores",
@@ -136,11 +136,12 @@ def gumbel_scores(logits: Tensor) -> Tensor:
 
 
 def scores_from_logits(method: LossName, logits: Tensor, test_with_obj: bool = True) -> Tensor:
-    """Scores of ``method``'s classifier output, by the rule in this module's table.
+    """Scores of ``method``'s classifier output, by the rule its entry of
+    :data:`loce.losses.registry.LOSS_SPECS` names (this module's table).
 
     Args:
         method: the classification loss the model was trained with (see
-            :data:`loce.losses.factory.LOSS_NAMES`).
+            :data:`loce.losses.LOSS_NAMES`).
         logits: ``[N, C']`` float: ``C' = K + 2`` for ``"seesaw"``, ``K + 1`` otherwise.
         test_with_obj: for ``"eqlv2"`` and ``"ecm"`` only; see
             :func:`objectness_sigmoid_scores`.
@@ -151,14 +152,10 @@ def scores_from_logits(method: LossName, logits: Tensor, test_with_obj: bool = T
     Raises:
         ValueError: unknown ``method`` (the message lists the valid names) or bad logits shape.
     """
-    if method in ("cross_entropy", "equilibrium"):
-        return softmax_scores(logits)
-    if method in ("eql", "federated"):
-        return sigmoid_scores(logits)
-    if method in ("eqlv2", "ecm"):
-        return objectness_sigmoid_scores(logits, test_with_obj=test_with_obj)
-    if method == "seesaw":
-        return seesaw_scores(logits)
-    if method == "gumbel":
-        return gumbel_scores(logits)
-    raise ValueError(f"unknown classification loss {method!r}; valid: {', '.join(LOSS_NAMES)}")
+    # The table imports the loss modules, which import this module.
+    from loce.losses.registry import loss_spec
+
+    spec = loss_spec(method)
+    if spec.scores_take_test_with_obj:
+        return spec.scores(logits, test_with_obj=test_with_obj)
+    return spec.scores(logits)

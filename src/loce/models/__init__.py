@@ -11,7 +11,6 @@ from loce.models.mask_rcnn import (
     ClassStatistics,
     LoceMaskRCNN,
     LoceTransform,
-    build_classification_loss_for,
     build_mask_rcnn,
     load_backbone_weights,
 )
@@ -37,7 +36,6 @@ __all__ = [
     "ClassStatistics",
     "EquilibriumRoIHeads",
     "NormedLinear",
-    "build_classification_loss_for",
     "norcal_scores",
     "BoxTrainingOutput",
     "CosineBoxPredictor",

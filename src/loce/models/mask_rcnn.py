@@ -60,6 +60,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from loce.config.method import LoceConfig
 from loce.config.model import ModelConfig
 from loce.errors import ConfigError
+from loce.losses import build_classification_loss_for
 from loce.models.mmdet_compat import (
     FrozenStatsBatchNorm2d,
     LoceRPN,
@@ -77,7 +78,6 @@ __all__ = [
     "ClassStatistics",
     "LoceMaskRCNN",
     "LoceTransform",
-    "build_classification_loss_for",
     "build_mask_rcnn",
     "load_backbone_weights",  # from loce.models.weights
 ]
@@ -319,80 +319,6 @@ class ClassStatistics:
         return [c / self.num_images for c in self.image_counts]
 
 
-#: Losses built from training statistics, and which statistic each takes.
-_NEEDS_STATISTICS = {
-    "eql": "image frequencies",
-    "federated": "image counts",
-    "ecm": "instance counts",
-    "gumbel": "image frequencies",
-}
-
-
-def build_classification_loss_for(
-    cfg: ModelConfig,
-    num_classes: int,
-    class_stats: ClassStatistics | None = None,
-    seed: int = 0,
-) -> nn.Module:
-    """The box classification loss ``cfg.roi.cls_loss`` with its configured hyperparameters.
-
-    Args:
-        cfg: the model config (``roi.cls_loss``, ``roi.cls_loss_weight`` and the loss's
-            section, e.g. ``roi.seesaw``).
-        num_classes: ``K``.
-        class_stats: training statistics; required by EQL, federated, ECM and Gumbel.
-        seed: base seed of the random draws of federated and Gumbel (rank ``r`` uses
-            ``seed + r``).
-
-    Returns:
-        A :class:`loce.losses.ClassificationLoss` (``"equilibrium"`` gives the cross-entropy
-        module: the LOCE heads compute the equilibrium loss themselves and score with softmax).
-
-    Raises:
-        ConfigError: statistics missing or for another number of classes.
-    """
-    from loce.losses import build_classification_loss
-
-    roi = cfg.roi
-    name = roi.cls_loss
-    if name in _NEEDS_STATISTICS:
-        if class_stats is None:
-            raise ConfigError(
-                f"model.roi.cls_loss={name!r} is built from the {_NEEDS_STATISTICS[name]} of "
-                "the training classes, but no class statistics were given; build the model "
-                "with loce.build.build_model, which reads them from data.train_ann"
-            )
-        if class_stats.num_classes != num_classes:
-            raise ConfigError(
-                f"{class_stats.source} has {class_stats.num_classes} categories but the model "
-                f"is built for {num_classes}; model.roi.cls_loss={name!r} needs the statistics "
-                "of the annotation file the model is trained on (data.train_ann)"
-            )
-    kwargs: dict = {"loss_weight": roi.cls_loss_weight}
-    if name == "eql":
-        kwargs.update(image_frequency=class_stats.image_frequency(),
-                      freq_threshold=roi.eql.freq_threshold)
-    elif name == "eqlv2":
-        kwargs.update(gamma=roi.eqlv2.gamma, mu=roi.eqlv2.mu, alpha=roi.eqlv2.alpha,
-                      test_with_obj=roi.eqlv2.test_with_obj)
-    elif name == "seesaw":
-        kwargs.update(p=roi.seesaw.p, q=roi.seesaw.q, eps=roi.seesaw.eps,
-                      sync_counts=roi.seesaw.sync_counts)
-    elif name == "federated":
-        kwargs.update(image_counts=list(class_stats.image_counts),
-                      num_sampled=roi.federated.num_sampled,
-                      freq_weight_power=roi.federated.freq_weight_power, seed=seed)
-    elif name == "ecm":
-        kwargs.update(instance_counts=list(class_stats.instance_counts),
-                      fg_bg_ratio=roi.ecm.fg_bg_ratio, test_with_obj=roi.ecm.test_with_obj)
-    elif name == "gumbel":
-        kwargs.update(image_frequency=class_stats.image_frequency(),
-                      freq_threshold=roi.gumbel.freq_threshold, seed=seed)
-    if name == "equilibrium":
-        name = "cross_entropy"
-    return build_classification_loss(name, num_classes, **kwargs)
-
-
 def _box_predictor(cfg: ModelConfig, num_logits: int, num_classes: int) -> nn.Module:
     roi = cfg.roi
     if roi.classifier == "linear" and num_logits == num_classes + 1:
@@ -485,8 +411,7 @@ def _build_roi_heads(cfg: ModelConfig, num_classes: int, out_channels: int,
     roi, mask, test = cfg.roi, cfg.mask, cfg.test
     box_pool = _pooler(cfg, 7)
     box_head = TwoMLPHead(out_channels * 7 * 7, roi.representation_size)
-    num_logits = classification_num_logits(
-        "cross_entropy" if roi.cls_loss == "equilibrium" else roi.cls_loss, num_classes)
+    num_logits = classification_num_logits(roi.cls_loss, num_classes)
     box_predictor = _box_predictor(cfg, num_logits, num_classes)
     mask_head = MaskRCNNHeads(out_channels, list(mask.head_layers), 1)
     mask_predictor: MaskPredictor
