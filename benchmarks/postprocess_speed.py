@@ -1,4 +1,4 @@
-"""LVIS-scale box post-processing: LoceRoIHeads (fast path) vs torchvision's RoIHeads.
+"""LVIS-scale box post-processing: StepwiseRoIHeads (fast path) vs torchvision's RoIHeads.
 
 Same inputs to both, in one run: K classes x P proposals per image, score threshold 1e-4,
 class-wise NMS 0.5, 300 detections. Two score regimes:
@@ -28,12 +28,12 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops import boxes as box_ops
 
-from loce.models.roi_heads import LoceRoIHeads
+from loce.models.roi_heads import StepwiseRoIHeads
 
 
-def make_heads(num_classes: int, score_thresh: float, nms: float, dets: int) -> LoceRoIHeads:
+def make_heads(num_classes: int, score_thresh: float, nms: float, dets: int) -> StepwiseRoIHeads:
     # Box modules are not used by postprocess_detections; tiny placeholders.
-    return LoceRoIHeads(
+    return StepwiseRoIHeads(
         MultiScaleRoIAlign(["0"], 7, 2), TwoMLPHead(4, 4), FastRCNNPredictor(4, num_classes + 1),
         0.5, 0.5, 512, 0.25, None, score_thresh, nms, dets,
         det_min_size=1e-2,  # torchvision's value, so both paths must agree exactly
@@ -49,7 +49,7 @@ def make_inputs(num_classes: int, num_props: int, std: float, seed: int, size: i
     return logits, deltas, [torch.cat([xy, xy + wh], 1)], [(size, size)]
 
 
-def threshold_then_nms(heads: LoceRoIHeads, logits, deltas, props, shapes):
+def threshold_then_nms(heads: StepwiseRoIHeads, logits, deltas, props, shapes):
     """Ablation: threshold, decode only the kept pairs, one batched NMS over all of them
     (no top-k prefix). Shows how much of the gain comes from skipping the full decode."""
     scores = torch.softmax(logits, -1)[:, 1:]

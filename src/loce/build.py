@@ -189,7 +189,7 @@ def build_model(cfg: Config, num_classes: int, *, load_backbone: bool = True,
     """Mask R-CNN as configured, for ``num_classes`` foreground classes.
 
     With ``loce.enabled`` the RoI heads are LOCE's
-    (:class:`~loce.models.loce_heads.EquilibriumRoIHeads`), otherwise the plain ones. The box
+    (:class:`~loce.models.loce_heads.LoceRoIHeads`), otherwise the plain ones. The box
     classification loss is ``model.roi.cls_loss`` (its buffers are in the state dict under
     ``roi_heads.cls_loss.*``); losses built from class statistics and NorCal get them from
     ``class_stats`` or :func:`training_class_statistics`.

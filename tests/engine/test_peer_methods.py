@@ -96,7 +96,7 @@ def test_loce_goes_with_softmax_losses_only(tiny_dataset, tmp_path):
                                           "model.test.norcal_gamma": 0.5})
     model = build.build_model(cfg, K, load_backbone=False)
     heads = model.roi_heads
-    assert type(heads).__name__ == "EquilibriumRoIHeads" and heads.use_equilibrium_loss
+    assert type(heads).__name__ == "LoceRoIHeads" and heads.use_equilibrium_loss
     # NorCal survives the LOCE wrapper (LOCE models are softmax models).
     assert heads.norcal_gamma == 0.5 and heads.norcal_log_counts.shape == (K,)
 

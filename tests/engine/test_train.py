@@ -75,9 +75,9 @@ def test_resume_after_sigkill_matches_uninterrupted_run(tiny_dataset, tmp_path):
 
 
 def test_non_finite_loss_stops_with_iteration_and_loss_names(tiny_dataset, tmp_path, monkeypatch):
-    from loce.models.roi_heads import LoceRoIHeads
+    from loce.models.roi_heads import StepwiseRoIHeads
 
-    original = LoceRoIHeads.forward
+    original = StepwiseRoIHeads.forward
     calls = {"n": 0}
 
     def poisoned(self, *args, **kwargs):
@@ -87,7 +87,7 @@ def test_non_finite_loss_stops_with_iteration_and_loss_names(tiny_dataset, tmp_p
             losses["loss_classifier"] = losses["loss_classifier"] * float("nan")
         return result, losses
 
-    monkeypatch.setattr(LoceRoIHeads, "forward", poisoned)
+    monkeypatch.setattr(StepwiseRoIHeads, "forward", poisoned)
     out = tmp_path / "nan"
     cfg = load_config(SYNTH_CONFIG, tiny_overrides(tiny_dataset, out, **{
         "train.checkpoint_every_iters": 1, "train.max_iters_per_epoch": 4}))

@@ -1,4 +1,4 @@
-"""EquilibriumRoIHeads: the LOCE training step checked by hand, and equal to the plain heads
+"""LoceRoIHeads: the LOCE training step checked by hand, and equal to the plain heads
 where LOCE is switched off."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from torchvision.ops import MultiScaleRoIAlign
 
 from loce.losses.equilibrium import equilibrium_loss
 from loce.method.box_jitter import jitter_boxes
-from loce.models.loce_heads import EquilibriumRoIHeads, group_mean
+from loce.models.loce_heads import LoceRoIHeads, group_mean
 from loce.models.predictors import MaskPredictor
-from loce.models.roi_heads import BoxRows, BoxTrainingOutput, LoceRoIHeads, RoISamples
+from loce.models.roi_heads import BoxRows, BoxTrainingOutput, RoISamples, StepwiseRoIHeads
 
 K = 5
 D = 16
@@ -37,8 +37,8 @@ def _parts(seed: int = 0):
     )
 
 
-def _plain_heads(**kwargs) -> LoceRoIHeads:
-    return _heads_from(LoceRoIHeads, _parts(), **kwargs)
+def _plain_heads(**kwargs) -> StepwiseRoIHeads:
+    return _heads_from(StepwiseRoIHeads, _parts(), **kwargs)
 
 
 def _heads_from(cls, parts, **kwargs):
@@ -47,11 +47,11 @@ def _heads_from(cls, parts, **kwargs):
                mask_predictor=parts["mask_predictor"], **kwargs)
 
 
-def _loce_heads(seed: int = 5, **kwargs) -> EquilibriumRoIHeads:
+def _loce_heads(seed: int = 5, **kwargs) -> LoceRoIHeads:
     options = dict(num_classes=K, feature_shape=(D, 7, 7), memory_dtype="float32",
                    generator=torch.Generator().manual_seed(seed))
     options.update(kwargs)
-    return _heads_from(EquilibriumRoIHeads, _parts(), **options)
+    return _heads_from(LoceRoIHeads, _parts(), **options)
 
 
 def _inputs(seed: int = 1, empty_second: bool = False):
@@ -154,7 +154,7 @@ def test_group_mean_and_empty_groups():
 # ---------------------------------------------------------------------------- the full step
 
 
-def _prefill(heads: EquilibriumRoIHeads, per_class: int = 3) -> None:
+def _prefill(heads: LoceRoIHeads, per_class: int = 3) -> None:
     g = torch.Generator().manual_seed(11)
     memory = heads.memory_for("cpu")
     labels = torch.arange(1, K + 1).repeat_interleave(per_class)
@@ -268,7 +268,7 @@ def test_equilibrium_loss_with_uniform_scores_is_cross_entropy_on_all_rows():
 
 def test_switched_off_equals_plain_heads():
     plain = _plain_heads()
-    loce = _heads_from(EquilibriumRoIHeads, copy.deepcopy(dict(plain.named_children())),
+    loce = _heads_from(LoceRoIHeads, copy.deepcopy(dict(plain.named_children())),
                        num_classes=K, feature_shape=(D, 7, 7), use_equilibrium_loss=False,
                        use_feature_memory=False)
     features, proposals, targets = _inputs()
@@ -286,7 +286,7 @@ def test_switched_off_equals_plain_heads():
 
 def test_inference_is_the_plain_softmax_path():
     plain = _plain_heads().eval()
-    loce = _heads_from(EquilibriumRoIHeads, copy.deepcopy(dict(plain.named_children())),
+    loce = _heads_from(LoceRoIHeads, copy.deepcopy(dict(plain.named_children())),
                        num_classes=K, feature_shape=(D, 7, 7)).eval()
     loce.score_tracker.scores.uniform_(0.1, 0.9)  # must not matter at test time
     assert not loce.training
@@ -336,7 +336,7 @@ def test_loce_model_has_every_setting_and_weight_of_the_plain_model():
     torch.manual_seed(0)
     model = build_mask_rcnn(cfg.model, 7, load_backbone=False, loce=LoceConfig(enabled=True))
     loce = model.roi_heads
-    assert type(base.roi_heads) is LoceRoIHeads and type(loce) is EquilibriumRoIHeads
+    assert type(base.roi_heads) is StepwiseRoIHeads and type(loce) is LoceRoIHeads
     assert loce.feature_shape == (64, 7, 7) and loce.num_classes == 7
     plain_values = {k: v for k, v in vars(base.roi_heads).items()
                     if not k.startswith("_") and k != "training"}
@@ -382,7 +382,7 @@ def test_build_model_with_loce_disabled_is_the_stage1_model():
     stage1 = build_mask_rcnn(cfg.model, 4, load_backbone=False)
     torch.manual_seed(0)
     model = build_model(cfg, 4, load_backbone=False)
-    assert type(model.roi_heads) is LoceRoIHeads
+    assert type(model.roi_heads) is StepwiseRoIHeads
     assert str(model) == str(stage1)
     a, b = stage1.state_dict(), model.state_dict()
     assert a.keys() == b.keys()
@@ -399,7 +399,7 @@ def test_build_model_with_loce_adds_only_the_scores():
     torch.manual_seed(0)
     model = build_model(cfg, 4, load_backbone=False)
     heads = model.roi_heads
-    assert isinstance(heads, EquilibriumRoIHeads)
+    assert isinstance(heads, LoceRoIHeads)
     assert heads.feature_shape == (16, 7, 7)
     assert (heads.score_tracker.alpha, heads.memory_capacity, heads.classes_per_step) == (0.8, 12, 3)
     state = model.state_dict()

@@ -11,7 +11,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from loce.config.model import ModelConfig, ParityConfig
 from loce.errors import CheckpointError, ConfigError, LoceError
-from loce.models import LoceMaskRCNN, LoceRoIHeads, NormedMaskPredictor, build_mask_rcnn
+from loce.models import LoceMaskRCNN, NormedMaskPredictor, StepwiseRoIHeads, build_mask_rcnn
 from loce.models.mmdet_compat import (
     FrozenStatsBatchNorm2d,
     MMDetAnchorGenerator,
@@ -73,7 +73,7 @@ def test_build_lvis_defaults_key_names():
         assert tuple(sd[key].shape) == shape, key
     assert not any(k.endswith("num_batches_tracked") for k in sd)
     heads = model.roi_heads
-    assert isinstance(heads, LoceRoIHeads) and isinstance(heads.mask_predictor, NormedMaskPredictor)
+    assert isinstance(heads, StepwiseRoIHeads) and isinstance(heads.mask_predictor, NormedMaskPredictor)
     assert (heads.score_thresh, heads.nms_thresh, heads.detections_per_img) == (1e-4, 0.5, 300)
     assert heads.fg_bg_sampler.batch_size_per_image == 512
     assert heads.fg_bg_sampler.positive_fraction == 0.25

@@ -28,7 +28,7 @@ from loce.losses import (
 from loce.models import build_mask_rcnn
 from loce.models.mask_rcnn import ClassStatistics
 from loce.models.predictors import BoxPredictor, NormedLinear
-from loce.models.roi_heads import LoceRoIHeads, norcal_scores
+from loce.models.roi_heads import StepwiseRoIHeads, norcal_scores
 
 K = 4
 # Class 1 frequent, 4 rare: image frequencies 0.5, 0.25, 0.1, 0.05 of 20 images.
@@ -244,10 +244,10 @@ def test_box_predictor_linear_draws_like_torchvision():
 # --------------------------------------------------------------------------- scores per method
 
 
-def _heads(cls_loss, num_logits: int) -> LoceRoIHeads:
+def _heads(cls_loss, num_logits: int) -> StepwiseRoIHeads:
     torch.manual_seed(0)
     box_pred = BoxPredictor(32, num_logits, K + 1)
-    return LoceRoIHeads(MultiScaleRoIAlign(["0"], 7, 2), TwoMLPHead(8 * 49, 32), box_pred,
+    return StepwiseRoIHeads(MultiScaleRoIAlign(["0"], 7, 2), TwoMLPHead(8 * 49, 32), box_pred,
                         0.5, 0.5, 64, 0.25, None, 1e-4, 0.5, 50, cls_loss=cls_loss)
 
 

@@ -12,7 +12,7 @@ from torchvision.ops import nms
 from loce.config.model import ModelConfig, ParityConfig
 from loce.evaluation.matching import match_detections
 from loce.models import build_mask_rcnn
-from loce.models.roi_heads import LoceRoIHeads, class_wise_nms, offset_class_wise_nms
+from loce.models.roi_heads import StepwiseRoIHeads, class_wise_nms, offset_class_wise_nms
 
 SPLIT = 10_000
 #: mmdet's float32 scale factor of the reference image (300 x 451 -> 800 x 1203).
@@ -96,7 +96,7 @@ def test_offset_nms_needs_the_global_max_coordinate():
     assert set(sub[with_local].tolist()) != kept_sub  # a different offset, other flips
 
 
-def _heads(num_classes: int, nms_mode: str) -> LoceRoIHeads:
+def _heads(num_classes: int, nms_mode: str) -> StepwiseRoIHeads:
     cfg = ModelConfig(backbone="resnet18", backbone_weights="none", fpn_channels=16)
     cfg.roi.representation_size = 16
     cfg.mask.head_layers = [8]
@@ -161,5 +161,5 @@ def test_default_heads_keep_the_exact_nms_and_configs_choose():
     args = _heads(3, "exact")
     assert args.nms == "exact"
     with pytest.raises(ValueError, match="'exact', 'mmcv'"):
-        LoceRoIHeads(args.box_roi_pool, args.box_head, args.box_predictor, 0.5, 0.5, 16, 0.25,
+        StepwiseRoIHeads(args.box_roi_pool, args.box_head, args.box_predictor, 0.5, 0.5, 16, 0.25,
                      None, 0.05, 0.5, 10, nms="fast")

@@ -15,9 +15,9 @@ from torchvision.ops import MultiScaleRoIAlign, roi_align
 
 from loce.models.mmdet_compat import (
     FrozenStatsBatchNorm2d,
-    LoceRPN,
     MMDetAnchorGenerator,
     MMDetMultiScaleRoIAlign,
+    ParityRPN,
     box_regression_loss_sum,
     paste_masks_grid_sample,
     project_masks_aligned,
@@ -255,14 +255,14 @@ def _rpn_loss_inputs():
 
 def test_rpn_loss_smooth_l1_equals_stock_and_l1_by_hand():
     objectness, deltas, labels, targets = _rpn_loss_inputs()
-    stock, ours = _rpn(RegionProposalNetwork), _rpn(LoceRPN, box_loss="smooth_l1")
+    stock, ours = _rpn(RegionProposalNetwork), _rpn(ParityRPN, box_loss="smooth_l1")
     torch.manual_seed(3)
     expected = stock.compute_loss(objectness, deltas, labels, targets)
     torch.manual_seed(3)
     got = ours.compute_loss(objectness, deltas, labels, targets)
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
     # L1: the same sampled anchors (same seed), sum |delta - target| over positives / sampled.
-    rpn = _rpn(LoceRPN, box_loss="l1")
+    rpn = _rpn(ParityRPN, box_loss="l1")
     torch.manual_seed(3)
     pos, neg = rpn.fg_bg_sampler(labels)
     pos = torch.where(torch.cat(pos))[0]

@@ -22,7 +22,7 @@ from PIL import Image
 import mmdet_reference as ref_data
 from loce.config.model import ParityConfig
 from loce.models import build_mask_rcnn
-from loce.models.mask_rcnn import LoceTransform
+from loce.models.mask_rcnn import NormalizePadTransform
 from loce.models.mmdet_weights import (
     loce_to_mmdet_state_dict,
     mmdet_key_shapes,
@@ -98,7 +98,7 @@ def test_uint8_normalisation_is_mmcvs():
 
     g = torch.Generator().manual_seed(0)
     image = torch.randint(0, 256, (3, 37, 53), generator=g, dtype=torch.uint8)
-    transform = LoceTransform([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    transform = NormalizePadTransform([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     ours = transform.normalize(image)
     pixels = np.ascontiguousarray(image.permute(1, 2, 0).numpy()).astype(np.float32)
     mean = np.array([[123.675, 116.28, 103.53]], dtype=np.float64)

@@ -1,4 +1,4 @@
-"""LoceRoIHeads: equal to torchvision's RoIHeads with default settings, fast post-processing
+"""StepwiseRoIHeads: equal to torchvision's RoIHeads with default settings, fast post-processing
 equal to the stock one, and the hooks LOCE builds on."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign, nms
 
 from loce.models.predictors import MaskPredictor
-from loce.models.roi_heads import BoxRows, LoceRoIHeads, class_wise_nms
+from loce.models.roi_heads import BoxRows, StepwiseRoIHeads, class_wise_nms
 
 K = 5
 IMAGE_SHAPES = [(128, 160), (96, 128)]
@@ -35,7 +35,7 @@ def _parts(seed: int = 0, num_classes: int = K + 1):
 _SETTINGS = (0.5, 0.5, 64, 0.25, None, 0.05, 0.5, 50)
 
 
-def _stock_and_ours(**ours_kwargs) -> tuple[RoIHeads, LoceRoIHeads]:
+def _stock_and_ours(**ours_kwargs) -> tuple[RoIHeads, StepwiseRoIHeads]:
     box_pool, box_head, box_pred, mask_pool, mask_head, mask_pred = _parts()
     stock = RoIHeads(box_pool, box_head, box_pred, *_SETTINGS,
                      mask_roi_pool=mask_pool, mask_head=mask_head, mask_predictor=mask_pred)
@@ -43,7 +43,7 @@ def _stock_and_ours(**ours_kwargs) -> tuple[RoIHeads, LoceRoIHeads]:
     # computes only the needed channel.
     ours_mask_pred = MaskPredictor(16, 16, K + 1)
     ours_mask_pred.load_state_dict(mask_pred.state_dict())
-    ours = LoceRoIHeads(copy.deepcopy(box_pool), copy.deepcopy(box_head), copy.deepcopy(box_pred),
+    ours = StepwiseRoIHeads(copy.deepcopy(box_pool), copy.deepcopy(box_head), copy.deepcopy(box_pred),
                         *_SETTINGS, mask_roi_pool=copy.deepcopy(mask_pool),
                         mask_head=copy.deepcopy(mask_head), mask_predictor=ours_mask_pred,
                         **ours_kwargs)
@@ -196,7 +196,7 @@ class _RecordingLoss(nn.Module):
         return logits.sum() * 0 + 1.25
 
 
-class _ExtraRows(LoceRoIHeads):
+class _ExtraRows(StepwiseRoIHeads):
     """Appends 4 copies of the first pooled row with label 2 and records the observed output."""
 
     def extend_box_rows(self, rows, features, samples, targets, image_shapes):

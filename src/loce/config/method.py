@@ -1,6 +1,6 @@
 """Settings of the LOCE fine-tune (method spec a.2-a.5, b): the ``loce`` config section.
 
-``loce.enabled: true`` builds the Mask R-CNN with :class:`loce.models.loce_heads.EquilibriumRoIHeads`
+``loce.enabled: true`` builds the Mask R-CNN with :class:`loce.models.loce_heads.LoceRoIHeads`
 (mean classification score, Equilibrium Loss, Memory-augmented Feature Sampling) and runs the
 initialisation pass before the first step. Defaults are the original's values; the one
 deliberate change is the storage dtype of the feature memory (float16 instead of float32).

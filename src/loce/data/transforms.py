@@ -208,7 +208,7 @@ class MMCVResize:
     The image is held as uint8 and resized with OpenCV, ``cv2.resize(..., INTER_LINEAR)`` on
     the uint8 pixels (fixed-point weights, uint8 output), to :func:`rescale_size`'s size, as
     ``mmcv.imrescale`` does. The result stays uint8: the model normalises uint8 images as
-    mmcv does (:class:`loce.models.mask_rcnn.LoceTransform`), so the network gets exactly the
+    mmcv does (:class:`loce.models.mask_rcnn.NormalizePadTransform`), so the network gets exactly the
     original's input when the image was decoded with OpenCV (``decoder="opencv"`` of the
     datasets). Boxes, masks and ``scale_factor`` follow as in :func:`resize`.
 

@@ -90,7 +90,7 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
     """Forward the class-balanced images through the training step, without gradients.
 
     Args:
-        model: the (unwrapped) Mask R-CNN with :class:`~loce.models.loce_heads.EquilibriumRoIHeads`,
+        model: the (unwrapped) Mask R-CNN with :class:`~loce.models.loce_heads.LoceRoIHeads`,
             on ``device``.
         cfg: the run's :class:`~loce.config.Config` (``loce``, ``data``, ``train.seed``,
             ``solver.amp``).
@@ -106,13 +106,13 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
     from loce.engine import distributed as dist_utils
     from loce.engine.device import autocast, to_device
     from loce.logs import progress_bars
-    from loce.models.loce_heads import EquilibriumRoIHeads
+    from loce.models.loce_heads import LoceRoIHeads
 
     heads = getattr(model, "roi_heads", None)
-    if not isinstance(heads, EquilibriumRoIHeads):
+    if not isinstance(heads, LoceRoIHeads):
         raise TypeError(
             "the initialisation pass needs a model built with loce.enabled=true "
-            f"(EquilibriumRoIHeads), got roi_heads of type {type(heads).__name__}"
+            f"(LoceRoIHeads), got roi_heads of type {type(heads).__name__}"
         )
     device = torch.device(device)
     rank, world = dist_utils.get_rank(), dist_utils.get_world_size()

@@ -21,7 +21,7 @@ from loce.engine import distributed as dist_utils
 from loce.engine.init_pass import run_init_pass
 from loce.errors import CheckpointError
 from loce.fileio import atomic_write_json, ensure_directory, save_torch_atomic
-from loce.models.loce_heads import EquilibriumRoIHeads
+from loce.models.loce_heads import LoceRoIHeads
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def _memory_file(name: str, rank: int) -> str:
 
 def _loce_heads(model: nn.Module):
     heads = getattr(model, "roi_heads", None)
-    return heads if isinstance(heads, EquilibriumRoIHeads) else None
+    return heads if isinstance(heads, LoceRoIHeads) else None
 
 
 def before_training(model: nn.Module, cfg: Config, dataset, device: torch.device, *,
@@ -55,7 +55,7 @@ def before_training(model: nn.Module, cfg: Config, dataset, device: torch.device
     if not cfg.loce.enabled:
         return
     heads = _loce_heads(model)
-    assert heads is not None, "loce.enabled but the model has no EquilibriumRoIHeads"
+    assert heads is not None, "loce.enabled but the model has no LoceRoIHeads"
     main = dist_utils.get_rank() == 0
     if resumed and (not heads.use_feature_memory or heads.memory_restored):
         if main:

@@ -6,11 +6,11 @@
 computations.
 """
 
-from loce.models.loce_heads import EquilibriumRoIHeads
+from loce.models.loce_heads import LoceRoIHeads
 from loce.models.mask_rcnn import (
     ClassStatistics,
     LoceMaskRCNN,
-    LoceTransform,
+    NormalizePadTransform,
     build_mask_rcnn,
     load_backbone_weights,
 )
@@ -25,8 +25,8 @@ from loce.models.predictors import (
 from loce.models.roi_heads import (
     BoxRows,
     BoxTrainingOutput,
-    LoceRoIHeads,
     RoISamples,
+    StepwiseRoIHeads,
     norcal_scores,
 )
 
@@ -34,15 +34,15 @@ __all__ = [
     "BoxPredictor",
     "BoxRows",
     "ClassStatistics",
-    "EquilibriumRoIHeads",
+    "LoceRoIHeads",
     "NormedLinear",
     "norcal_scores",
     "BoxTrainingOutput",
     "CosineBoxPredictor",
     "CosineLinear",
     "LoceMaskRCNN",
-    "LoceRoIHeads",
-    "LoceTransform",
+    "StepwiseRoIHeads",
+    "NormalizePadTransform",
     "MaskPredictor",
     "NormedMaskPredictor",
     "RoISamples",

@@ -9,8 +9,8 @@ Shape shorthand:
     D  FPN channels (256)    7  box pooling size
     O  mean-score observations of one step (one per GT with positives, one per drawn class)
 
-One training step, in the order of spec a.6 (each a method of :class:`EquilibriumRoIHeads`;
-the ones marked "inherited" are :class:`~loce.models.roi_heads.LoceRoIHeads`'s)::
+One training step, in the order of spec a.6 (each a method of :class:`LoceRoIHeads`;
+the ones marked "inherited" are :class:`~loce.models.roi_heads.StepwiseRoIHeads`'s)::
 
     sample_proposals         inherited: proposals + GT -> R sampled RoIs with matched GT
     pool_box_features        inherited: -> [R, D, 7, 7]
@@ -27,7 +27,7 @@ the ones marked "inherited" are :class:`~loce.models.roi_heads.LoceRoIHeads`'s):
                              included), summed and divided by R'
     mask_training_step       inherited: positive *proposals* only (never memory rows)
 
-Inference is :class:`LoceRoIHeads`'s: a plain softmax, no score adjustment, no memory.
+Inference is :class:`StepwiseRoIHeads`'s: a plain softmax, no score adjustment, no memory.
 
 Where the state lives:
 
@@ -65,9 +65,9 @@ from loce.losses.equilibrium import equilibrium_loss
 from loce.method.box_jitter import NUM_JITTERS, jitter_boxes
 from loce.method.feature_memory import FeatureMemory
 from loce.method.score_tracker import MeanScoreTracker
-from loce.models.roi_heads import BoxRows, BoxTrainingOutput, LoceRoIHeads, RoISamples
+from loce.models.roi_heads import BoxRows, BoxTrainingOutput, RoISamples, StepwiseRoIHeads
 
-__all__ = ["EquilibriumRoIHeads", "LoceStepInfo", "MEMORY_DTYPES", "group_mean"]
+__all__ = ["LoceRoIHeads", "LoceStepInfo", "MEMORY_DTYPES", "group_mean"]
 
 MEMORY_DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -120,10 +120,10 @@ def group_mean(keys: Tensor, labels: Tensor, values: Tensor) -> tuple[Tensor, Te
     return group_labels, sums / counts
 
 
-class EquilibriumRoIHeads(LoceRoIHeads):
+class LoceRoIHeads(StepwiseRoIHeads):
     """RoI heads with LOCE's training step: mean scores, Equilibrium Loss and MFS.
 
-    Takes :class:`LoceRoIHeads`'s arguments plus the keyword arguments below (use
+    Takes :class:`StepwiseRoIHeads`'s arguments plus the keyword arguments below (use
     :meth:`from_roi_heads` to wrap the parts of an already built model).
 
     Args:

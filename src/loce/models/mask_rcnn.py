@@ -63,21 +63,21 @@ from loce.errors import ConfigError
 from loce.losses import build_classification_loss_for
 from loce.models.mmdet_compat import (
     FrozenStatsBatchNorm2d,
-    LoceRPN,
     MMDetAnchorGenerator,
     MMDetMultiScaleRoIAlign,
+    ParityRPN,
     mmcv_normalize,
     mmdet_init_,
     paste_masks_grid_sample,
 )
 from loce.models.predictors import BoxPredictor, MaskPredictor, NormedMaskPredictor
-from loce.models.roi_heads import LoceRoIHeads
+from loce.models.roi_heads import StepwiseRoIHeads
 from loce.models.weights import load_backbone_weights
 
 __all__ = [
     "ClassStatistics",
     "LoceMaskRCNN",
-    "LoceTransform",
+    "NormalizePadTransform",
     "build_mask_rcnn",
     "load_backbone_weights",  # from loce.models.weights
 ]
@@ -86,7 +86,7 @@ FPN_STRIDES = (4, 8, 16, 32, 64)
 FEATMAP_NAMES = ["0", "1", "2", "3"]
 
 
-class LoceTransform(GeneralizedRCNNTransform):
+class NormalizePadTransform(GeneralizedRCNNTransform):
     """Normalise and pad; no resizing (the data pipeline resizes).
 
     Float images in ``[0, 1]`` are normalised as torchvision does, ``(x - mean) / std``;
@@ -214,7 +214,7 @@ class LoceMaskRCNN(MaskRCNN):
 
         Args:
             images: N tensors ``[3, H_i, W_i]`` (already resized), float in ``[0, 1]`` or
-                uint8 (normalised as mmcv does, see :class:`LoceTransform`).
+                uint8 (normalised as mmcv does, see :class:`NormalizePadTransform`).
             targets: training only; per image ``boxes [G, 4]`` float xyxy, ``labels [G]``
                 int64 in 1..K, ``masks [G, H_i, W_i]`` uint8/bool.
             original_image_sizes: eval only, optional; per image ``(h, w)`` before resizing.
@@ -355,7 +355,7 @@ def _build_backbone(cfg: ModelConfig) -> BackboneWithFPN:
     )
 
 
-def _build_rpn(cfg: ModelConfig, out_channels: int) -> LoceRPN:
+def _build_rpn(cfg: ModelConfig, out_channels: int) -> ParityRPN:
     r = cfg.rpn
     anchors: AnchorGenerator
     if cfg.parity.anchors == "mmdet":
@@ -364,7 +364,7 @@ def _build_rpn(cfg: ModelConfig, out_channels: int) -> LoceRPN:
         sizes = tuple((s * r.anchor_scale,) for s in FPN_STRIDES)
         anchors = AnchorGenerator(sizes, (tuple(r.aspect_ratios),) * len(FPN_STRIDES))
     head = RPNHead(out_channels, anchors.num_anchors_per_location()[0])
-    return LoceRPN(
+    return ParityRPN(
         anchors,
         head,
         r.fg_iou_thresh,
@@ -387,7 +387,7 @@ def _pooler(cfg: ModelConfig, output_size: int) -> MultiScaleRoIAlign:
 
 
 def _loce_arguments(loce: LoceConfig, num_classes: int, feature_shape: tuple[int, ...]) -> dict:
-    """The :class:`~loce.models.loce_heads.EquilibriumRoIHeads` arguments of ``loce.*``."""
+    """The :class:`~loce.models.loce_heads.LoceRoIHeads` arguments of ``loce.*``."""
     return dict(
         num_classes=num_classes,
         feature_shape=feature_shape,
@@ -405,7 +405,7 @@ def _loce_arguments(loce: LoceConfig, num_classes: int, feature_shape: tuple[int
 
 
 def _build_roi_heads(cfg: ModelConfig, num_classes: int, out_channels: int,
-                     cls_loss: nn.Module, loce: LoceConfig | None = None) -> LoceRoIHeads:
+                     cls_loss: nn.Module, loce: LoceConfig | None = None) -> StepwiseRoIHeads:
     from loce.losses import classification_num_logits
 
     roi, mask, test = cfg.roi, cfg.mask, cfg.test
@@ -420,12 +420,12 @@ def _build_roi_heads(cfg: ModelConfig, num_classes: int, out_channels: int,
                                              mask.normed_scale)
     else:
         mask_predictor = MaskPredictor(mask.head_layers[-1], mask.upsample_channels, num_classes + 1)
-    heads_class: type[LoceRoIHeads] = LoceRoIHeads
+    heads_class: type[StepwiseRoIHeads] = StepwiseRoIHeads
     loce_kwargs: dict = {}
     if loce is not None:
-        from loce.models.loce_heads import EquilibriumRoIHeads
+        from loce.models.loce_heads import LoceRoIHeads
 
-        heads_class = EquilibriumRoIHeads
+        heads_class = LoceRoIHeads
         loce_kwargs = _loce_arguments(loce, num_classes, (out_channels, *box_pool.output_size))
     return heads_class(
         box_pool,
@@ -475,7 +475,7 @@ def build_mask_rcnn(
             federated, ECM and Gumbel and by ``test.norcal_gamma``.
         seed: base seed of the random draws of the federated and Gumbel losses.
         loce: LOCE's settings (the ``loce`` config section) to build LOCE's RoI heads,
-            :class:`~loce.models.loce_heads.EquilibriumRoIHeads`, with the same modules,
+            :class:`~loce.models.loce_heads.LoceRoIHeads`, with the same modules,
             parameters and initial weights (the state dict gains
             ``roi_heads.score_tracker.scores``); None builds the plain heads.
 
@@ -507,7 +507,7 @@ def build_mask_rcnn(
     backbone = _build_backbone(cfg)
     rpn = _build_rpn(cfg, backbone.out_channels)
     roi_heads = _build_roi_heads(cfg, num_classes, backbone.out_channels, cls_loss, loce)
-    transform = LoceTransform(
+    transform = NormalizePadTransform(
         cfg.image_mean,
         cfg.image_std,
         cfg.size_divisible,

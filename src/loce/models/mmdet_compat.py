@@ -30,7 +30,7 @@ from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork
 
 __all__ = [
     "FrozenStatsBatchNorm2d",
-    "LoceRPN",
+    "ParityRPN",
     "MMDetAnchorGenerator",
     "MMDetMultiScaleRoIAlign",
     "box_regression_loss_sum",
@@ -280,7 +280,7 @@ def box_regression_loss_sum(pred: Tensor, target: Tensor, kind: BoxLoss, beta: f
     raise ValueError(f"box loss must be one of 'l1', 'smooth_l1', got {kind!r}")
 
 
-class LoceRPN(RegionProposalNetwork):
+class ParityRPN(RegionProposalNetwork):
     """torchvision's RPN with a choice of box regression loss.
 
     The only change is in :meth:`compute_loss`: the box term uses

@@ -7,7 +7,7 @@ Shape shorthand:
     D  channels (256)       S  box pooling size (7)      M  mask resolution (28)
     F  box feature size (1024)
 
-Training, in order (:meth:`LoceRoIHeads.box_training_step`)::
+Training, in order (:meth:`StepwiseRoIHeads.box_training_step`)::
 
     sample_proposals        proposals + GT -> RoISamples (labels, matched GT, box targets)
     pool_box_features       -> pooled [R, D, S, S]
@@ -31,11 +31,11 @@ Classification methods
 :mod:`loce.losses` (chosen by ``model.roi.cls_loss``, built by
 :func:`loce.models.build_mask_rcnn`). Its width ``C'`` is ``K + 1``, or ``K + 2`` for Seesaw
 (``[o_bg | u_1..u_K | o_fg]``); the box deltas always cover the ``K + 1`` classes. At inference
-:meth:`LoceRoIHeads.class_scores` turns ``[R, C']`` logits into ``[R, K + 1]`` scores by the
+:meth:`StepwiseRoIHeads.class_scores` turns ``[R, C']`` logits into ``[R, K + 1]`` scores by the
 loss's own rule (``cls_loss.scores``: softmax for cross-entropy, ``sigmoid(z_c) *
 (1 - sigmoid(z_0))`` for EQLv2 and ECM, ``sigmoid`` for EQL and federated, the Gumbel CDF for
 GOL, Seesaw's objectness product), or by NorCal (:func:`norcal_scores`) when
-:meth:`LoceRoIHeads.set_norcal` turned it on for a softmax model.
+:meth:`StepwiseRoIHeads.set_norcal` turned it on for a softmax model.
 
 Running state and ranks. ``cls_loss`` is a submodule, so its buffers are in the model's
 ``state_dict`` under ``roi_heads.cls_loss.*``: saved in every checkpoint and restored by
@@ -91,7 +91,7 @@ from loce.models.mmdet_compat import box_regression_loss_sum, project_masks_alig
 __all__ = [
     "BoxRows",
     "BoxTrainingOutput",
-    "LoceRoIHeads",
+    "StepwiseRoIHeads",
     "RoISamples",
     "class_wise_nms",
     "offset_class_wise_nms",
@@ -251,7 +251,7 @@ def is_softmax_loss(module: nn.Module) -> bool:
     return isinstance(module, (nn.CrossEntropyLoss, CrossEntropyLoss, EquilibriumLoss))
 
 
-class LoceRoIHeads(RoIHeads):
+class StepwiseRoIHeads(RoIHeads):
     """torchvision ``RoIHeads`` whose box branch is a chain of small overridable steps.
 
     Takes ``RoIHeads``'s constructor arguments (box/mask modules, sampler and test settings)
@@ -541,7 +541,7 @@ class LoceRoIHeads(RoIHeads):
             proposals: N tensors ``[R_i, 4]`` float.
             image_shapes: N ``(h, w)`` to clip to.
             scale_factors: N ``[4]`` float32 factors from the original image to the input
-                (:meth:`loce.models.mask_rcnn.LoceTransform.scale_factors`), used by
+                (:meth:`loce.models.mask_rcnn.NormalizePadTransform.scale_factors`), used by
                 ``nms="mmcv"``; None: the input frame is the original one.
 
         Returns:
@@ -728,7 +728,7 @@ class LoceRoIHeads(RoIHeads):
             ``scores [n]`` and ``masks [n, 1, M, M]`` probabilities, and ``{}``.
         """
         if self.keypoint_predictor is not None:
-            raise NotImplementedError("LoceRoIHeads has no keypoint branch")
+            raise NotImplementedError("StepwiseRoIHeads has no keypoint branch")
         if self.training:
             targets = self._check_targets(targets)
             losses, output = self.box_training_step(features, proposals, image_shapes, targets)
