@@ -45,6 +45,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from loce.config import Config, config_to_dict, save_config
+from loce.data.statistics import frequency_groups
 from loce.engine import distributed as dist_utils
 from loce.engine.checkpoint import (
     capture_rng_state,
@@ -60,12 +61,21 @@ from loce.engine.checkpoint import (
     set_last_checkpoint,
 )
 from loce.engine.device import autocast, to_device
+from loce.engine.freeze import check_reinit_trainable, configure_trainable
+from loce.engine.method_state import (
+    before_training,
+    load_rank_state,
+    method_scalars,
+    prune_rank_state,
+    save_rank_state,
+)
 from loce.engine.schedule import apply_auto_scale_lr, build_lr_scheduler, load_scheduler_state
 from loce.engine.tensorboard import ScalarWriter
 from loce.errors import LoceError
 from loce.faults import fault_point
 from loce.fileio import atomic_write_json, ensure_directory, remove_stale_temp_files
 from loce.logs import environment_lines, log_to_file, progress_bars
+from loce.models.weights import load_initial_weights
 
 __all__ = ["NonFiniteLossError", "NonFiniteWeightsError", "TrainResult", "train", "unwrap"]
 
@@ -246,118 +256,132 @@ def train(cfg: Config, *, resume: bool = False) -> TrainResult:
         resume: continue from ``output_dir/checkpoints/last_checkpoint`` when it exists.
     """
     with ExitStack() as stack:
-        return _train(cfg, resume, stack)
+        return _Trainer(cfg, resume, stack).run()
 
 
-def _train(cfg: Config, resume: bool, stack: ExitStack) -> TrainResult:
-    from loce import build
-    from loce.data.statistics import frequency_groups
-    from loce.engine.evaluate import METRIC_KEYS, evaluate
-    from loce.engine.freeze import check_reinit_trainable, configure_trainable
-    from loce.engine.method_state import (
-        before_training,
-        load_rank_state,
-        method_scalars,
-        prune_rank_state,
-        save_rank_state,
-    )
-    from loce.models.weights import load_initial_weights
+class _Trainer:
+    """One training run: the objects it builds and the position it has reached.
 
-    if cfg.train.threads is not None:
-        torch.set_num_threads(cfg.train.threads)
-    device = dist_utils.select_device(cfg.train.device)
-    dist_utils.init_distributed(device)
-    rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
-    main = rank == 0
-    given_lr = cfg.solver.lr
-    cfg = apply_auto_scale_lr(cfg, world)
+    Built in the order that fixes the random state (seed, dataset, model, optimizer), so that
+    every rank starts from identical weights and a resumed run from the checkpoint's state.
+    """
 
-    out = Path(cfg.train.output_dir)
-    ckpt_dir = out / "checkpoints"
-    if main:
-        ensure_directory(out, what="run directory (train.output_dir)")
-        # Temporary files of writers killed mid-write (SIGKILL) would only fill the disk.
-        remove_stale_temp_files(out)
-        remove_stale_temp_files(ckpt_dir)
-        stack.enter_context(log_to_file(out / "log.txt"))
-        save_config(cfg, out / "config.yaml")
-        logger.info("run directory %s (resolved config: %s)", out, out / "config.yaml")
-        for line in environment_lines(device, world):
-            logger.info("%s", line)
-        if cfg.solver.auto_scale_lr:
-            logger.info("solver.auto_scale_lr: lr %.6g = %.6g x %d images per step (%d process(es) "
-                        "x %d) / %d reference images", cfg.solver.lr, cfg.solver.lr_scaled_from,
-                        world * cfg.data.images_per_gpu, world, cfg.data.images_per_gpu,
-                        cfg.solver.reference_batch)
-            if given_lr != cfg.solver.lr_scaled_from:
-                logger.debug("the config's lr %.6g was already scaled", given_lr)
-    if cfg.solver.amp != "none" and device.type != "cuda":
-        logger.warning("solver.amp=%s needs CUDA; training in fp32 on %s", cfg.solver.amp, device)
-    dist_utils.barrier()
-    log = MetricsLog(out / "metrics.jsonl", enabled=main)
-    board = ScalarWriter(out / "tensorboard", enabled=main and cfg.train.tensorboard)
-    stack.callback(board.close)
+    def __init__(self, cfg: Config, resume: bool, stack: ExitStack) -> None:
+        if cfg.train.threads is not None:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = dist_utils.select_device(cfg.train.device)
+        dist_utils.init_distributed(self.device)
+        self.rank, self.world = dist_utils.get_rank(), dist_utils.get_world_size()
+        self.main = self.rank == 0
+        given_lr = cfg.solver.lr
+        self.cfg = cfg = apply_auto_scale_lr(cfg, self.world)
+        self.out = Path(cfg.train.output_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        self._open_run_directory(stack, given_lr)
+        self.log = MetricsLog(self.out / "metrics.jsonl", enabled=self.main)
+        self.board = ScalarWriter(self.out / "tensorboard", enabled=self.main and cfg.train.tensorboard)
+        stack.callback(self.board.close)
+        self._build(resume_available(self.ckpt_dir, resume))
+        self.start_epoch, self.start_iter, self.global_iter = 0, 0, 0
+        if resume:
+            self._resume()
 
-    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-    train_set = build.build_train_dataset(cfg)
-    resuming = resume_available(ckpt_dir, resume)
-    class_stats = (build.training_class_statistics(cfg, train_set)
-                   if build.needs_class_statistics(cfg) else None)
-    model = build.build_model(cfg, num_classes=train_set.num_classes, class_stats=class_stats,
-                              load_backbone=not (resuming or cfg.train.init_from)).to(device)
-    if cfg.train.init_from and not resuming:
-        data = load_checkpoint_file(cfg.train.init_from)
-        load_initial_weights(model, data, cfg.train.init_from, cfg.train.reinit)
-    configure_trainable(model, cfg)
-    check_reinit_trainable(model, cfg)
+    # ------------------------------------------------------------------ set-up
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise LoceError("no trainable parameters: check the model's freezing settings")
-    optimizer = torch.optim.SGD(params, lr=cfg.solver.lr, momentum=cfg.solver.momentum,
-                                weight_decay=cfg.solver.weight_decay)
-    # Iterations of every epoch (a function of seed and epoch): the step milestones and the ETA.
-    epoch_lengths = [len(build.epoch_batches(cfg, train_set, e, rank, world))
-                     for e in range(cfg.solver.epochs)]
-    schedule = build_lr_scheduler(optimizer, cfg.solver, epoch_lengths)
-    use_scaler = device.type == "cuda" and cfg.solver.amp == "fp16"
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    def _open_run_directory(self, stack: ExitStack, given_lr: float) -> None:
+        """Rank 0 creates the run directory, its log and config; everyone waits for it."""
+        cfg, out = self.cfg, self.out
+        if self.main:
+            ensure_directory(out, what="run directory (train.output_dir)")
+            # Temporary files of writers killed mid-write (SIGKILL) would only fill the disk.
+            remove_stale_temp_files(out)
+            remove_stale_temp_files(self.ckpt_dir)
+            stack.enter_context(log_to_file(out / "log.txt"))
+            save_config(cfg, out / "config.yaml")
+            logger.info("run directory %s (resolved config: %s)", out, out / "config.yaml")
+            for line in environment_lines(self.device, self.world):
+                logger.info("%s", line)
+            if cfg.solver.auto_scale_lr:
+                logger.info("solver.auto_scale_lr: lr %.6g = %.6g x %d images per step (%d "
+                            "process(es) x %d) / %d reference images", cfg.solver.lr,
+                            cfg.solver.lr_scaled_from, self.world * cfg.data.images_per_gpu,
+                            self.world, cfg.data.images_per_gpu, cfg.solver.reference_batch)
+                if given_lr != cfg.solver.lr_scaled_from:
+                    logger.debug("the config's lr %.6g was already scaled", given_lr)
+        if cfg.solver.amp != "none" and self.device.type != "cuda":
+            logger.warning("solver.amp=%s needs CUDA; training in fp32 on %s", cfg.solver.amp,
+                           self.device)
+        dist_utils.barrier()
 
-    start_epoch, start_iter, global_iter = 0, 0, 0
-    if resume:
-        last = find_last_checkpoint(ckpt_dir)
+    def _build(self, resuming: bool) -> None:
+        """Dataset, model (initial weights, freezing), optimizer, schedule and scaler."""
+        from loce import build
+
+        cfg = self.cfg
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        self.train_set = train_set = build.build_train_dataset(cfg)
+        class_stats = (build.training_class_statistics(cfg, train_set)
+                       if build.needs_class_statistics(cfg) else None)
+        self.model = model = build.build_model(
+            cfg, num_classes=train_set.num_classes, class_stats=class_stats,
+            load_backbone=not (resuming or cfg.train.init_from)).to(self.device)
+        if cfg.train.init_from and not resuming:
+            data = load_checkpoint_file(cfg.train.init_from)
+            load_initial_weights(model, data, cfg.train.init_from, cfg.train.reinit)
+        configure_trainable(model, cfg)
+        check_reinit_trainable(model, cfg)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise LoceError("no trainable parameters: check the model's freezing settings")
+        self.optimizer = torch.optim.SGD(self.params, lr=cfg.solver.lr,
+                                         momentum=cfg.solver.momentum,
+                                         weight_decay=cfg.solver.weight_decay)
+        # Iterations of every epoch (a function of seed and epoch): the step milestones and ETA.
+        self.epoch_lengths = [len(self._batches(e)) for e in range(cfg.solver.epochs)]
+        self.schedule = build_lr_scheduler(self.optimizer, cfg.solver, self.epoch_lengths)
+        use_scaler = self.device.type == "cuda" and cfg.solver.amp == "fp16"
+        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    def _batches(self, epoch: int) -> list[list[int]]:
+        from loce import build
+
+        return build.epoch_batches(self.cfg, self.train_set, epoch, self.rank, self.world)
+
+    def _resume(self) -> None:
+        """Continue from ``last_checkpoint``: weights, optimizer, schedule, RNG, per-rank state."""
+        last = find_last_checkpoint(self.ckpt_dir)
         if last is None:
-            if main:
-                logger.info("no checkpoint in %s; starting from the beginning", ckpt_dir)
-        else:
-            state = load_checkpoint_file(last)
-            check_resumable(state, str(last))
-            load_model_weights(model, state, str(last))
-            _load_optimizer(optimizer, state, cfg, str(last))
-            for note in load_scheduler_state(schedule, state["scheduler"],
-                                             int(state["global_iter"]), cfg.solver, str(last)):
-                if main:
-                    logger.info("%s", note)
-            if scaler is not None and state.get("scaler") is not None:
-                scaler.load_state_dict(state["scaler"])
-            start_epoch, start_iter = int(state["epoch"]), int(state["iter_in_epoch"])
-            global_iter = int(state["global_iter"])
-            _restore_rng(state["rng"], rank, str(last))
-            load_rank_state(model, cfg, ckpt_dir, last.name, rank)
-            # Per-rank files of other checkpoints are left by a kill between the pointer move
-            # and their deletion; the pointer names `last`, so they are of no use.
-            prune_rank_state(cfg, ckpt_dir, last.name, rank)
-            if main:
-                logger.info("resumed from %s at epoch %d, iteration %d", last, start_epoch + 1,
-                            start_iter)
+            if self.main:
+                logger.info("no checkpoint in %s; starting from the beginning", self.ckpt_dir)
+            return
+        cfg = self.cfg
+        state = load_checkpoint_file(last)
+        check_resumable(state, str(last))
+        load_model_weights(self.model, state, str(last))
+        _load_optimizer(self.optimizer, state, cfg, str(last))
+        for note in load_scheduler_state(self.schedule, state["scheduler"],
+                                         int(state["global_iter"]), cfg.solver, str(last)):
+            if self.main:
+                logger.info("%s", note)
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.start_epoch, self.start_iter = int(state["epoch"]), int(state["iter_in_epoch"])
+        self.global_iter = int(state["global_iter"])
+        _restore_rng(state["rng"], self.rank, str(last))
+        load_rank_state(self.model, cfg, self.ckpt_dir, last.name, self.rank)
+        # Per-rank files of other checkpoints are left by a kill between the pointer move and
+        # their deletion; the pointer names `last`, so they are of no use.
+        prune_rank_state(cfg, self.ckpt_dir, last.name, self.rank)
+        if self.main:
+            logger.info("resumed from %s at epoch %d, iteration %d", last, self.start_epoch + 1,
+                        self.start_iter)
 
-    before_training(model, cfg, train_set, device, resumed=global_iter > 0)
-
-    ddp_model: nn.Module = model
-    if world > 1:
-        ddp_model = DistributedDataParallel(
-            model,
-            device_ids=[device.index] if device.type == "cuda" else None,
+    def _wrap(self) -> nn.Module:
+        if self.world == 1:
+            return self.model
+        return DistributedDataParallel(
+            self.model,
+            device_ids=[self.device.index] if self.device.type == "cuda" else None,
             # Running statistics of long-tail methods live in buffers that each rank updates
             # itself (synchronised by all-gather where the method says so); rank 0 must not
             # overwrite them at every forward.
@@ -368,129 +392,169 @@ def _train(cfg: Config, resume: bool, stack: ExitStack) -> TrainResult:
             find_unused_parameters=False,
         )
 
-    def checkpoint(name: str, epoch: int, it_in_epoch: int, g_iter: int) -> None:
-        dist_utils.average_batchnorm_statistics(model)
-        _check_finite_state(model, optimizer, device, epoch, it_in_epoch, g_iter, ckpt_dir, main)
-        rng = dist_utils.all_gather_object(capture_rng_state())
-        # Per-rank state that is not synchronised (e.g. a feature memory) is written by
-        # every rank next to the checkpoint and is on the disk before rank 0 points
-        # last_checkpoint at it; older per-rank files are deleted only after the pointer moved.
-        save_rank_state(model, cfg, ckpt_dir, name, rank)
-        dist_utils.barrier()
-        fault_point("checkpoint:after-rank-state")
-        if main:
-            _write_checkpoint(name, epoch, it_in_epoch, g_iter, rng)
-        dist_utils.barrier()
-        fault_point("checkpoint:after-pointer")
-        prune_rank_state(cfg, ckpt_dir, name, rank)
+    # ------------------------------------------------------------------ the run
 
-    def _write_checkpoint(name: str, epoch: int, it_in_epoch: int, g_iter: int, rng) -> None:
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": schedule.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "epoch": epoch,
-            "iter_in_epoch": it_in_epoch,
-            "global_iter": g_iter,
-            "rng": rng,
-            "config": config_to_dict(cfg),
-            "num_classes": train_set.num_classes,
-            "category_ids": list(train_set.cat_ids),
-            "category_names": [c["name"] for c in train_set.categories],
-        }
-        save_checkpoint(state, ckpt_dir, name)
+    def run(self) -> TrainResult:
+        cfg = self.cfg
+        before_training(self.model, cfg, self.train_set, self.device,
+                        resumed=self.global_iter > 0)
+        ddp_model = self._wrap()
+        groups = frequency_groups(self.train_set)
+        metrics: dict[str, Any] = {}
+        for epoch in range(self.start_epoch, cfg.solver.epochs):
+            self._train_epoch(ddp_model, epoch, groups)
+            self.checkpoint(f"epoch_{epoch + 1}.pth", epoch + 1, 0)
+            last_epoch = epoch + 1 == cfg.solver.epochs
+            every = cfg.train.eval_every_epochs
+            if (last_epoch and cfg.train.eval_at_end) or (every and (epoch + 1) % every == 0):
+                metrics = self._evaluate(epoch)
+        if self.main and metrics:
+            atomic_write_json(self.out / "metrics.json", metrics, what="metrics file",
+                              sort_keys=True)
+        dist_utils.barrier()
+        return TrainResult(metrics=metrics, model=self.model, output_dir=self.out,
+                           global_iter=self.global_iter)
 
-    metrics: dict[str, Any] = {}
-    epochs = cfg.solver.epochs
-    groups = frequency_groups(train_set)
-    images_per_step = cfg.data.images_per_gpu * world
-    for epoch in range(start_epoch, epochs):
-        batches = build.epoch_batches(cfg, train_set, epoch, rank, world)
-        skip = start_iter if epoch == start_epoch else 0
-        loader = build.train_loader(cfg, train_set, batches[skip:], epoch)
+    def _train_epoch(self, ddp_model: nn.Module, epoch: int, groups) -> None:
+        from loce import build
+
+        cfg = self.cfg
+        batches = self._batches(epoch)
+        skip = self.start_iter if epoch == self.start_epoch else 0
+        loader = build.train_loader(cfg, self.train_set, batches[skip:], epoch)
         ddp_model.train()
-        bar = _progress(loader, total=len(batches), desc=f"epoch {epoch + 1}/{epochs}",
-                        enabled=main, initial=skip)
+        bar = _progress(loader, total=len(batches), desc=f"epoch {epoch + 1}/{cfg.solver.epochs}",
+                        enabled=self.main, initial=skip)
         t_last = t_epoch = time.perf_counter()
         c_epoch = _cpu_seconds()
         sums: dict[str, torch.Tensor] = {}
         it = last_logged = skip - 1
-        lr = optimizer.param_groups[0]["lr"]
+        lr = self.optimizer.param_groups[0]["lr"]
         for it, (images, targets) in enumerate(bar, start=skip):
-            lr = optimizer.param_groups[0]["lr"]
-            images, targets = to_device(images, targets, device)
-            with autocast(device, cfg.solver.amp):
-                loss_dict = ddp_model(images, targets)
-            total = sum(loss_dict.values())
-            _check_finite(total, loss_dict, epoch, it, global_iter, ckpt_dir, main)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(total).backward()
-                if cfg.solver.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, cfg.solver.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                total.backward()
-                if cfg.solver.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.solver.grad_clip)
-                optimizer.step()
-            schedule.step()
-            global_iter += 1
+            lr = self.optimizer.param_groups[0]["lr"]
+            loss_dict = self._step(ddp_model, images, targets, epoch, it)
             for k, v in loss_dict.items():
                 sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
-
             if (it + 1) % cfg.train.log_every_iters == 0 or it + 1 == len(batches):
-                losses = _reduce_losses(loss_dict)
                 now = time.perf_counter()
-                seconds = (now - t_last) / (it - last_logged)
-                last_logged = it
-                record = {"type": "train", "epoch": epoch + 1, "iter": it + 1,
-                          "global_iter": global_iter, "lr": lr,
-                          "loss": sum(losses.values()), **losses,
-                          "sec_per_iter": seconds,
-                          "images_per_sec": images_per_step / seconds if seconds > 0 else 0.0}
-                t_last = now
-                log.write(record)
-                if main:
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
-                    logger.debug("epoch %d iter %d/%d: %s", epoch + 1, it + 1, len(batches),
-                                 " ".join(f"{k}={v:.4g}" for k, v in record.items()
-                                          if k.startswith("loss") or k in ("lr", "sec_per_iter")))
-                    board.add_scalars({**{f"train/{k}": v for k, v in losses.items()},
-                                       "train/loss": record["loss"], "train/lr": lr,
-                                       "train/images_per_sec": record["images_per_sec"],
-                                       **method_scalars(model, groups)}, global_iter)
+                self._log_iteration(loss_dict, epoch, it, len(batches), lr,
+                                    (now - t_last) / (it - last_logged), bar, groups)
+                t_last, last_logged = now, it
             every = cfg.train.checkpoint_every_iters
-            if every and global_iter % every == 0 and it + 1 < len(batches):
-                checkpoint(f"iter_{global_iter}.pth", epoch, it + 1, global_iter)
+            if every and self.global_iter % every == 0 and it + 1 < len(batches):
+                self.checkpoint(f"iter_{self.global_iter}.pth", epoch, it + 1)
         bar.close()
         seconds = time.perf_counter() - t_epoch
         done = it + 1 - skip
-        eta = seconds / max(done, 1) * sum(epoch_lengths[epoch + 1:])
-        line, summary = _epoch_summary(epoch, epochs, sums, done, lr, seconds,
-                                       _cpu_seconds() - c_epoch, done * images_per_step, eta)
-        if main:
+        eta = seconds / max(done, 1) * sum(self.epoch_lengths[epoch + 1:])
+        images = done * cfg.data.images_per_gpu * self.world
+        line, summary = _epoch_summary(epoch, cfg.solver.epochs, sums, done, lr, seconds,
+                                       _cpu_seconds() - c_epoch, images, eta)
+        if self.main:
             logger.info("%s", line)
-            log.write(summary)
-        checkpoint(f"epoch_{epoch + 1}.pth", epoch + 1, 0, global_iter)
-        last_epoch = epoch + 1 == epochs
-        every_e = cfg.train.eval_every_epochs
-        if (last_epoch and cfg.train.eval_at_end) or (every_e and (epoch + 1) % every_e == 0):
-            t_eval, c_eval = time.perf_counter(), _cpu_seconds()
-            metrics = evaluate(model, cfg, out / f"eval_epoch_{epoch + 1}", device=device)
-            log.write({"type": "eval", "epoch": epoch + 1, **_flat(metrics)})
-            if main:
-                _log_evaluation(epoch, metrics, time.perf_counter() - t_eval,
-                                _cpu_seconds() - c_eval)
-                board.add_scalars({f"eval/{k}": v for k, v in _flat(metrics).items()
-                                   if k.split("/")[-1] in METRIC_KEYS}, global_iter)
-    if main and metrics:
-        atomic_write_json(out / "metrics.json", metrics, what="metrics file", sort_keys=True)
-    dist_utils.barrier()
-    return TrainResult(metrics=metrics, model=model, output_dir=out, global_iter=global_iter)
+            self.log.write(summary)
+
+    def _step(self, ddp_model: nn.Module, images, targets, epoch: int,
+              it: int) -> Mapping[str, torch.Tensor]:
+        """One SGD step on a batch; returns its losses."""
+        cfg, optimizer, scaler = self.cfg, self.optimizer, self.scaler
+        images, targets = to_device(images, targets, self.device)
+        with autocast(self.device, cfg.solver.amp):
+            loss_dict = ddp_model(images, targets)
+        total = sum(loss_dict.values())
+        _check_finite(total, loss_dict, epoch, it, self.global_iter, self.ckpt_dir, self.main)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(total).backward()
+            if cfg.solver.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.solver.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            total.backward()
+            if cfg.solver.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(self.params, cfg.solver.grad_clip)
+            optimizer.step()
+        self.schedule.step()
+        self.global_iter += 1
+        return loss_dict
+
+    def _log_iteration(self, loss_dict: Mapping[str, torch.Tensor], epoch: int, it: int,
+                       num_batches: int, lr: float, seconds: float, bar, groups) -> None:
+        """A record in metrics.jsonl (every rank reduces; rank 0 writes), the bar, TensorBoard."""
+        losses = _reduce_losses(loss_dict)
+        images_per_step = self.cfg.data.images_per_gpu * self.world
+        record = {"type": "train", "epoch": epoch + 1, "iter": it + 1,
+                  "global_iter": self.global_iter, "lr": lr,
+                  "loss": sum(losses.values()), **losses,
+                  "sec_per_iter": seconds,
+                  "images_per_sec": images_per_step / seconds if seconds > 0 else 0.0}
+        self.log.write(record)
+        if not self.main:
+            return
+        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{lr:.2e}")
+        logger.debug("epoch %d iter %d/%d: %s", epoch + 1, it + 1, num_batches,
+                     " ".join(f"{k}={v:.4g}" for k, v in record.items()
+                              if k.startswith("loss") or k in ("lr", "sec_per_iter")))
+        self.board.add_scalars({**{f"train/{k}": v for k, v in losses.items()},
+                                "train/loss": record["loss"], "train/lr": lr,
+                                "train/images_per_sec": record["images_per_sec"],
+                                **method_scalars(self.model, groups)}, self.global_iter)
+
+    def _evaluate(self, epoch: int) -> dict[str, Any]:
+        from loce.engine.evaluate import METRIC_KEYS, evaluate
+
+        t_eval, c_eval = time.perf_counter(), _cpu_seconds()
+        metrics = evaluate(self.model, self.cfg, self.out / f"eval_epoch_{epoch + 1}",
+                           device=self.device)
+        self.log.write({"type": "eval", "epoch": epoch + 1, **_flat(metrics)})
+        if self.main:
+            _log_evaluation(epoch, metrics, time.perf_counter() - t_eval, _cpu_seconds() - c_eval)
+            self.board.add_scalars({f"eval/{k}": v for k, v in _flat(metrics).items()
+                                    if k.split("/")[-1] in METRIC_KEYS}, self.global_iter)
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def checkpoint(self, name: str, epoch: int, it_in_epoch: int) -> None:
+        """Save checkpoint ``name`` at the current iteration (every rank calls).
+
+        Per-rank state that is not synchronised (a feature memory) is written by every rank
+        and is on the disk before rank 0 points last_checkpoint at the checkpoint; older
+        per-rank files are deleted only after the pointer moved.
+        """
+        model, cfg = self.model, self.cfg
+        dist_utils.average_batchnorm_statistics(model)
+        _check_finite_state(model, self.optimizer, self.device, epoch, it_in_epoch,
+                            self.global_iter, self.ckpt_dir, self.main)
+        rng = dist_utils.all_gather_object(capture_rng_state())
+        save_rank_state(model, cfg, self.ckpt_dir, name, self.rank)
+        dist_utils.barrier()
+        fault_point("checkpoint:after-rank-state")
+        if self.main:
+            self._write_checkpoint(name, epoch, it_in_epoch, rng)
+        dist_utils.barrier()
+        fault_point("checkpoint:after-pointer")
+        prune_rank_state(cfg, self.ckpt_dir, name, self.rank)
+
+    def _write_checkpoint(self, name: str, epoch: int, it_in_epoch: int, rng) -> None:
+        train_set = self.train_set
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": epoch,
+            "iter_in_epoch": it_in_epoch,
+            "global_iter": self.global_iter,
+            "rng": rng,
+            "config": config_to_dict(self.cfg),
+            "num_classes": train_set.num_classes,
+            "category_ids": list(train_set.cat_ids),
+            "category_names": [c["name"] for c in train_set.categories],
+        }
+        save_checkpoint(state, self.ckpt_dir, name)
 
 
 def _load_optimizer(optimizer: torch.optim.Optimizer, state: Mapping[str, Any], cfg: Config,

@@ -25,49 +25,14 @@ With the defaults (cross-entropy, smooth L1 with beta 1/9, torchvision's small-b
 unaligned soft mask targets) the losses and detections equal torchvision's ``RoIHeads`` on
 the same inputs and random state.
 
-Classification methods
-----------------------
-``cls_loss`` is the pluggable classification step: any module of
-:mod:`loce.losses` (chosen by ``model.roi.cls_loss``, built by
-:func:`loce.models.build_mask_rcnn`). Its width ``C'`` is ``K + 1``, or ``K + 2`` for Seesaw
-(``[o_bg | u_1..u_K | o_fg]``); the box deltas always cover the ``K + 1`` classes. At inference
-:meth:`StepwiseRoIHeads.class_scores` turns ``[R, C']`` logits into ``[R, K + 1]`` scores by the
-loss's own rule (``cls_loss.scores``: softmax for cross-entropy, ``sigmoid(z_c) *
-(1 - sigmoid(z_0))`` for EQLv2 and ECM, ``sigmoid`` for EQL and federated, the Gumbel CDF for
-GOL, Seesaw's objectness product), or by NorCal (:func:`norcal_scores`) when
-:meth:`StepwiseRoIHeads.set_norcal` turned it on for a softmax model.
-
-Running state and ranks. ``cls_loss`` is a submodule, so its buffers are in the model's
-``state_dict`` under ``roi_heads.cls_loss.*``: saved in every checkpoint and restored by
-``--resume``. The engine wraps the model in DDP with ``broadcast_buffers=False``, so rank 0
-never overwrites another rank's buffers; each loss applies its own policy:
-
-==========  ==============================  ====================================================
-loss        buffers                         across ranks
-==========  ==============================  ====================================================
-eqlv2       ``pos_grad``, ``neg_grad``,     all-reduced (SUM) every iteration: the gradient
-            ``pos_neg`` (running)           ratio is a statistic of the whole training batch,
-                                            and the original sums it over GPUs so that every
-                                            rank weighs its loss alike; ranks stay identical.
-seesaw      ``cum_samples`` (running)       per rank (the original): counts of the RoIs each
-                                            rank sampled, whose ratios agree closely across
-                                            ranks; the checkpoint holds rank 0's, so after
-                                            ``--resume`` every rank continues from those.
-                                            ``model.roi.seesaw.sync_counts`` all-reduces them
-                                            instead (a documented deviation).
-eql,        ``tail`` / ``class_weights`` /  constant, computed from the training annotations
-federated,  ``delta``, ``omega``            on every rank alike: nothing to synchronise.
-ecm, gumbel                                 Federated and Gumbel draw random classes/drops per
-                                            rank from a generator seeded ``seed + rank``, whose
-                                            state is not checkpointed (a resumed run restarts
-                                            the draws from the seed).
-LOCE        ``score_tracker.scores``        observations all-gathered by the LOCE heads, so
-                                            every rank applies the same update (global mean
-                                            scores, method spec a.2).
-==========  ==============================  ====================================================
-
-NorCal's class counts are a non-persistent buffer: a calibration chosen at inference, not part
-of the trained model, so any checkpoint loads with or without it.
+``cls_loss`` is the pluggable classification step, any module of :mod:`loce.losses`; its
+width ``C'`` is ``K + 1`` (``K + 2`` for Seesaw), the box deltas always ``K + 1`` classes. At
+inference :meth:`StepwiseRoIHeads.class_scores` scores by the loss's own rule, or by NorCal
+(:func:`norcal_scores`) once :meth:`StepwiseRoIHeads.set_norcal` turned it on. ``cls_loss``
+is a submodule: its buffers (running statistics, constants) are in the state dict under
+``roi_heads.cls_loss.*``; how each loss keeps them across ranks and checkpoints is
+docs/methods.md §1.7. NorCal's class counts are a non-persistent buffer, a choice made at
+inference, so any checkpoint loads with or without them.
 """
 
 from __future__ import annotations
