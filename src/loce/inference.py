@@ -30,152 +30,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from loce.data.image_io import MAX_PIXELS, describe_input, read_image, to_rgb_array
 from loce.errors import DataError
 
 __all__ = ["MAX_PIXELS", "DetectionResult", "Detector", "read_image", "to_rgb_array"]
-
-#: Image files with more pixels than this are refused (Pillow's own default limit, about
-#: 89.5 megapixels; a 14000 x 14000 image has 196).
-MAX_PIXELS = 89_478_485
-
-
-def _describe(source: Any) -> str:
-    if isinstance(source, (str, os.PathLike)):
-        return str(source)
-    return f"the {type(source).__name__} input"
-
-
-def _mode_note(mode: str) -> str | None:
-    """The note for an image file of Pillow mode ``mode`` (None for RGB)."""
-    if mode == "RGB":
-        return None
-    what = {"L": "grey", "1": "black-and-white", "LA": "grey + alpha", "RGBA": "RGBA",
-            "P": "palette", "PA": "palette + alpha", "CMYK": "CMYK",
-            "I;16": "16-bit grey", "I": "32-bit grey", "F": "float grey"}.get(mode, mode)
-    return f"{what} image converted to RGB"
-
-
-def _from_pil(im, where: str) -> tuple[np.ndarray, str | None]:
-    if im.width == 0 or im.height == 0:
-        raise DataError(f"{where}: the image is {im.width}x{im.height} pixels (a zero side)")
-    note = _mode_note(im.mode)
-    if note is not None:
-        if im.mode in ("I;16", "I", "F"):
-            arr = np.asarray(im, dtype=np.float64)
-            top = 65535.0 if im.mode == "I;16" else max(float(arr.max()), 1.0)
-            grey = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-            return np.repeat(grey[..., None], 3, axis=2), note
-        im = im.convert("RGB")
-    return np.array(im, dtype=np.uint8), note
-
-
-def read_image(path: str | os.PathLike, decoder: str = "pillow") -> tuple[np.ndarray, str | None]:
-    """Decode an image file to RGB.
-
-    Args:
-        path: the image file.
-        decoder: "pillow", or "opencv" as the original's loader decodes
-            (:func:`loce.data.image_io.read_rgb`; the config's choice is
-            :func:`loce.build.build_test_decoder`).
-
-    Returns:
-        ``(image [H, W, 3] uint8, note)``; ``note`` says when a grey, alpha or palette image
-        was converted to RGB (None otherwise).
-
-    Raises:
-        DataError: not a readable image, a zero side, or more than Pillow's
-            decompression-bomb limit (:data:`MAX_PIXELS` by default).
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    from loce.data.image_io import check_decoder, check_pixel_limit, read_rgb
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such image file")
-    if check_decoder(decoder) != "pillow":
-        # The pixels come from the configured decoder, with its own pixel-limit and
-        # empty-image checks (OpenCV replicates grey and drops alpha as Pillow's conversion
-        # does); Pillow's header, where it can read one, gives the note.
-        rgb = read_rgb(path, decoder)  # type: ignore[arg-type]
-        try:
-            with Image.open(path) as im:
-                return rgb, _mode_note(im.mode)
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-            return rgb, None
-    check_pixel_limit(path)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return _from_pil(im, str(path))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise DataError(f"{path}: cannot read the image ({err}); give a JPEG, PNG, BMP or "
-                        "WebP file") from None
-
-
-def to_rgb_array(image: Any, decoder: str = "pillow") -> tuple[np.ndarray, str | None]:
-    """Any accepted input as ``(RGB [H, W, 3] uint8, note)`` (see the module docstring).
-
-    Accepted: a path, a PIL image, an ``[H, W, 3]`` (or ``[H, W]`` grey, ``[H, W, 4]`` RGBA)
-    uint8 array, or a ``[3, H, W]`` (``[1, H, W]``, ``[4, H, W]``) tensor, float in ``[0, 1]``
-    or uint8.
-
-    Raises:
-        DataError: an input of another type, shape or dtype, or with a zero side.
-    """
-    if isinstance(image, (str, os.PathLike)):
-        return read_image(image, decoder)
-    where = _describe(image)
-    try:
-        from PIL import Image
-
-        if isinstance(image, Image.Image):
-            return _from_pil(image, where)
-    except ImportError:  # pragma: no cover - Pillow is a dependency
-        pass
-    if isinstance(image, Tensor):
-        t = image.detach().cpu()
-        if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
-            hint = " (an [H, W, 3] tensor: pass image.permute(2, 0, 1))" if (
-                t.dim() == 3 and t.shape[-1] in (1, 3, 4)) else ""
-            raise DataError(f"{where}: expected a [3, H, W] tensor, got shape {list(t.shape)}{hint}")
-        if t.dtype == torch.uint8:
-            arr = t.permute(1, 2, 0).numpy()
-        elif t.is_floating_point():
-            arr = (t.float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).numpy()
-        else:
-            raise DataError(f"{where}: expected a float tensor in [0, 1] or uint8, got {t.dtype}")
-        return _from_array(arr, where, channels_last=True)
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
-            raise DataError(f"{where}: expected uint8 values 0-255, got {image.dtype}; convert "
-                            "with (a * 255).round().astype(np.uint8) if it holds 0-1 floats")
-        return _from_array(image, where, channels_last=False)
-    raise DataError(f"{where}: expected a file path, a PIL image, an HxWx3 uint8 array or a "
-                    "[3, H, W] tensor")
-
-
-def _from_array(arr: np.ndarray, where: str, *, channels_last: bool) -> tuple[np.ndarray, str | None]:
-    shape = "[C, H, W]" if channels_last else "[H, W, 3]"
-    if arr.ndim == 2:
-        arr = arr[..., None]
-    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
-        raise DataError(f"{where}: expected a {shape} image, got shape {list(arr.shape)}")
-    if arr.shape[0] == 0 or arr.shape[1] == 0:
-        raise DataError(f"{where}: the image is {arr.shape[1]}x{arr.shape[0]} pixels (a zero side)")
-    note = None
-    if arr.shape[2] == 1:
-        arr, note = np.repeat(arr, 3, axis=2), "grey image converted to RGB"
-    elif arr.shape[2] == 4:
-        arr, note = arr[..., :3], "RGBA image converted to RGB (alpha dropped)"
-    return np.ascontiguousarray(arr), note
 
 
 @dataclass
@@ -394,7 +257,7 @@ class Detector:
 
         rgb, _ = to_rgb_array(image)
         if isinstance(result, DetectionResult) and tuple(result.image_size) != rgb.shape[:2]:
-            raise DataError(f"{_describe(image)}: the image is {rgb.shape[1]}x{rgb.shape[0]} but "
+            raise DataError(f"{describe_input(image)}: the image is {rgb.shape[1]}x{rgb.shape[0]} but "
                             f"the result is for a {result.image_size[1]}x{result.image_size[0]} "
                             "image; draw a result on the image it was computed for")
         det = result.as_dict() if isinstance(result, DetectionResult) else result

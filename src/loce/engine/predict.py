@@ -52,8 +52,8 @@ class ImageFolder:
 
     def load_image(self, i: int) -> torch.Tensor:
         """Image ``i`` as ``[3, H, W]`` float32 in ``[0, 1]`` (grey and RGBA images are
-        converted to RGB with a note, see :func:`loce.inference.read_image`)."""
-        from loce.inference import read_image
+        converted to RGB with a note, see :func:`loce.data.image_io.read_image`)."""
+        from loce.data.image_io import read_image
 
         path = self.files[i]
         try:

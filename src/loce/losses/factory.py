@@ -28,7 +28,7 @@ from loce.losses.registry import LOSS_SPECS, Statistic, loss_spec
 
 if TYPE_CHECKING:
     from loce.config.model import ModelConfig
-    from loce.models.mask_rcnn import ClassStatistics
+    from loce.data.statistics import ClassStatistics
 
 __all__ = [
     "LOSS_NAMES",
@@ -121,7 +121,7 @@ def build_classification_loss_for(
         cfg: the model config (``roi.cls_loss``, ``roi.cls_loss_weight`` and the loss's
             section, e.g. ``roi.seesaw``).
         num_classes: ``K``.
-        class_stats: training statistics (a :class:`loce.models.ClassStatistics`); required
+        class_stats: training statistics (a :class:`loce.data.statistics.ClassStatistics`); required
             by EQL, federated, ECM and Gumbel.
         seed: base seed of the random draws of federated and Gumbel (rank ``r`` uses
             ``seed + r``).

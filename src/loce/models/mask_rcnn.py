@@ -41,7 +41,6 @@ statistics (:class:`ClassStatistics`), as is NorCal (``cfg.test.norcal_gamma``);
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -59,6 +58,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from loce.config.method import LoceConfig
 from loce.config.model import ModelConfig
+from loce.data.statistics import ClassStatistics
 from loce.errors import ConfigError
 from loce.losses import build_classification_loss_for
 from loce.models.mmdet_compat import (
@@ -261,62 +261,6 @@ def _check_boxes(targets: list[dict[str, Tensor]]) -> None:
             raise ValueError(
                 f"targets[{i}]['boxes'][{j}] = {boxes[j].tolist()} has no area (x2 <= x1 or y2 <= y1)"
             )
-
-
-# ---------------------------------------------------------------------- class statistics
-
-
-@dataclass(frozen=True)
-class ClassStatistics:
-    """Per-class statistics of the training set, in label order (label 1 first).
-
-    What each method takes (peer-method spec §10.3): EQL and Gumbel the image frequency
-    ``image_count / num_images``; federated loss and NorCal ``image_count``; ECM
-    ``instance_count``.
-
-    Attributes:
-        image_counts: ``K`` numbers of training images that contain each class.
-        instance_counts: ``K`` numbers of training instances of each class.
-        num_images: training images with at least one annotation (``N_img``).
-        source: where they come from (the annotation file), for messages.
-    """
-
-    image_counts: tuple[int, ...]
-    instance_counts: tuple[int, ...]
-    num_images: int
-    source: str = "<class statistics>"
-
-    def __post_init__(self) -> None:
-        if len(self.image_counts) != len(self.instance_counts):
-            raise ValueError(
-                f"{self.source}: {len(self.image_counts)} image counts but "
-                f"{len(self.instance_counts)} instance counts; expected one of each per class"
-            )
-        if int(self.num_images) < 1:
-            raise ValueError(f"{self.source}: num_images must be >= 1, got {self.num_images}")
-        for name in ("image_counts", "instance_counts"):
-            values = getattr(self, name)
-            bad = [i for i, v in enumerate(values) if v < 0]
-            if bad:
-                raise ValueError(
-                    f"{self.source}: {name} must be >= 0, found {values[bad[0]]} for class "
-                    f"label {bad[0] + 1}"
-                )
-        big = [i for i, v in enumerate(self.image_counts) if v > self.num_images]
-        if big:
-            raise ValueError(
-                f"{self.source}: image_counts[{big[0]}] = {self.image_counts[big[0]]} exceeds "
-                f"num_images = {self.num_images} (class label {big[0] + 1})"
-            )
-
-    @property
-    def num_classes(self) -> int:
-        """``K``."""
-        return len(self.image_counts)
-
-    def image_frequency(self) -> list[float]:
-        """``[K]`` image frequencies ``f_c = image_count_c / num_images``."""
-        return [c / self.num_images for c in self.image_counts]
 
 
 def _box_predictor(cfg: ModelConfig, num_logits: int, num_classes: int) -> nn.Module:
