@@ -165,6 +165,38 @@ def _check_and_extract(
     require_file_names: bool = True,
 ) -> _Extracted:
     problems = _Problems(source)
+    _check_top_level(data, problems)
+    cat_ids, cat_names, freqs = _check_categories(
+        data["categories"], problems, require_federated=require_federated
+    )
+    image_ids, heights, widths, file_names, uses_url = _check_images(
+        data["images"],
+        problems,
+        cat_ids,
+        require_federated=require_federated,
+        require_file_names=require_file_names,
+    )
+    ann_columns = _check_annotations(
+        data.get("annotations", []), problems, image_ids, heights, widths, cat_ids
+    )
+    problems.raise_if_any()
+    has_freq = any(f is not None for f in freqs)
+    fmt = "lvis_v1" if uses_url else ("lvis_v0.5" if has_freq else "coco")
+    return _Extracted(
+        image_ids=image_ids,
+        heights=heights,
+        widths=widths,
+        file_names=file_names,
+        cat_ids=cat_ids,
+        cat_names=cat_names,
+        cat_frequencies=freqs,
+        format=fmt,
+        **ann_columns,
+    )
+
+
+def _check_top_level(data: Any, problems: _Problems) -> None:
+    """An object with list-valued 'images' and 'categories' (and 'annotations', if present)."""
     if not isinstance(data, Mapping):
         problems.add(
             f"top level: expected a JSON object with 'images', 'annotations' and 'categories', "
@@ -186,8 +218,15 @@ def _check_and_extract(
             )
     problems.raise_if_any()
 
-    # ---- categories ------------------------------------------------------------------------
-    cats, cat_skip = _element_rows(data["categories"], "categories", problems)
+
+# ---- categories ----------------------------------------------------------------------------
+
+
+def _check_categories(
+    raw: list[Any], problems: _Problems, *, require_federated: bool
+) -> tuple[np.ndarray, list[str], list[str | None]]:
+    """Category ids (sorted), and the names and frequencies in that order."""
+    cats, cat_skip = _element_rows(raw, "categories", problems)
     cat_where = lambda i: f"categories[{i}]"  # noqa: E731
     cat_ids, cat_ok = _int_column(
         cats, "id", cat_where, problems, cat_skip, fix="give every category an integer 'id'."
@@ -221,10 +260,22 @@ def _check_and_extract(
         else:
             freqs.append(fq)
     cat_order = np.argsort(cat_ids, kind="stable")
-    sorted_cat_ids = cat_ids[cat_order]
+    return cat_ids[cat_order], [names[i] for i in cat_order], [freqs[i] for i in cat_order]
 
-    # ---- images ----------------------------------------------------------------------------
-    imgs, img_skip = _element_rows(data["images"], "images", problems)
+
+# ---- images --------------------------------------------------------------------------------
+
+
+def _check_images(
+    raw: list[Any],
+    problems: _Problems,
+    sorted_cat_ids: np.ndarray,
+    *,
+    require_federated: bool,
+    require_file_names: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], bool]:
+    """Image ids, heights, widths and file names, and whether the names come from 'coco_url'."""
+    imgs, img_skip = _element_rows(raw, "images", problems)
     img_where = lambda i: f"images[{i}]"  # noqa: E731
     image_ids, img_ok = _int_column(
         imgs, "id", img_where, problems, img_skip, fix="give every image an integer 'id'."
@@ -241,6 +292,24 @@ def _check_and_extract(
     widths, _ = _int_column(
         imgs, "width", img_where_id, problems, img_skip, fix=size_fix, positive=True
     )
+    file_names, uses_url = _image_file_names(
+        imgs, img_where_id, problems, img_skip, require_file_names=require_file_names
+    )
+    _check_federated_ids(
+        imgs, img_where_id, problems, img_skip, sorted_cat_ids, require_federated=require_federated
+    )
+    return image_ids, heights, widths, file_names, uses_url
+
+
+def _image_file_names(
+    imgs: list[dict[str, Any]],
+    where: Any,
+    problems: _Problems,
+    skip: set[int],
+    *,
+    require_file_names: bool,
+) -> tuple[list[str], bool]:
+    """Each image's path under the image root ('file_name', else from 'coco_url')."""
     file_names: list[str] = []
     uses_url = False
     for i, im in enumerate(imgs):
@@ -255,13 +324,26 @@ def _check_and_extract(
             uses_url = True
             continue
         file_names.append("")
-        if i not in img_skip and require_file_names:
+        if i not in skip and require_file_names:
             problems.add(
-                f"{img_where_id(i)}: no image file name: 'file_name' is "
+                f"{where(i)}: no image file name: 'file_name' is "
                 f"{'missing' if fn is _MISSING else _show(fn)} and 'coco_url' is "
                 f"{'missing' if url is _MISSING else _show(url)}. Fix: give each image a "
                 "'file_name' (COCO, LVIS v0.5) or a 'coco_url' (LVIS v1)."
             )
+    return file_names, uses_url
+
+
+def _check_federated_ids(
+    imgs: list[dict[str, Any]],
+    where: Any,
+    problems: _Problems,
+    skip: set[int],
+    sorted_cat_ids: np.ndarray,
+    *,
+    require_federated: bool,
+) -> None:
+    """'neg_category_ids' and 'not_exhaustive_category_ids': lists of known category ids."""
     fed_keys = ("neg_category_ids", "not_exhaustive_category_ids")
     fed_vals: list[int] = []
     fed_rows: list[int] = []
@@ -270,16 +352,16 @@ def _check_and_extract(
         for k, key in enumerate(fed_keys):
             v = im.get(key, _MISSING)
             if v is _MISSING:
-                if require_federated and i not in img_skip:
+                if require_federated and i not in skip:
                     problems.add(
-                        f"{img_where_id(i)}: '{key}' is missing. Fix: LVIS evaluation needs "
+                        f"{where(i)}: '{key}' is missing. Fix: LVIS evaluation needs "
                         f"'{fed_keys[0]}' and '{fed_keys[1]}' (lists of category ids) on every "
                         "image."
                     )
                 continue
             if type(v) is not list or not all(type(x) is int for x in v):
                 problems.add(
-                    f"{img_where_id(i)}: '{key}' must be a list of integer category ids, found "
+                    f"{where(i)}: '{key}' must be a list of integer category ids, found "
                     f"{_show(v)}. Fix: write a list such as [3, 17]."
                 )
                 continue
@@ -292,18 +374,26 @@ def _check_and_extract(
         problems.add_rows(
             bad,
             lambda j: (
-                f"{img_where_id(fed_rows[j])}: '{fed_keys[fed_key_of[j]]}' lists category "
+                f"{where(fed_rows[j])}: '{fed_keys[fed_key_of[j]]}' lists category "
                 f"id {fed_vals[j]}, which is not in 'categories'. Fix: remove it or add the "
                 "category."
             ),
         )
-    img_order = np.argsort(image_ids, kind="stable")
-    sorted_image_ids = image_ids[img_order]
 
-    # ---- annotations -----------------------------------------------------------------------
-    raw_anns = data.get("annotations", [])
-    anns, ann_skip = _element_rows(raw_anns, "annotations", problems)
-    n_ann = len(anns)
+
+# ---- annotations ---------------------------------------------------------------------------
+
+
+def _check_annotations(
+    raw: list[Any],
+    problems: _Problems,
+    image_ids: np.ndarray,
+    heights: np.ndarray,
+    widths: np.ndarray,
+    sorted_cat_ids: np.ndarray,
+) -> dict[str, Any]:
+    """The annotation columns of :class:`_Extracted`."""
+    anns, ann_skip = _element_rows(raw, "annotations", problems)
     ann_ids, ann_ok = _int_column(
         anns,
         "id",
@@ -317,46 +407,74 @@ def _check_and_extract(
     def ann_where(i: int) -> str:
         return f"annotations[{i}] (id {ann_ids[i]})" if ann_ok[i] else f"annotations[{i}]"
 
+    ann_image_rows, ann_labels = _annotation_links(
+        anns, ann_where, problems, ann_skip, image_ids, sorted_cat_ids
+    )
+    ann_bbox = _bbox_column(anns, ann_where, problems, ann_skip)
+    ann_iscrowd = _iscrowd_column(anns, ann_where, problems)
+    seg = _segmentation_columns(anns, ann_where, problems, ann_image_rows, heights, widths)
+    return {
+        "ann_ids": ann_ids,
+        "ann_image_rows": ann_image_rows,
+        "ann_labels": ann_labels,
+        "ann_bbox": ann_bbox,
+        "ann_iscrowd": ann_iscrowd,
+        **seg,
+    }
+
+
+def _annotation_links(
+    anns: list[dict[str, Any]],
+    where: Any,
+    problems: _Problems,
+    skip: set[int],
+    image_ids: np.ndarray,
+    sorted_cat_ids: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each annotation's image row (-1 if unknown) and label (0 if unknown)."""
     ann_img, ann_img_ok = _int_column(
         anns,
         "image_id",
-        ann_where,
+        where,
         problems,
-        ann_skip,
+        skip,
         fix="give every annotation the integer 'image_id' of its image.",
     )
     ann_cat, ann_cat_ok = _int_column(
         anns,
         "category_id",
-        ann_where,
+        where,
         problems,
-        ann_skip,
+        skip,
         fix="give every annotation the integer 'category_id' of its category.",
     )
-    pos, found = _lookup(sorted_image_ids, ann_img)
+    img_order = np.argsort(image_ids, kind="stable")
+    pos, found = _lookup(image_ids[img_order], ann_img)
     bad = np.flatnonzero(ann_img_ok & ~found)
     problems.add_rows(
         bad,
         lambda i: (
-            f"{ann_where(i)}: image_id {ann_img[i]} is not in 'images'. Fix: remove the "
+            f"{where(i)}: image_id {ann_img[i]} is not in 'images'. Fix: remove the "
             "annotation or add its image."
         ),
     )
-    ann_image_rows = np.full(n_ann, -1, np.int64)
+    ann_image_rows = np.full(len(anns), -1, np.int64)
     ann_image_rows[found] = img_order[pos[found]]
     cpos, cfound = _lookup(sorted_cat_ids, ann_cat)
     bad = np.flatnonzero(ann_cat_ok & ~cfound)
     problems.add_rows(
         bad,
         lambda i: (
-            f"{ann_where(i)}: category_id {ann_cat[i]} is not in 'categories'. Fix: "
+            f"{where(i)}: category_id {ann_cat[i]} is not in 'categories'. Fix: "
             "remove the annotation or add the category."
         ),
     )
-    ann_labels = np.where(cfound, cpos + 1, 0).astype(np.int64)
+    return ann_image_rows, np.where(cfound, cpos + 1, 0).astype(np.int64)
 
-    ann_bbox = _bbox_column(anns, ann_where, problems, ann_skip)
 
+def _iscrowd_column(anns: list[dict[str, Any]], where: Any, problems: _Problems) -> np.ndarray:
+    """COCO's crowd flag, 0 (the default) or 1."""
+    n_ann = len(anns)
     crowd_vals = [a.get("iscrowd", 0) for a in anns]
     if set(map(type, crowd_vals)) <= {int, bool}:
         crowd_arr = np.array(crowd_vals, dtype=np.int64).reshape(n_ann)
@@ -369,30 +487,8 @@ def _check_and_extract(
     problems.add_rows(
         bad,
         lambda i: (
-            f"{ann_where(i)}: 'iscrowd' must be 0 or 1, found {_show(crowd_vals[i])}. "
+            f"{where(i)}: 'iscrowd' must be 0 or 1, found {_show(crowd_vals[i])}. "
             "Fix: use 0 for single objects and 1 for crowd regions (COCO convention)."
         ),
     )
-    ann_iscrowd = np.fromiter((v is True or v == 1 for v in crowd_vals), bool, n_ann)
-
-    seg = _segmentation_columns(anns, ann_where, problems, ann_image_rows, heights, widths)
-
-    problems.raise_if_any()
-    has_freq = any(f is not None for f in freqs)
-    fmt = "lvis_v1" if uses_url else ("lvis_v0.5" if has_freq else "coco")
-    return _Extracted(
-        image_ids=image_ids,
-        heights=heights,
-        widths=widths,
-        file_names=file_names,
-        cat_ids=sorted_cat_ids,
-        cat_names=[names[i] for i in cat_order],
-        cat_frequencies=[freqs[i] for i in cat_order],
-        ann_ids=ann_ids,
-        ann_image_rows=ann_image_rows,
-        ann_labels=ann_labels,
-        ann_bbox=ann_bbox,
-        ann_iscrowd=ann_iscrowd,
-        format=fmt,
-        **seg,
-    )
+    return np.fromiter((v is True or v == 1 for v in crowd_vals), bool, n_ann)
