@@ -219,6 +219,12 @@ def _bbox_column(
     return arr
 
 
+_SEGMENTATION_FIX = (
+    "'segmentation' is a list of polygons [[x1, y1, x2, y2, ...], ...] (each with an even "
+    "number >= 6 of finite coordinates) or an RLE {'size': [height, width], 'counts': ...}."
+)
+
+
 def _segmentation_columns(
     anns: list[dict[str, Any]],
     where: Any,
@@ -228,10 +234,7 @@ def _segmentation_columns(
     widths: np.ndarray,
 ) -> dict[str, Any]:
     """Pack polygons into flat arrays; keep RLE dicts aside; report malformed entries."""
-    fix = (
-        "'segmentation' is a list of polygons [[x1, y1, x2, y2, ...], ...] (each with an even "
-        "number >= 6 of finite coordinates) or an RLE {'size': [height, width], 'counts': ...}."
-    )
+    fix = _SEGMENTATION_FIX
     n = len(anns)
     seg_kind = np.zeros(n, np.int8)  # 0 missing, 1 polygons, 2 RLE
     n_polys = np.zeros(n, np.int64)
@@ -259,6 +262,29 @@ def _segmentation_columns(
     )
     ann_poly_offsets = np.zeros(n + 1, np.int64)
     np.cumsum(n_polys, out=ann_poly_offsets[1:])
+    poly_offsets, coords = _polygon_coordinates(anns, where, problems, polys, ann_poly_offsets)
+    _check_rles(rles, where, problems, image_rows, heights, widths)
+    return {
+        "seg_kind": seg_kind,
+        "ann_poly_offsets": ann_poly_offsets,
+        "poly_offsets": poly_offsets,
+        "coords": coords,
+        "rles": rles,
+    }
+
+
+def _polygon_coordinates(
+    anns: list[dict[str, Any]],
+    where: Any,
+    problems: _Problems,
+    polys: list[Any],
+    ann_poly_offsets: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every polygon's coordinates in one flat float64 array, and where each polygon starts.
+
+    A malformed polygon is reported once per annotation and packed as empty.
+    """
+    fix = _SEGMENTATION_FIX
     lens = np.fromiter((len(p) if type(p) is list else -1 for p in polys), np.int64, len(polys))
     bad_poly = np.flatnonzero((lens < 6) | (lens % 2 == 1))
     owner = lambda j: int(np.searchsorted(ann_poly_offsets, j, side="right") - 1)  # noqa: E731
@@ -307,6 +333,19 @@ def _segmentation_columns(
             bad_anns,
             lambda i: f"{where(i)}: 'segmentation' has a non-finite coordinate. Fix: {fix}",
         )
+    return poly_offsets, coords
+
+
+def _check_rles(
+    rles: dict[int, dict[str, Any]],
+    where: Any,
+    problems: _Problems,
+    image_rows: np.ndarray,
+    heights: np.ndarray,
+    widths: np.ndarray,
+) -> None:
+    """RLE segmentations: well-formed, at their image's size, with counts covering it."""
+    fix = _SEGMENTATION_FIX
     for i, r in rles.items():
         size, counts = r.get("size", _MISSING), r.get("counts", _MISSING)
         size_ok = type(size) is list and len(size) == 2 and all(type(x) is int for x in size)
@@ -332,10 +371,3 @@ def _segmentation_columns(
         if problem is not None:
             problems.add(f"{where(i)}: {problem}. Fix: re-encode the mask with pycocotools "
                          "(mask.encode) at the image size.")
-    return {
-        "seg_kind": seg_kind,
-        "ann_poly_offsets": ann_poly_offsets,
-        "poly_offsets": poly_offsets,
-        "coords": coords,
-        "rles": rles,
-    }

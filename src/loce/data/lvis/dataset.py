@@ -46,6 +46,34 @@ def _candidate_paths(root: Path, rel: str) -> list[Path]:
     return out
 
 
+def _clipped_boxes(index: LVISIndex) -> np.ndarray:
+    """Clipped xyxy boxes of every annotation, ``[A, 4]`` float32 (vectorised)."""
+    rows = index.ann_image_rows
+    w_img = index.widths[rows].astype(np.float64)
+    h_img = index.heights[rows].astype(np.float64)
+    x, y, bw, bh = index.ann_bbox.T
+    x1, y1 = np.clip(x, 0, w_img), np.clip(y, 0, h_img)
+    x2, y2 = np.clip(x + bw, 0, w_img), np.clip(y + bh, 0, h_img)
+    return np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
+
+
+def _group_by_image(
+    index: LVISIndex, usable: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Usable annotations grouped by image (file order within an image).
+
+    Returns:
+        ``(rows, starts, counts)``: the annotations of image row ``r`` are
+        ``rows[starts[r]:starts[r + 1]]``; ``counts[r]`` is how many there are.
+    """
+    order = np.flatnonzero(usable[index._ann_order])
+    usable_sorted = index._ann_order[order]
+    per_image = np.bincount(index.ann_image_rows[usable_sorted], minlength=index.num_images)
+    starts = np.zeros(index.num_images + 1, np.int64)
+    np.cumsum(per_image, out=starts[1:])
+    return usable_sorted, starts, per_image
+
+
 class LVISDataset:
     """LVIS v0.5 / v1 or COCO instance segmentation as ``(image, target)`` items.
 
@@ -114,14 +142,7 @@ class LVISDataset:
         if min_box_size < 0 or not math.isfinite(min_box_size):
             raise ValueError(f"min_box_size must be a finite number >= 0, got {min_box_size}")
 
-        # Clipped xyxy boxes of every annotation, computed once (vectorised).
-        rows = index.ann_image_rows
-        w_img = index.widths[rows].astype(np.float64)
-        h_img = index.heights[rows].astype(np.float64)
-        x, y, bw, bh = index.ann_bbox.T
-        x1, y1 = np.clip(x, 0, w_img), np.clip(y, 0, h_img)
-        x2, y2 = np.clip(x + bw, 0, w_img), np.clip(y + bh, 0, h_img)
-        self._boxes_xyxy = np.stack([x1, y1, x2, y2], axis=1).astype(np.float32)
+        self._boxes_xyxy = _clipped_boxes(index)
         non_crowd = ~index.ann_iscrowd
         # sizes of the float32 boxes the model will see
         cw = self._boxes_xyxy[:, 2] - self._boxes_xyxy[:, 0]
@@ -151,13 +172,7 @@ class LVISDataset:
                     "box-only training."
                 )
 
-        # Usable annotations grouped by image (file order within an image).
-        order = np.flatnonzero(self._usable[index._ann_order])
-        usable_sorted = index._ann_order[order]
-        per_image = np.bincount(rows[usable_sorted], minlength=index.num_images)
-        starts = np.zeros(index.num_images + 1, np.int64)
-        np.cumsum(per_image, out=starts[1:])
-        self._usable_sorted, self._usable_starts = usable_sorted, starts
+        self._usable_sorted, self._usable_starts, per_image = _group_by_image(index, self._usable)
 
         image_rows = np.arange(index.num_images)
         if self.filter_empty:
