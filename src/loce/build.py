@@ -63,7 +63,7 @@ def build_test_decoder(cfg: Config) -> str:
 
 def build_train_dataset(cfg: Config):
     """The training set: images with at least one usable annotation, augmented."""
-    from loce.data.lvis import LVISDataset
+    from loce.data.lvis.dataset import LVISDataset
 
     return LVISDataset(cfg.data.train_ann, cfg.data.train_images, train=True,
                        transforms=build_train_transforms(cfg))
@@ -88,7 +88,8 @@ def training_class_statistics(cfg: Config, dataset=None):
     """
     from pathlib import Path
 
-    from loce.data.lvis import LVISDataset, LVISIndex
+    from loce.data.lvis.dataset import LVISDataset
+    from loce.data.lvis.index import LVISIndex
     from loce.data.statistics import class_statistics
     from loce.errors import ConfigError, DataError
 
@@ -116,7 +117,7 @@ def training_class_statistics(cfg: Config, dataset=None):
 
 def build_val_dataset(cfg: Config):
     """The evaluation set: every image, single-scale test resize."""
-    from loce.data.lvis import LVISDataset
+    from loce.data.lvis.dataset import LVISDataset
 
     return LVISDataset(cfg.data.val_ann, cfg.data.val_images, train=False,
                        transforms=build_test_transforms(cfg), decoder=build_test_decoder(cfg))

@@ -75,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def ensure_dataset(root: Path, preset: str) -> dict[str, Any]:
-    from loce.data.synthetic import PRESETS, generate
+    from loce.data.synthetic.config import PRESETS
+    from loce.data.synthetic.write import generate
 
     summary = root / "summary.json"
     if summary.is_file() and (root / "annotations" / "val.json").is_file():

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
         dataset = ImageFolder(args.images, det.transforms, cat_ids, decoder=det.decoder)
     else:
-        from loce.data.lvis import LVISDataset
+        from loce.data.lvis.dataset import LVISDataset
 
         root = args.image_root or cfg.data.val_images
         dataset = LVISDataset(args.gt, root, train=False, transforms=det.transforms,

@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from loce.data.synthetic import PRESETS, format_summary, generate
+    from loce.data.synthetic.config import PRESETS
+    from loce.data.synthetic.write import format_summary, generate
 
     overrides = {
         "num_classes": args.num_classes,

@@ -83,7 +83,7 @@ def resolve_categories(num_classes: int, classes: Sequence[str] | None,
         how = (f"category ids 1..{k} in label order (LVIS files number their categories so; "
                "no annotation file given: pass --gt ann.json to resolve the names exactly)")
         return CategoryTable(list(range(1, k + 1)), names, how)
-    from loce.data.lvis import load_lvis_json
+    from loce.data.lvis.validate import load_lvis_json
 
     data = load_lvis_json(gt)
     cats = [c for c in data.get("categories", []) if isinstance(c, dict)]

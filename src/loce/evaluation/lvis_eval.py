@@ -95,7 +95,7 @@ from typing import Any, Literal
 import hotcoco
 import numpy as np
 
-from loce.data.lvis import load_lvis_json, validate_lvis
+from loce.data.lvis.validate import load_lvis_json, validate_lvis
 from loce.errors import DataError, LoceError, ResultsError
 from loce.evaluation.results import (
     DetectionColumns,
