@@ -324,6 +324,12 @@ def test_require_federated():
         im["neg_category_ids"], im["not_exhaustive_category_ids"] = [2], [3]
     msg = _error(d)
     assert "'not_exhaustive_category_ids' lists category id 3, which is not in 'categories'" in msg
+    # an id beyond 64 bits is reported like any unknown one, the known ones are still checked
+    d["images"][0]["neg_category_ids"] = [2**70, 2]
+    d["images"][1]["not_exhaustive_category_ids"] = [1]
+    msg = _error(d)
+    assert f"'neg_category_ids' lists category id {2**70}, which is not in 'categories'" in msg
+    assert "lists category id 2," not in msg
 
 
 # ---- dataset -----------------------------------------------------------------------------
@@ -544,6 +550,8 @@ def test_bad_iscrowd():
     assert "annotations[2] (id 3): 'iscrowd' must be 0 or 1, found 2" in _error(d)
     d["annotations"][2]["iscrowd"] = "1"
     assert "annotations[2] (id 3): 'iscrowd' must be 0 or 1, found '1'" in _error(d)
+    d["annotations"][2]["iscrowd"] = 2**64
+    assert f"annotations[2] (id 3): 'iscrowd' must be 0 or 1, found {2**64}" in _error(d)
     d["annotations"][2]["iscrowd"] = True
     assert LVISIndex.from_json(d).ann_iscrowd.tolist() == [False, False, True]
 

@@ -35,6 +35,8 @@ _FREQUENCIES = ("r", "c", "f")
 
 Format = Literal["lvis_v1", "lvis_v0.5", "coco"]
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
 
 def _source_name(path_or_dict: Any) -> str:
     if isinstance(path_or_dict, Mapping):
@@ -369,7 +371,12 @@ def _check_federated_ids(
             fed_rows.extend([i] * len(v))
             fed_key_of.extend([k] * len(v))
     if fed_vals:
-        _, found = _lookup(sorted_cat_ids, np.asarray(fed_vals, np.int64))
+        try:
+            _, found = _lookup(sorted_cat_ids, np.asarray(fed_vals, np.int64))
+        except OverflowError:  # an id beyond 64 bits is no category's
+            fits = np.array([_INT64_MIN <= v <= _INT64_MAX for v in fed_vals])
+            values = np.array([v if ok else 0 for v, ok in zip(fed_vals, fits)], np.int64)
+            found = _lookup(sorted_cat_ids, values)[1] & fits
         bad = np.flatnonzero(~found)
         problems.add_rows(
             bad,
@@ -476,7 +483,9 @@ def _iscrowd_column(anns: list[dict[str, Any]], where: Any, problems: _Problems)
     """COCO's crowd flag, 0 (the default) or 1."""
     n_ann = len(anns)
     crowd_vals = [a.get("iscrowd", 0) for a in anns]
-    if set(map(type, crowd_vals)) <= {int, bool}:
+    if set(map(type, crowd_vals)) <= {int, bool} and all(
+            _INT64_MIN <= v <= _INT64_MAX for v in (min(crowd_vals, default=0),
+                                                      max(crowd_vals, default=0))):
         crowd_arr = np.array(crowd_vals, dtype=np.int64).reshape(n_ann)
         bad = np.flatnonzero((crowd_arr != 0) & (crowd_arr != 1))
     else:
