@@ -10,14 +10,13 @@ uint8 images: grey images are replicated, an alpha channel is dropped.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from loce.errors import DataError
 
@@ -238,7 +237,9 @@ def to_rgb_array(image: Any, decoder: str = "pillow") -> tuple[np.ndarray, str |
             return _from_pil(image, where)
     except ImportError:  # pragma: no cover - Pillow is a dependency
         pass
-    if isinstance(image, Tensor):
+    # A tensor exists only once torch is imported: reading files must not import it.
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(image, torch.Tensor):
         t = image.detach().cpu()
         if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
             hint = " (an [H, W, 3] tensor: pass image.permute(2, 0, 1))" if (
