@@ -26,18 +26,21 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
-from loce.convert.categories import resolve_categories
+from loce.convert.categories import CategoryTable, resolve_categories
 from loce.convert.mmcv_config import Unparsed, load_config_file, parse_config_text
 from loce.convert.mmdet_spec import MMDetModelSpec, read_model_spec
 from loce.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    from loce.models.mmdet_weights import MMDetWeightsInfo
 
 __all__ = ["ConversionResult", "loce_config_name", "loce_to_mmdet", "mmdet_config_text",
            "mmdet_to_loce", "read_checkpoint"]
@@ -205,45 +208,10 @@ def _fill_method_state(model: torch.nn.Module, sd: dict[str, Tensor]) -> list[st
     return added
 
 
-def mmdet_to_loce(src: str | os.PathLike, dst: str | os.PathLike, *,
-                  config: str | None = None, normed_mask: NormedMask = "auto",
-                  gt: str | os.PathLike | None = None, log: Log = print) -> ConversionResult:
-    """Convert an MMDetection Mask R-CNN checkpoint to a loce checkpoint.
-
-    Args:
-        src: the MMDetection ``.pth`` (or a bare state dict with ``config``).
-        dst: the loce checkpoint to write (atomically; nothing is written on error).
-        config: an MMDetection config file (``*.py``, used instead of ``meta["config"]``) or
-            a loce config (bundled name or YAML, used instead of the automatic choice).
-        normed_mask: ``"auto"`` (from the config), ``"yes"`` or ``"no"``.
-        gt: an LVIS annotation file to resolve the category ids by name.
-        log: receives one line per decision.
-
-    Raises:
-        CheckpointError: unreadable file, an architecture loce does not have, a key or shape
-            that does not fit, metadata that contradicts the weights.
-    """
-    from loce import build
-    from loce.config import config_to_dict
-    from loce.engine.checkpoint import load_model_weights
-    from loce.fileio import save_torch_atomic
-    from loce.models.mmdet_weights import mmdet_to_loce_state_dict
-
-    src, dst = Path(src), Path(dst)
-    state, meta = _split_mmdet(read_checkpoint(src), src)
-    result = ConversionResult(dst)
-
-    def say(line: str) -> None:
-        result.lines.append(line)
-        log(line)
-
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    counts = state.pop(_SEESAW_COUNTS_MMDET, None)
-    say(f"reading {src}: {'MMDetection ' + str(meta.get('mmdet_version')) if meta else 'a bare state dict'}"
-        f", {len(state) + (counts is not None)} tensors")
-
-    # The model description: an MMDetection config file, else the checkpoint's own text.
+def _model_description(src: Path, meta: Mapping[str, Any], config: str | None, say: Log
+                       ) -> tuple[str | None, MMDetModelSpec | None, str | None]:
+    """``(config text, spec, loce base config)`` from an MMDetection config file, else the
+    checkpoint's own text; the base is None when it is to be chosen from the spec."""
     loce_base: str | None = None
     text_source, values = None, None
     if config is not None and config.endswith(".py"):
@@ -271,31 +239,39 @@ def mmdet_to_loce(src: str | os.PathLike, dst: str | os.PathLike, *,
     if parsed is not None and parsed.skipped:
         say(f"  note: {len(parsed.skipped)} statement(s) of the config could not be read "
             f"(first: {parsed.skipped[0]})")
+    return text, spec, loce_base
 
-    weights, info = mmdet_to_loce_state_dict(state, source=str(src))
+
+def _check_spec(spec: MMDetModelSpec, info: MMDetWeightsInfo, src: Path, say: Log) -> None:
+    """The MMDetection config against the weights: depth, classes and classifier rows."""
+    k = info.num_classes
+    if spec.depth != info.depth:
+        raise CheckpointError(f"{src}: the config describes ResNet-{spec.depth} but the "
+                              f"weights are ResNet-{info.depth} (backbone.layer3 blocks)")
+    if spec.num_classes is not None and spec.num_classes != k:
+        raise CheckpointError(
+            f"{src}: the config says num_classes={spec.num_classes} but "
+            f"'roi_head.bbox_head.fc_reg.weight' regresses {k} classes; the config does "
+            "not belong to these weights"
+        )
+    if spec.num_logits is not None and spec.num_logits != info.num_logits:
+        raise CheckpointError(
+            f"{src}: 'roi_head.bbox_head.fc_cls.weight' has {info.num_logits} rows but the "
+            f"config's {'Seesaw' if spec.method == 'seesaw' else 'softmax'} classifier "
+            f"needs {spec.num_logits} for {k} classes"
+        )
+    say(f"  detector   {spec.summary}")
+    for note in spec.notes:
+        say(f"  {note}")
+
+
+def _loce_config(spec: MMDetModelSpec | None, info: MMDetWeightsInfo, loce_base: str | None,
+                 normed_mask: NormedMask, src: Path, say: Log
+                 ) -> tuple[Any, dict[str, Any], str, bool]:
+    """``(cfg, settings, base name, normed)``: a bundled config by name plus what the
+    MMDetection config says (``settings``, the values that differ from the base)."""
     k = info.num_classes
     seesaw_weights = info.num_logits == k + 2
-    if spec is not None:
-        if spec.depth != info.depth:
-            raise CheckpointError(f"{src}: the config describes ResNet-{spec.depth} but the "
-                                  f"weights are ResNet-{info.depth} (backbone.layer3 blocks)")
-        if spec.num_classes is not None and spec.num_classes != k:
-            raise CheckpointError(
-                f"{src}: the config says num_classes={spec.num_classes} but "
-                f"'roi_head.bbox_head.fc_reg.weight' regresses {k} classes; the config does "
-                "not belong to these weights"
-            )
-        if spec.num_logits is not None and spec.num_logits != info.num_logits:
-            raise CheckpointError(
-                f"{src}: 'roi_head.bbox_head.fc_cls.weight' has {info.num_logits} rows but the "
-                f"config's {'Seesaw' if spec.method == 'seesaw' else 'softmax'} classifier "
-                f"needs {spec.num_logits} for {k} classes"
-            )
-        say(f"  detector   {spec.summary}")
-        for note in spec.notes:
-            say(f"  {note}")
-
-    # The loce config: a bundled one by name plus what the MMDetection config says.
     settings = dict(spec.settings) if spec is not None else {}
     if loce_base is None:
         assert spec is not None
@@ -319,21 +295,29 @@ def mmdet_to_loce(src: str | os.PathLike, dst: str | os.PathLike, *,
     if (base_cfg.model.mask.predictor == "normed") != normed:
         settings["model.mask.predictor"] = "normed" if normed else "plain"
     cfg = _load_loce_config(loce_base, _overrides(settings), str(src))
-    result.config_name, result.normed_mask = loce_base, normed
     say(f"  MASK HEAD  {why}")
     if not normed:
         say("             (a normed-head model read as plain gives plausible but wrong masks: "
             "check this against the model's config)")
+    return cfg, settings, loce_base, normed
 
+
+def _categories(meta: Mapping[str, Any], k: int, gt: str | os.PathLike | None,
+                spec: MMDetModelSpec | None, src: Path, say: Log
+                ) -> tuple[Sequence[str] | None, CategoryTable]:
+    """``(meta["CLASSES"], category table)`` of the ``k`` classes."""
     classes = meta.get("CLASSES")
     if classes is not None and not isinstance(classes, (list, tuple)):
         raise CheckpointError(f"{src}: meta['CLASSES'] is a {type(classes).__name__}, "
                               "expected a list of class names")
     table = resolve_categories(k, classes, gt, source=str(src))
-    result.category_ids = table.ids
     dataset = {"lvis_v1": "LVIS v1", "lvis_v0.5": "LVIS v0.5"}.get(
         spec.dataset if spec else "", {1203: "LVIS v1", 1230: "LVIS v0.5"}.get(k, "not LVIS"))
     say(f"  classes    {k} (dataset {dataset}): {table.how}")
+    return classes, table
+
+
+def _say_settings(cfg, settings: Mapping[str, Any], loce_base: str, say: Log) -> None:
     test = cfg.model.test
     say(f"  test       score > {test.score_thresh:g}, NMS {test.nms_thresh:g}, "
         f"{test.detections_per_img} per image, RPN {cfg.model.rpn.pre_nms_top_n_test}/"
@@ -342,6 +326,14 @@ def mmdet_to_loce(src: str | os.PathLike, dst: str | os.PathLike, *,
     changed = ", ".join(f"{key}={json.dumps(value)}" for key, value in settings.items())
     say(f"  config     {loce_base}" + (f" with {changed}" if changed else ""))
 
+
+def _loaded_model(cfg, info: MMDetWeightsInfo, weights: dict[str, Tensor],
+                  counts: Tensor | None, src: Path, say: Log) -> torch.nn.Module:
+    """The model ``cfg`` builds, with the weights (and Seesaw's counts) loaded strictly."""
+    from loce import build
+    from loce.engine.checkpoint import load_model_weights
+
+    k = info.num_classes
     model = build.build_model(cfg, num_classes=k, load_backbone=False)
     if counts is not None:
         if cfg.model.roi.cls_loss != "seesaw" or counts.numel() != k + 1:
@@ -354,8 +346,16 @@ def mmdet_to_loce(src: str | os.PathLike, dst: str | os.PathLike, *,
         if added else ""
     say(f"  weights    {info.mmdet_keys} MMDetection keys -> {info.loce_keys} loce keys{extra}; "
         "strict load OK")
+    return model
 
-    out = {
+
+def _loce_checkpoint(model: torch.nn.Module, cfg, k: int, table: CategoryTable, src: Path,
+                     meta: Mapping[str, Any], text: str | None, classes: Sequence[str] | None, *,
+                     has_seesaw_counts: bool, decisions: list[str]) -> dict[str, Any]:
+    """The checkpoint in ``loce train``'s format, with the source's metadata."""
+    from loce.config import config_to_dict
+
+    return {
         "model": {key: value for key, value in model.state_dict().items()},
         "config": config_to_dict(cfg),
         "num_classes": k,
@@ -368,10 +368,64 @@ def mmdet_to_loce(src: str | os.PathLike, dst: str | os.PathLike, *,
             "epoch": meta.get("epoch"),
             "config_text": text,
             "CLASSES": list(classes) if classes is not None else None,
-            "has_seesaw_counts": counts is not None,
-            "decisions": list(result.lines),
+            "has_seesaw_counts": has_seesaw_counts,
+            "decisions": list(decisions),
         },
     }
+
+
+def mmdet_to_loce(src: str | os.PathLike, dst: str | os.PathLike, *,
+                  config: str | None = None, normed_mask: NormedMask = "auto",
+                  gt: str | os.PathLike | None = None, log: Log = print) -> ConversionResult:
+    """Convert an MMDetection Mask R-CNN checkpoint to a loce checkpoint.
+
+    Args:
+        src: the MMDetection ``.pth`` (or a bare state dict with ``config``).
+        dst: the loce checkpoint to write (atomically; nothing is written on error).
+        config: an MMDetection config file (``*.py``, used instead of ``meta["config"]``) or
+            a loce config (bundled name or YAML, used instead of the automatic choice).
+        normed_mask: ``"auto"`` (from the config), ``"yes"`` or ``"no"``.
+        gt: an LVIS annotation file to resolve the category ids by name.
+        log: receives one line per decision.
+
+    Raises:
+        CheckpointError: unreadable file, an architecture loce does not have, a key or shape
+            that does not fit, metadata that contradicts the weights.
+    """
+    from loce.fileio import save_torch_atomic
+    from loce.models.mmdet_weights import mmdet_to_loce_state_dict
+
+    src, dst = Path(src), Path(dst)
+    state, meta = _split_mmdet(read_checkpoint(src), src)
+    result = ConversionResult(dst)
+
+    def say(line: str) -> None:
+        result.lines.append(line)
+        log(line)
+
+    if all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    counts = state.pop(_SEESAW_COUNTS_MMDET, None)
+    say(f"reading {src}: {'MMDetection ' + str(meta.get('mmdet_version')) if meta else 'a bare state dict'}"
+        f", {len(state) + (counts is not None)} tensors")
+
+    # The model description: an MMDetection config file, else the checkpoint's own text.
+    text, spec, loce_base = _model_description(src, meta, config, say)
+    weights, info = mmdet_to_loce_state_dict(state, source=str(src))
+    k = info.num_classes
+    if spec is not None:
+        _check_spec(spec, info, src, say)
+
+    # The loce config: a bundled one by name plus what the MMDetection config says.
+    cfg, settings, loce_base, normed = _loce_config(spec, info, loce_base, normed_mask, src, say)
+    result.config_name, result.normed_mask = loce_base, normed
+    classes, table = _categories(meta, k, gt, spec, src, say)
+    result.category_ids = table.ids
+    _say_settings(cfg, settings, loce_base, say)
+
+    model = _loaded_model(cfg, info, weights, counts, src, say)
+    out = _loce_checkpoint(model, cfg, k, table, src, meta, text, classes,
+                           has_seesaw_counts=counts is not None, decisions=result.lines)
     save_torch_atomic(out, dst)
     say(f"wrote {dst}")
     return result
@@ -402,24 +456,9 @@ def _pretty(value: Any, indent: int = 0) -> str:
     return repr(value)
 
 
-def mmdet_config_text(cfg, num_classes: int, dataset_type: str = "LVISV1Dataset") -> str:
-    """An MMDetection 2.x config text describing the loce model ``cfg`` (for ``--to mmdet``).
-
-    Raises:
-        CheckpointError: a model MMDetection's Mask R-CNN cannot describe (another backbone,
-            a classification loss without an MMDetection counterpart here, FPN width).
-    """
+def _mmdet_bbox_head(cfg, k: int, loss: str) -> dict[str, Any]:
+    """MMDetection's ``roi_head.bbox_head`` of the loce model ``cfg``, classification loss ``loss``."""
     m = cfg.model
-    if m.backbone not in ("resnet50", "resnet101") or m.fpn_channels != 256:
-        raise CheckpointError(f"model.backbone={m.backbone!r} with {m.fpn_channels} FPN channels "
-                              "has no MMDetection Mask R-CNN R50/R101-FPN counterpart")
-    loss = "EquilibriumLoss" if cfg.loce.enabled else {
-        "cross_entropy": "CrossEntropyLoss", "seesaw": "SeesawLoss"}.get(m.roi.cls_loss)
-    if loss is None or m.roi.classifier == "cosine":
-        raise CheckpointError(
-            f"model.roi.cls_loss={m.roi.cls_loss!r} with a {m.roi.classifier} classifier has no "
-            "MMDetection counterpart loce writes (softmax cross-entropy, LOCE, Seesaw)")
-    k = int(num_classes)
     loss_cls: dict[str, Any] = {"type": loss, "use_sigmoid": False, "loss_weight": 1.0}
     if loss == "SeesawLoss":
         s = m.roi.seesaw
@@ -437,6 +476,13 @@ def mmdet_config_text(cfg, num_classes: int, dataset_type: str = "LVISV1Dataset"
         bbox_head["cls_predictor_cfg"] = {"type": "NormedLinear", "tempearture": m.roi.cosine_scale}
     bbox_head["loss_cls"] = loss_cls
     bbox_head["loss_bbox"] = {"type": "L1Loss", "loss_weight": 1.0}
+    return bbox_head
+
+
+def _mmdet_model(cfg, k: int, loss: str) -> dict[str, Any]:
+    """MMDetection's ``model`` of the loce model ``cfg``: Mask R-CNN with its test settings."""
+    m = cfg.model
+    bbox_head = _mmdet_bbox_head(cfg, k, loss)
     mask_head: dict[str, Any] = {
         "type": "FCNNormMaskHead" if m.mask.predictor == "normed" else "FCNMaskHead",
         "num_convs": len(m.mask.head_layers), "in_channels": 256,
@@ -479,9 +525,12 @@ def mmdet_config_text(cfg, num_classes: int, dataset_type: str = "LVISV1Dataset"
                      "max_per_img": m.test.detections_per_img,
                      "mask_thr_binary": m.test.mask_threshold}},
     }
-    mean = [round(v * 255.0, 6) for v in m.image_mean]
-    std = [round(v * 255.0, 6) for v in m.image_std]
-    d = cfg.data
+    return model
+
+
+def _mmdet_data(d, dataset_type: str, mean: list[float], std: list[float]
+                ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """MMDetection's ``test_pipeline`` and ``data`` for the loce data config ``d``."""
     test_pipeline = [
         {"type": "LoadImageFromFile"},
         {"type": "MultiScaleFlipAug", "img_scale": (d.test_max_size, d.test_scale), "flip": False,
@@ -499,6 +548,31 @@ def mmdet_config_text(cfg, num_classes: int, dataset_type: str = "LVISV1Dataset"
     data = {"train": train,
             "test": {"type": dataset_type, "ann_file": d.val_ann, "img_prefix": d.val_images,
                      "pipeline": test_pipeline}}
+    return test_pipeline, data
+
+
+def mmdet_config_text(cfg, num_classes: int, dataset_type: str = "LVISV1Dataset") -> str:
+    """An MMDetection 2.x config text describing the loce model ``cfg`` (for ``--to mmdet``).
+
+    Raises:
+        CheckpointError: a model MMDetection's Mask R-CNN cannot describe (another backbone,
+            a classification loss without an MMDetection counterpart here, FPN width).
+    """
+    m = cfg.model
+    if m.backbone not in ("resnet50", "resnet101") or m.fpn_channels != 256:
+        raise CheckpointError(f"model.backbone={m.backbone!r} with {m.fpn_channels} FPN channels "
+                              "has no MMDetection Mask R-CNN R50/R101-FPN counterpart")
+    loss = "EquilibriumLoss" if cfg.loce.enabled else {
+        "cross_entropy": "CrossEntropyLoss", "seesaw": "SeesawLoss"}.get(m.roi.cls_loss)
+    if loss is None or m.roi.classifier == "cosine":
+        raise CheckpointError(
+            f"model.roi.cls_loss={m.roi.cls_loss!r} with a {m.roi.classifier} classifier has no "
+            "MMDetection counterpart loce writes (softmax cross-entropy, LOCE, Seesaw)")
+    k = int(num_classes)
+    model = _mmdet_model(cfg, k, loss)
+    mean = [round(v * 255.0, 6) for v in m.image_mean]
+    std = [round(v * 255.0, 6) for v in m.image_std]
+    test_pipeline, data = _mmdet_data(cfg.data, dataset_type, mean, std)
     parts = [f"model = {_pretty(model)}",
              f"dataset_type = {dataset_type!r}",
              f"img_norm_cfg = {_pretty({'mean': mean, 'std': std, 'to_rgb': True})}",

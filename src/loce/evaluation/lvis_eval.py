@@ -664,6 +664,96 @@ def _check_args(
         raise ValueError(f"dets_per_class must be an int >= 1, got {dets_per_class!r}")
 
 
+def _read_results(
+    truth: GroundTruth,
+    results: str | os.PathLike[str] | list[dict[str, Any]],
+    iou_types: tuple[str, ...],
+    max_dets: int | None,
+    protocol: str,
+) -> tuple[Any, DetectionColumns | None, Path | None, str]:
+    """``(engine_dt, columns, path, source)``: the results, checked, as the engine's set
+    (boxes of a file under the standard protocol, when the screen passes) or as columns.
+
+    ``path`` is the results file (None for a list); ``source`` names the results in messages.
+    """
+    checks = {
+        "gt_image_ids": truth.image_ids,
+        "gt_image_sizes": truth.image_sizes,
+        "gt_category_ids": truth.category_ids,
+        "iou_types": iou_types,
+        "gt_source": truth.source,
+    }
+    engine_dt = None
+    columns: DetectionColumns | None = None
+    path: Path | None = None
+    if isinstance(results, (str, os.PathLike)):
+        path = Path(results)
+        source = str(path)
+        if not path.is_file():
+            raise ResultsError(
+                f"{source}: results file not found; pass the JSON file written by prediction "
+                "(a list of {image_id, category_id, score, bbox[, segmentation]})."
+            )
+        if iou_types == ("bbox",) and protocol == "standard":
+            engine_dt = _fast_load_boxes(truth, path, max_dets)
+        if engine_dt is None:
+            columns = read_results_columns(path, **checks)
+            if columns is None:
+                results = load_results_json(path)
+    else:
+        source = "results"
+    if engine_dt is None and columns is None:
+        columns = validate_results(results, source=source, **checks)
+    return engine_dt, columns, path, source
+
+
+def _selected_to_engine(
+    truth: GroundTruth,
+    columns: DetectionColumns,
+    iou_type: str,
+    keep: np.ndarray,
+    area: np.ndarray,
+    source: str,
+) -> Any:
+    """The engine's set of the selected detections ``keep`` of ``columns``, areas ``area``."""
+    chosen = columns.subset(keep)
+    dt = _engine_call(
+        lambda t=iou_type, c=chosen, a=area[keep]: _columns_to_engine(truth, c, t, a),
+        source,
+        ResultsError,
+    )
+    del chosen
+    # Already selected: mark as capped so the engine evaluates the set as is.
+    return dt.cap_detections_per_image(None)
+
+
+def _evaluate_set(
+    truth: GroundTruth,
+    dt: Any,
+    iou_type: str,
+    protocol: str,
+    max_dets: int | None,
+    dets_per_class: int,
+) -> dict[str, Any]:
+    """The metrics of the engine's set ``dt`` under ``protocol``, with their ``"params"``."""
+    per_class = protocol in PER_CLASS_PROTOCOLS
+    num_detections = len(dt.get_ann_ids())
+    cap = None if per_class else max_dets
+    pair_limit = cap if cap is not None else max(num_detections, 1)
+    params = {
+        "iou_type": iou_type,
+        "protocol": protocol,
+        "max_dets": cap,
+        "dets_per_class": dets_per_class if per_class else None,
+        "num_images": int(truth.image_ids.shape[0]),
+        "num_detections": num_detections,
+    }
+    if protocol == "pooled":
+        return {**_run_pooled(truth, dt, iou_type, pair_limit), "params": params}
+    metrics, per_category = _run_engine(truth, dt, iou_type, pair_limit)
+    return {**metrics, "per_category": per_category, "params": params}
+
+
 def evaluate_lvis_multi(
     gt: str | os.PathLike[str] | Mapping[str, Any] | GroundTruth,
     results: str | os.PathLike[str] | list[dict[str, Any]],
@@ -686,35 +776,9 @@ def evaluate_lvis_multi(
         max_dets = None
     truth = load_ground_truth(gt)
     per_class = protocol in PER_CLASS_PROTOCOLS
-    checks = {
-        "gt_image_ids": truth.image_ids,
-        "gt_image_sizes": truth.image_sizes,
-        "gt_category_ids": truth.category_ids,
-        "iou_types": iou_types,
-        "gt_source": truth.source,
-    }
 
-    engine_dt = None
-    columns: DetectionColumns | None = None
-    path: Path | None = None
-    if isinstance(results, (str, os.PathLike)):
-        path = Path(results)
-        source = str(path)
-        if not path.is_file():
-            raise ResultsError(
-                f"{source}: results file not found; pass the JSON file written by prediction "
-                "(a list of {image_id, category_id, score, bbox[, segmentation]})."
-            )
-        if iou_types == ("bbox",) and protocol == "standard":
-            engine_dt = _fast_load_boxes(truth, path, max_dets)
-        if engine_dt is None:
-            columns = read_results_columns(path, **checks)
-            if columns is None:
-                results = load_results_json(path)
-    else:
-        source = "results"
-    if engine_dt is None and columns is None:
-        columns = validate_results(results, source=source, **checks)
+    engine_dt, columns, path, source = _read_results(truth, results, iou_types, max_dets,
+                                                     protocol)
     del results
     if columns is not None and per_class:
         _warn_short_classes(truth, columns, dets_per_class)
@@ -743,31 +807,8 @@ def evaluate_lvis_multi(
                 )
                 del keep, area
             else:
-                chosen = columns.subset(keep)
-                dt = _engine_call(
-                    lambda t=iou_type, c=chosen, a=area[keep]: _columns_to_engine(truth, c, t, a),
-                    source,
-                    ResultsError,
-                )
-                del chosen
-                # Already selected: mark as capped so the engine evaluates the set as is.
-                dt = dt.cap_detections_per_image(None)
-        num_detections = len(dt.get_ann_ids())
-        cap = None if per_class else max_dets
-        pair_limit = cap if cap is not None else max(num_detections, 1)
-        params = {
-            "iou_type": iou_type,
-            "protocol": protocol,
-            "max_dets": cap,
-            "dets_per_class": dets_per_class if per_class else None,
-            "num_images": int(truth.image_ids.shape[0]),
-            "num_detections": num_detections,
-        }
-        if protocol == "pooled":
-            out[iou_type] = {**_run_pooled(truth, dt, iou_type, pair_limit), "params": params}
-        else:
-            metrics, per_category = _run_engine(truth, dt, iou_type, pair_limit)
-            out[iou_type] = {**metrics, "per_category": per_category, "params": params}
+                dt = _selected_to_engine(truth, columns, iou_type, keep, area, source)
+        out[iou_type] = _evaluate_set(truth, dt, iou_type, protocol, max_dets, dets_per_class)
         del dt
     return {t: out[t] for t in iou_types}
 

@@ -466,6 +466,53 @@ def _segm_column(
     return values, mask_areas(values, source)
 
 
+def _check_results_list(results: Any, source: str) -> None:
+    """Refuse results that are not a list, or an empty one."""
+    if not isinstance(results, list):
+        raise ResultsError(
+            f"{source}: expected a JSON list of detections, found a {type(results).__name__}; "
+            f"{_FORMAT_HINT} (COCO/LVIS results format)."
+        )
+    if not results:
+        raise ResultsError(
+            f"{source}: the results list is empty, so there is nothing to evaluate; check that "
+            "prediction ran on the evaluation images and kept its detections."
+        )
+
+
+def _results_boxes(results: list[Any], iou_types: Sequence[str], source: str) -> np.ndarray | None:
+    """``[N, 4]`` boxes, checked; None for mask results without boxes (all or none has one)."""
+    boxes = None
+    if "bbox" in iou_types:
+        boxes = _box_column(
+            _column(
+                results,
+                "bbox",
+                source,
+                "box evaluation needs a 'bbox' [x, y, w, h] in every detection",
+            ),
+            source,
+        )
+    elif "bbox" in results[0]:
+        boxes = _box_column(
+            _column(
+                results,
+                "bbox",
+                source,
+                "detection 0 has a 'bbox', so every detection needs one (the box area decides "
+                "small/medium/large); give all detections a bbox or none",
+            ),
+            source,
+        )
+    elif any("bbox" in d for d in results):
+        i = next(i for i, d in enumerate(results) if "bbox" in d)
+        raise ResultsError(
+            f"{source}: detection {i} has a 'bbox' but detection 0 has none; give every "
+            "detection a bbox or none (the box area, when present, decides small/medium/large)."
+        )
+    return boxes
+
+
 def validate_results(
     results: Any,
     *,
@@ -495,16 +542,7 @@ def validate_results(
     Raises:
         ResultsError: on the first problem found (see the module docstring for the list).
     """
-    if not isinstance(results, list):
-        raise ResultsError(
-            f"{source}: expected a JSON list of detections, found a {type(results).__name__}; "
-            f"{_FORMAT_HINT} (COCO/LVIS results format)."
-        )
-    if not results:
-        raise ResultsError(
-            f"{source}: the results list is empty, so there is nothing to evaluate; check that "
-            "prediction ran on the evaluation images and kept its detections."
-        )
+    _check_results_list(results, source)
     image_ids = _int_column(_column(results, "image_id", source, _FORMAT_HINT), "image_id", source)
     category_ids = _int_column(
         _column(results, "category_id", source, _FORMAT_HINT), "category_id", source
@@ -513,7 +551,6 @@ def validate_results(
     check_known_ids(category_ids, gt_category_ids, "category_id", source, gt_source)
     scores = _float_column(_column(results, "score", source, _FORMAT_HINT), "score", source)
 
-    boxes = None
     segmentations = areas = None
     if "segm" in iou_types:
         segmentations, areas = _segm_column(
@@ -529,33 +566,7 @@ def validate_results(
             gt_image_sizes,
             source,
         )
-    if "bbox" in iou_types:
-        boxes = _box_column(
-            _column(
-                results,
-                "bbox",
-                source,
-                "box evaluation needs a 'bbox' [x, y, w, h] in every detection",
-            ),
-            source,
-        )
-    elif "bbox" in results[0]:
-        boxes = _box_column(
-            _column(
-                results,
-                "bbox",
-                source,
-                "detection 0 has a 'bbox', so every detection needs one (the box area decides "
-                "small/medium/large); give all detections a bbox or none",
-            ),
-            source,
-        )
-    elif any("bbox" in d for d in results):
-        i = next(i for i, d in enumerate(results) if "bbox" in d)
-        raise ResultsError(
-            f"{source}: detection {i} has a 'bbox' but detection 0 has none; give every "
-            "detection a bbox or none (the box area, when present, decides small/medium/large)."
-        )
+    boxes = _results_boxes(results, iou_types, source)
     return DetectionColumns(image_ids, category_ids, scores, boxes, segmentations, areas)
 
 

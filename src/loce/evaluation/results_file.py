@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterator, Sequence
 from operator import attrgetter, itemgetter
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 import msgspec
 import numpy as np
@@ -146,6 +146,69 @@ def _read_into(f: BinaryIO, buf: bytearray, filled: int) -> int:
     return filled
 
 
+class _Decoded(NamedTuple):
+    """A results file's columns, one array per block, in file order."""
+
+    image_ids: list[np.ndarray]
+    category_ids: list[np.ndarray]
+    scores: list[np.ndarray]
+    boxes: list[np.ndarray]  # empty unless every detection has a box
+    sizes: list[np.ndarray]  # mask sizes (masks only)
+    areas: list[np.ndarray]  # mask areas, up to the first mask that does not decode
+    with_box: int
+    count: int
+    mask_error: ResultsError | None  # that mask's error, raised after the checks before it
+
+
+def _decode_blocks(path: Path, source: str, masks: bool, block_bytes: int) -> _Decoded:
+    """Decode the file block by block into typed records and take their columns.
+
+    Raises:
+        _Doubt: the file needs the exact route. OverflowError: an integer beyond int64 (the
+            exact route reports it).
+    """
+    record = _Mask if masks else _Box
+    decoder = msgspec.json.Decoder(list[record])
+    image_ids, category_ids, scores, boxes, sizes, areas = [], [], [], [], [], []
+    with_box = without_box = 0
+    offset = 0
+    mask_error: ResultsError | None = None
+    for block in _blocks(path, block_bytes):
+        try:
+            dets = decoder.decode(block)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise _Doubt from None
+        n = len(dets)
+        image_ids.append(np.fromiter(map(_IMAGE_ID, dets), np.int64, n))
+        category_ids.append(np.fromiter(map(_CATEGORY_ID, dets), np.int64, n))
+        scores.append(np.fromiter(map(_SCORE, dets), np.float64, n))
+        block_boxes = list(map(_BBOX, dets))
+        unset = block_boxes.count(msgspec.UNSET)
+        with_box += n - unset
+        without_box += unset
+        if with_box and without_box:
+            raise _Doubt  # some detections have a box and some do not: exact route
+        if not unset and n:
+            flat = itertools.chain.from_iterable(block_boxes)
+            boxes.append(np.fromiter(flat, np.float64, 4 * n).reshape(n, 4))
+        del block_boxes
+        if masks:
+            with paused_gc():  # a dict per mask, the form the engine's RLE functions take
+                rles = [{"size": r.size, "counts": r.counts} for r in map(_SEGMENTATION, dets)]
+            flat = itertools.chain.from_iterable(map(_SIZE, rles))
+            sizes.append(np.fromiter(flat, np.int64, 2 * n).reshape(n, 2))
+            if mask_error is None:
+                try:
+                    areas.append(mask_areas(rles, source, offset=offset))
+                except ResultsError as err:
+                    mask_error = err  # raised after the checks that come first
+            del rles
+        del dets
+        offset += n
+    return _Decoded(image_ids, category_ids, scores, boxes, sizes, areas, with_box, offset,
+                    mask_error)
+
+
 def read_results_columns(
     path: str | os.PathLike[str],
     *,
@@ -173,45 +236,9 @@ def read_results_columns(
     path = Path(path)
     source = str(path)
     masks = "segm" in iou_types
-    record = _Mask if masks else _Box
-    decoder = msgspec.json.Decoder(list[record])
-    image_ids, category_ids, scores, boxes, sizes, areas = [], [], [], [], [], []
-    with_box = without_box = 0
-    offset = 0
-    mask_error: ResultsError | None = None
     try:
-        for block in _blocks(path, block_bytes):
-            try:
-                dets = decoder.decode(block)
-            except (msgspec.DecodeError, msgspec.ValidationError):
-                raise _Doubt from None
-            n = len(dets)
-            image_ids.append(np.fromiter(map(_IMAGE_ID, dets), np.int64, n))
-            category_ids.append(np.fromiter(map(_CATEGORY_ID, dets), np.int64, n))
-            scores.append(np.fromiter(map(_SCORE, dets), np.float64, n))
-            block_boxes = list(map(_BBOX, dets))
-            unset = block_boxes.count(msgspec.UNSET)
-            with_box += n - unset
-            without_box += unset
-            if with_box and without_box:
-                raise _Doubt  # some detections have a box and some do not: exact route
-            if not unset and n:
-                flat = itertools.chain.from_iterable(block_boxes)
-                boxes.append(np.fromiter(flat, np.float64, 4 * n).reshape(n, 4))
-            del block_boxes
-            if masks:
-                with paused_gc():  # a dict per mask, the form the engine's RLE functions take
-                    rles = [{"size": r.size, "counts": r.counts} for r in map(_SEGMENTATION, dets)]
-                flat = itertools.chain.from_iterable(map(_SIZE, rles))
-                sizes.append(np.fromiter(flat, np.int64, 2 * n).reshape(n, 2))
-                if mask_error is None:
-                    try:
-                        areas.append(mask_areas(rles, source, offset=offset))
-                    except ResultsError as err:
-                        mask_error = err  # raised after the checks that come first
-                del rles
-            del dets
-            offset += n
+        (image_ids, category_ids, scores, boxes, sizes, areas, with_box, offset,
+         mask_error) = _decode_blocks(path, source, masks, block_bytes)  # fmt: skip
     except (_Doubt, OverflowError):
         return None
     if offset == 0:

@@ -190,6 +190,30 @@ def _tensor(sd: Mapping[str, object], key: str, source: str) -> Tensor:
     return value
 
 
+def _check_key_set(keys: set[str], table: Mapping[str, tuple[int, ...]], depth: int,
+                   num_classes: int, source: str) -> None:
+    """Refuse a key the model does not have (with the likely cause) or one it misses."""
+    unknown = sorted(keys - set(table))
+    if unknown:
+        hint = ""
+        if any(k.startswith("neck.fpn_convs.4") for k in unknown):
+            hint = " (an FPN with extra convolutions: add_extra_convs is not supported)"
+        elif any(k.startswith("roi_head.bbox_head.") for k in unknown):
+            hint = " (a box head other than Shared2FCBBoxHead)"
+        elif any(k.startswith("roi_head.mask_head.") for k in unknown):
+            hint = " (a mask head other than FCNMaskHead / FCNNormMaskHead with 4 convs)"
+        elif any(".conv2.conv_offset" in k for k in unknown):
+            hint = " (deformable convolutions are not supported)"
+        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+        raise CheckpointError(f"{source}: unknown key '{unknown[0]}'{more}{hint}; "
+                              f"loce converts Mask R-CNN R{depth}-FPN checkpoints only")
+    missing = [k for k in table if k not in keys]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise CheckpointError(f"{source}: missing key '{missing[0]}'{more} of a Mask R-CNN "
+                              f"R{depth}-FPN with {num_classes} classes")
+
+
 def mmdet_to_loce_state_dict(sd: Mapping[str, object], *, source: str = "checkpoint"
                              ) -> tuple[dict[str, Tensor], MMDetWeightsInfo]:
     """Convert an MMDetection Mask R-CNN R50/R101-FPN state dict to loce's names and layout.
@@ -228,25 +252,7 @@ def mmdet_to_loce_state_dict(sd: Mapping[str, object], *, source: str = "checkpo
             f"or {num_classes + 2} for Seesaw); a class-agnostic regressor is not supported"
         )
     table = mmdet_key_shapes(depth, num_classes, num_logits=num_logits)
-    unknown = sorted(keys - set(table))
-    if unknown:
-        hint = ""
-        if any(k.startswith("neck.fpn_convs.4") for k in unknown):
-            hint = " (an FPN with extra convolutions: add_extra_convs is not supported)"
-        elif any(k.startswith("roi_head.bbox_head.") for k in unknown):
-            hint = " (a box head other than Shared2FCBBoxHead)"
-        elif any(k.startswith("roi_head.mask_head.") for k in unknown):
-            hint = " (a mask head other than FCNMaskHead / FCNNormMaskHead with 4 convs)"
-        elif any(".conv2.conv_offset" in k for k in unknown):
-            hint = " (deformable convolutions are not supported)"
-        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
-        raise CheckpointError(f"{source}: unknown key '{unknown[0]}'{more}{hint}; "
-                              f"loce converts Mask R-CNN R{depth}-FPN checkpoints only")
-    missing = [k for k in table if k not in keys]
-    if missing:
-        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise CheckpointError(f"{source}: missing key '{missing[0]}'{more} of a Mask R-CNN "
-                              f"R{depth}-FPN with {num_classes} classes")
+    _check_key_set(keys, table, depth, num_classes, source)
     out: dict[str, Tensor] = {}
     for key, shape in table.items():
         value = _tensor(sd, key, source)
