@@ -336,6 +336,7 @@ class TailSetLoss(ClassificationLoss):
         tail: ``[K]`` float32 buffer, 1.0 for tail classes (see :func:`tail_buffer`).
     """
 
+    repr_fields = ("freq_threshold",)
     tail: Tensor
 
     def __init__(
@@ -350,7 +351,4 @@ class TailSetLoss(ClassificationLoss):
         self.freq_threshold = float(freq_threshold)
 
     def extra_repr(self) -> str:
-        return (
-            f"{super().extra_repr()}, freq_threshold={self.freq_threshold}, "
-            f"tail_classes={int(self.tail.sum())}"
-        )
+        return f"{super().extra_repr()}, tail_classes={int(self.tail.sum())}"
