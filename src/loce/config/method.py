@@ -17,14 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from loce.errors import ConfigError
+from loce.config._checks import check
 
 __all__ = ["LoceConfig"]
-
-
-def _check(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key} {msg}")
 
 
 @dataclass
@@ -82,17 +77,17 @@ class LoceConfig:
         Raises:
             ConfigError: naming the key, e.g. ``loce.alpha must be in [0, 1), got 1.5``.
         """
-        _check(0.0 <= self.alpha < 1.0, f"{prefix}.alpha", f"must be in [0, 1), got {self.alpha}")
-        _check(0.0 < self.bg_score <= 1.0, f"{prefix}.bg_score",
-               f"must be in (0, 1] (its log shifts the background logit), got {self.bg_score}")
-        _check(0.0 < self.init_score <= 1.0, f"{prefix}.init_score",
-               f"must be in (0, 1], got {self.init_score}")
-        _check(self.memory_capacity >= 1, f"{prefix}.memory_capacity",
-               f"must be >= 1, got {self.memory_capacity}")
-        _check(self.classes_per_step >= 0, f"{prefix}.classes_per_step",
-               f"must be >= 0, got {self.classes_per_step}")
-        _check(self.features_per_class >= 0, f"{prefix}.features_per_class",
-               f"must be >= 0, got {self.features_per_class}")
-        _check(self.init_images_per_class is None or self.init_images_per_class >= 1,
-               f"{prefix}.init_images_per_class",
-               f"must be >= 1 or null, got {self.init_images_per_class}")
+        check(0.0 <= self.alpha < 1.0, f"{prefix}.alpha", f"must be in [0, 1), got {self.alpha}")
+        check(0.0 < self.bg_score <= 1.0, f"{prefix}.bg_score",
+              f"must be in (0, 1] (its log shifts the background logit), got {self.bg_score}")
+        check(0.0 < self.init_score <= 1.0, f"{prefix}.init_score",
+              f"must be in (0, 1], got {self.init_score}")
+        check(self.memory_capacity >= 1, f"{prefix}.memory_capacity",
+              f"must be >= 1, got {self.memory_capacity}")
+        check(self.classes_per_step >= 0, f"{prefix}.classes_per_step",
+              f"must be >= 0, got {self.classes_per_step}")
+        check(self.features_per_class >= 0, f"{prefix}.features_per_class",
+              f"must be >= 0, got {self.features_per_class}")
+        check(self.init_images_per_class is None or self.init_images_per_class >= 1,
+              f"{prefix}.init_images_per_class",
+              f"must be >= 1 or null, got {self.init_images_per_class}")

@@ -33,6 +33,7 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Literal
 
+from loce.config._checks import check, check_fraction, check_positive_values, check_sampling
 from loce.errors import ConfigError
 
 __all__ = [
@@ -63,17 +64,6 @@ ClsLossName = Literal[
 CLS_LOSSES: tuple[str, ...] = typing.get_args(ClsLossName)
 #: Losses whose inference scores are a softmax over K + 1 logits (NorCal applies to these).
 SOFTMAX_LOSSES: tuple[str, ...] = ("cross_entropy", "equilibrium")
-
-
-def _check(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key} {msg}")
-
-
-def _check_fraction(value: float, key: str, *, open_low: bool = True) -> None:
-    ok = (0.0 < value <= 1.0) if open_low else (0.0 <= value <= 1.0)
-    interval = "(0, 1]" if open_low else "[0, 1]"
-    _check(ok, key, f"must be in {interval}, got {value}")
 
 
 def _check_literals(obj: object, prefix: str) -> None:
@@ -115,24 +105,18 @@ class RPNConfig:
     score_thresh: float = 0.0
 
     def validate(self, prefix: str = "model.rpn") -> None:
-        _check(self.anchor_scale > 0, f"{prefix}.anchor_scale", f"must be positive, got {self.anchor_scale}")
-        _check(len(self.aspect_ratios) > 0, f"{prefix}.aspect_ratios", "must list at least one ratio")
+        check(self.anchor_scale > 0, f"{prefix}.anchor_scale", f"must be positive, got {self.anchor_scale}")
+        check(len(self.aspect_ratios) > 0, f"{prefix}.aspect_ratios", "must list at least one ratio")
         for i, r in enumerate(self.aspect_ratios):
-            _check(r > 0, f"{prefix}.aspect_ratios[{i}]", f"must be positive, got {r}")
-        _check_fraction(self.fg_iou_thresh, f"{prefix}.fg_iou_thresh", open_low=False)
-        _check_fraction(self.bg_iou_thresh, f"{prefix}.bg_iou_thresh", open_low=False)
-        _check(self.bg_iou_thresh <= self.fg_iou_thresh, f"{prefix}.bg_iou_thresh",
-               f"must be <= fg_iou_thresh ({self.fg_iou_thresh}), got {self.bg_iou_thresh}")
-        _check(self.batch_size_per_image >= 1, f"{prefix}.batch_size_per_image",
-               f"must be >= 1, got {self.batch_size_per_image}")
-        _check_fraction(self.positive_fraction, f"{prefix}.positive_fraction")
+            check(r > 0, f"{prefix}.aspect_ratios[{i}]", f"must be positive, got {r}")
+        check_sampling(self, prefix)
         for name in ("pre_nms_top_n_train", "post_nms_top_n_train", "pre_nms_top_n_test",
                      "post_nms_top_n_test"):
             value = getattr(self, name)
-            _check(value >= 1, f"{prefix}.{name}", f"must be >= 1, got {value}")
-        _check_fraction(self.nms_thresh, f"{prefix}.nms_thresh")
-        _check(0.0 <= self.score_thresh < 1.0, f"{prefix}.score_thresh",
-               f"must be in [0, 1), got {self.score_thresh}")
+            check(value >= 1, f"{prefix}.{name}", f"must be >= 1, got {value}")
+        check_fraction(self.nms_thresh, f"{prefix}.nms_thresh")
+        check(0.0 <= self.score_thresh < 1.0, f"{prefix}.score_thresh",
+              f"must be in [0, 1), got {self.score_thresh}")
 
 
 @dataclass
@@ -149,8 +133,8 @@ class TailThresholdConfig:
 
     def validate(self, prefix: str) -> None:
         """``prefix``: the section's key, ``model.roi.eql`` or ``model.roi.gumbel``."""
-        _check(0.0 <= self.freq_threshold <= 1.0, f"{prefix}.freq_threshold",
-               f"must be in [0, 1] (an image frequency), got {self.freq_threshold}")
+        check(0.0 <= self.freq_threshold <= 1.0, f"{prefix}.freq_threshold",
+              f"must be in [0, 1] (an image frequency), got {self.freq_threshold}")
 
 
 @dataclass
@@ -167,8 +151,8 @@ class EQLv2Config:
     test_with_obj: bool = True
 
     def validate(self, prefix: str = "model.roi.eqlv2") -> None:
-        _check(self.gamma > 0, f"{prefix}.gamma", f"must be positive, got {self.gamma}")
-        _check(self.alpha >= 0, f"{prefix}.alpha", f"must be >= 0, got {self.alpha}")
+        check(self.gamma > 0, f"{prefix}.gamma", f"must be positive, got {self.gamma}")
+        check(self.alpha >= 0, f"{prefix}.alpha", f"must be >= 0, got {self.alpha}")
 
 
 @dataclass
@@ -186,9 +170,9 @@ class SeesawConfig:
     sync_counts: bool = False
 
     def validate(self, prefix: str = "model.roi.seesaw") -> None:
-        _check(self.p >= 0, f"{prefix}.p", f"must be >= 0, got {self.p}")
-        _check(self.q >= 0, f"{prefix}.q", f"must be >= 0, got {self.q}")
-        _check(0.0 < self.eps <= 1.0, f"{prefix}.eps", f"must be in (0, 1], got {self.eps}")
+        check(self.p >= 0, f"{prefix}.p", f"must be >= 0, got {self.p}")
+        check(self.q >= 0, f"{prefix}.q", f"must be >= 0, got {self.q}")
+        check(0.0 < self.eps <= 1.0, f"{prefix}.eps", f"must be in (0, 1], got {self.eps}")
 
 
 @dataclass
@@ -202,10 +186,10 @@ class FederatedConfig:
     freq_weight_power: float = 0.5
 
     def validate(self, prefix: str = "model.roi.federated") -> None:
-        _check(self.num_sampled >= 1, f"{prefix}.num_sampled",
-               f"must be >= 1, got {self.num_sampled}")
-        _check(self.freq_weight_power >= 0, f"{prefix}.freq_weight_power",
-               f"must be >= 0, got {self.freq_weight_power}")
+        check(self.num_sampled >= 1, f"{prefix}.num_sampled",
+              f"must be >= 1, got {self.num_sampled}")
+        check(self.freq_weight_power >= 0, f"{prefix}.freq_weight_power",
+              f"must be >= 0, got {self.freq_weight_power}")
 
 
 @dataclass
@@ -219,8 +203,8 @@ class ECMConfig:
     test_with_obj: bool = True
 
     def validate(self, prefix: str = "model.roi.ecm") -> None:
-        _check(self.fg_bg_ratio > 0, f"{prefix}.fg_bg_ratio",
-               f"must be positive, got {self.fg_bg_ratio}")
+        check(self.fg_bg_ratio > 0, f"{prefix}.fg_bg_ratio",
+              f"must be positive, got {self.fg_bg_ratio}")
 
 
 @dataclass
@@ -262,24 +246,16 @@ class RoIConfig:
     gumbel: TailThresholdConfig = field(default_factory=TailThresholdConfig)
 
     def validate(self, prefix: str = "model.roi") -> None:
-        _check_fraction(self.fg_iou_thresh, f"{prefix}.fg_iou_thresh", open_low=False)
-        _check_fraction(self.bg_iou_thresh, f"{prefix}.bg_iou_thresh", open_low=False)
-        _check(self.bg_iou_thresh <= self.fg_iou_thresh, f"{prefix}.bg_iou_thresh",
-               f"must be <= fg_iou_thresh ({self.fg_iou_thresh}), got {self.bg_iou_thresh}")
-        _check(self.batch_size_per_image >= 1, f"{prefix}.batch_size_per_image",
-               f"must be >= 1, got {self.batch_size_per_image}")
-        _check_fraction(self.positive_fraction, f"{prefix}.positive_fraction")
-        _check(len(self.bbox_reg_weights) == 4, f"{prefix}.bbox_reg_weights",
-               f"must have 4 values (wx, wy, ww, wh), got {len(self.bbox_reg_weights)}")
-        for i, w in enumerate(self.bbox_reg_weights):
-            _check(w > 0, f"{prefix}.bbox_reg_weights[{i}]", f"must be positive, got {w}")
-        _check(self.representation_size >= 1, f"{prefix}.representation_size",
-               f"must be >= 1, got {self.representation_size}")
-        _check(self.cosine_scale > 0, f"{prefix}.cosine_scale", f"must be positive, got {self.cosine_scale}")
-        _check(self.smooth_l1_beta >= 0, f"{prefix}.smooth_l1_beta",
-               f"must be >= 0, got {self.smooth_l1_beta}")
-        _check(self.cls_loss_weight > 0, f"{prefix}.cls_loss_weight",
-               f"must be positive, got {self.cls_loss_weight}")
+        check_sampling(self, prefix)
+        check_positive_values(self.bbox_reg_weights, f"{prefix}.bbox_reg_weights", 4,
+                              "wx, wy, ww, wh")
+        check(self.representation_size >= 1, f"{prefix}.representation_size",
+              f"must be >= 1, got {self.representation_size}")
+        check(self.cosine_scale > 0, f"{prefix}.cosine_scale", f"must be positive, got {self.cosine_scale}")
+        check(self.smooth_l1_beta >= 0, f"{prefix}.smooth_l1_beta",
+              f"must be >= 0, got {self.smooth_l1_beta}")
+        check(self.cls_loss_weight > 0, f"{prefix}.cls_loss_weight",
+              f"must be positive, got {self.cls_loss_weight}")
 
 
 @dataclass
@@ -301,12 +277,12 @@ class MaskConfig:
     select_channels: bool = True
 
     def validate(self, prefix: str = "model.mask") -> None:
-        _check(self.normed_scale > 0, f"{prefix}.normed_scale", f"must be positive, got {self.normed_scale}")
-        _check(len(self.head_layers) >= 1, f"{prefix}.head_layers", "must list at least one layer")
-        _check(self.upsample_channels >= 1, f"{prefix}.upsample_channels",
-               f"must be >= 1, got {self.upsample_channels}")
+        check(self.normed_scale > 0, f"{prefix}.normed_scale", f"must be positive, got {self.normed_scale}")
+        check(len(self.head_layers) >= 1, f"{prefix}.head_layers", "must list at least one layer")
+        check(self.upsample_channels >= 1, f"{prefix}.upsample_channels",
+              f"must be >= 1, got {self.upsample_channels}")
         for i, c in enumerate(self.head_layers):
-            _check(c >= 1, f"{prefix}.head_layers[{i}]", f"must be >= 1, got {c}")
+            check(c >= 1, f"{prefix}.head_layers[{i}]", f"must be >= 1, got {c}")
 
 
 @dataclass
@@ -335,16 +311,16 @@ class TestConfig:
     __test__ = False
 
     def validate(self, prefix: str = "model.test") -> None:
-        _check(0.0 <= self.score_thresh < 1.0, f"{prefix}.score_thresh",
-               f"must be in [0, 1), got {self.score_thresh}")
-        _check_fraction(self.nms_thresh, f"{prefix}.nms_thresh")
-        _check(self.detections_per_img >= 1, f"{prefix}.detections_per_img",
-               f"must be >= 1, got {self.detections_per_img}")
-        _check(0.0 < self.mask_threshold < 1.0, f"{prefix}.mask_threshold",
-               f"must be in (0, 1), got {self.mask_threshold}")
+        check(0.0 <= self.score_thresh < 1.0, f"{prefix}.score_thresh",
+              f"must be in [0, 1), got {self.score_thresh}")
+        check_fraction(self.nms_thresh, f"{prefix}.nms_thresh")
+        check(self.detections_per_img >= 1, f"{prefix}.detections_per_img",
+              f"must be >= 1, got {self.detections_per_img}")
+        check(0.0 < self.mask_threshold < 1.0, f"{prefix}.mask_threshold",
+              f"must be in (0, 1), got {self.mask_threshold}")
         gamma = self.norcal_gamma
-        _check(gamma is None or (gamma >= 0.0 and gamma == gamma and gamma != float("inf")),
-               f"{prefix}.norcal_gamma", f"must be a finite number >= 0 or null, got {gamma}")
+        check(gamma is None or (gamma >= 0.0 and gamma == gamma and gamma != float("inf")),
+              f"{prefix}.norcal_gamma", f"must be a finite number >= 0 or null, got {gamma}")
 
 
 @dataclass
@@ -418,8 +394,8 @@ class ParityConfig:
         )
 
     def validate(self, prefix: str = "model.parity") -> None:
-        _check(self.rpn_min_size >= 0, f"{prefix}.rpn_min_size", f"must be >= 0, got {self.rpn_min_size}")
-        _check(self.det_min_size >= 0, f"{prefix}.det_min_size", f"must be >= 0, got {self.det_min_size}")
+        check(self.rpn_min_size >= 0, f"{prefix}.rpn_min_size", f"must be >= 0, got {self.rpn_min_size}")
+        check(self.det_min_size >= 0, f"{prefix}.det_min_size", f"must be >= 0, got {self.det_min_size}")
 
 
 _WEIGHT_NAME = re.compile(r"^ResNet(\d+)_Weights\.\w+$")
@@ -461,32 +437,29 @@ class ModelConfig:
                 ``model.roi.positive_fraction must be in (0, 1], got 1.5``.
         """
         _validate_tree(self, prefix)
-        _check(-1 <= self.frozen_stages <= 4, f"{prefix}.frozen_stages",
-               f"must be in -1..4, got {self.frozen_stages}")
-        _check(len(self.image_mean) == 3, f"{prefix}.image_mean",
-               f"must have 3 values (RGB), got {len(self.image_mean)}")
-        _check(len(self.image_std) == 3, f"{prefix}.image_std",
-               f"must have 3 values (RGB), got {len(self.image_std)}")
-        for i, s in enumerate(self.image_std):
-            _check(s > 0, f"{prefix}.image_std[{i}]", f"must be positive, got {s}")
-        _check(self.fpn_channels >= 1, f"{prefix}.fpn_channels",
-               f"must be >= 1, got {self.fpn_channels}")
-        _check(self.size_divisible >= 1, f"{prefix}.size_divisible",
-               f"must be >= 1, got {self.size_divisible}")
+        check(-1 <= self.frozen_stages <= 4, f"{prefix}.frozen_stages",
+              f"must be in -1..4, got {self.frozen_stages}")
+        check(len(self.image_mean) == 3, f"{prefix}.image_mean",
+              f"must have 3 values (RGB), got {len(self.image_mean)}")
+        check_positive_values(self.image_std, f"{prefix}.image_std", 3, "RGB")
+        check(self.fpn_channels >= 1, f"{prefix}.fpn_channels",
+              f"must be >= 1, got {self.fpn_channels}")
+        check(self.size_divisible >= 1, f"{prefix}.size_divisible",
+              f"must be >= 1, got {self.size_divisible}")
         weights = self.backbone_weights
-        _check(bool(weights.strip()), f"{prefix}.backbone_weights",
-               "must be 'none', 'imagenet', a torchvision weight name or a file path, got ''")
+        check(bool(weights.strip()), f"{prefix}.backbone_weights",
+              "must be 'none', 'imagenet', a torchvision weight name or a file path, got ''")
         norcal = self.test.norcal_gamma
-        _check(norcal is None or self.roi.cls_loss in SOFTMAX_LOSSES, f"{prefix}.test.norcal_gamma",
-               f"calibrates softmax classifiers ({prefix}.roi.cls_loss "
-               f"{' or '.join(SOFTMAX_LOSSES)}), but {prefix}.roi.cls_loss is "
-               f"{self.roi.cls_loss!r}, whose scores are not a softmax; set it to null")
+        check(norcal is None or self.roi.cls_loss in SOFTMAX_LOSSES, f"{prefix}.test.norcal_gamma",
+              f"calibrates softmax classifiers ({prefix}.roi.cls_loss "
+              f"{' or '.join(SOFTMAX_LOSSES)}), but {prefix}.roi.cls_loss is "
+              f"{self.roi.cls_loss!r}, whose scores are not a softmax; set it to null")
         match = _WEIGHT_NAME.match(weights)
         if match is not None:
             depth = self.backbone.removeprefix("resnet")
-            _check(match.group(1) == depth, f"{prefix}.backbone_weights",
-                   f"names ResNet-{match.group(1)} weights but {prefix}.backbone is "
-                   f"{self.backbone!r}; use ResNet{depth}_Weights.IMAGENET1K_V1 or 'imagenet'")
+            check(match.group(1) == depth, f"{prefix}.backbone_weights",
+                  f"names ResNet-{match.group(1)} weights but {prefix}.backbone is "
+                  f"{self.backbone!r}; use ResNet{depth}_Weights.IMAGENET1K_V1 or 'imagenet'")
 
 
 def _validate_tree(obj: object, prefix: str) -> None:

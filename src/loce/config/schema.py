@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from loce.config._checks import check
 from loce.config.method import LoceConfig
 from loce.config.model import ModelConfig
-from loce.errors import ConfigError
 
 __all__ = [
     "Config",
@@ -23,11 +23,6 @@ __all__ = [
     "SolverConfig",
     "TrainConfig",
 ]
-
-
-def _check(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key} {msg}")
 
 
 @dataclass
@@ -66,15 +61,15 @@ class DataConfig:
     workers: int = 2
 
     def validate(self, prefix: str = "data") -> None:
-        _check(len(self.train_scales) > 0, f"{prefix}.train_scales", "must list at least one size")
+        check(len(self.train_scales) > 0, f"{prefix}.train_scales", "must list at least one size")
         for i, s in enumerate(self.train_scales):
-            _check(s > 0, f"{prefix}.train_scales[{i}]", f"must be positive, got {s}")
-        _check(self.max_size > 0, f"{prefix}.max_size", f"must be positive, got {self.max_size}")
-        _check(self.test_scale > 0, f"{prefix}.test_scale", "must be positive")
-        _check(0.0 <= self.flip_prob <= 1.0, f"{prefix}.flip_prob", f"must be in [0, 1], got {self.flip_prob}")
-        _check(self.repeat_threshold > 0, f"{prefix}.repeat_threshold", "must be positive")
-        _check(self.images_per_gpu >= 1, f"{prefix}.images_per_gpu", f"must be >= 1, got {self.images_per_gpu}")
-        _check(self.workers >= 0, f"{prefix}.workers", f"must be >= 0, got {self.workers}")
+            check(s > 0, f"{prefix}.train_scales[{i}]", f"must be positive, got {s}")
+        check(self.max_size > 0, f"{prefix}.max_size", f"must be positive, got {self.max_size}")
+        check(self.test_scale > 0, f"{prefix}.test_scale", "must be positive")
+        check(0.0 <= self.flip_prob <= 1.0, f"{prefix}.flip_prob", f"must be in [0, 1], got {self.flip_prob}")
+        check(self.repeat_threshold > 0, f"{prefix}.repeat_threshold", "must be positive")
+        check(self.images_per_gpu >= 1, f"{prefix}.images_per_gpu", f"must be >= 1, got {self.images_per_gpu}")
+        check(self.workers >= 0, f"{prefix}.workers", f"must be >= 0, got {self.workers}")
 
 
 @dataclass
@@ -110,23 +105,23 @@ class SolverConfig:
     amp: Literal["none", "bf16", "fp16"] = "none"
 
     def validate(self, prefix: str = "solver") -> None:
-        _check(self.lr > 0, f"{prefix}.lr", f"must be positive, got {self.lr}")
-        _check(self.reference_batch >= 1, f"{prefix}.reference_batch",
-               f"must be >= 1, got {self.reference_batch}")
-        _check(self.lr_scaled_from is None or self.lr_scaled_from > 0, f"{prefix}.lr_scaled_from",
-               "must be positive or null")
-        _check(0 <= self.momentum < 1, f"{prefix}.momentum", f"must be in [0, 1), got {self.momentum}")
-        _check(self.weight_decay >= 0, f"{prefix}.weight_decay", "must be >= 0")
-        _check(self.epochs >= 1, f"{prefix}.epochs", f"must be >= 1, got {self.epochs}")
+        check(self.lr > 0, f"{prefix}.lr", f"must be positive, got {self.lr}")
+        check(self.reference_batch >= 1, f"{prefix}.reference_batch",
+              f"must be >= 1, got {self.reference_batch}")
+        check(self.lr_scaled_from is None or self.lr_scaled_from > 0, f"{prefix}.lr_scaled_from",
+              "must be positive or null")
+        check(0 <= self.momentum < 1, f"{prefix}.momentum", f"must be in [0, 1), got {self.momentum}")
+        check(self.weight_decay >= 0, f"{prefix}.weight_decay", "must be >= 0")
+        check(self.epochs >= 1, f"{prefix}.epochs", f"must be >= 1, got {self.epochs}")
         for i, s in enumerate(self.steps):
-            _check(0 < s <= self.epochs, f"{prefix}.steps[{i}]",
-                   f"must be in 1..epochs ({self.epochs}), got {s}")
-        _check(list(self.steps) == sorted(self.steps), f"{prefix}.steps", "must be increasing")
-        _check(0 < self.gamma <= 1, f"{prefix}.gamma", "must be in (0, 1]")
-        _check(self.warmup_iters >= 0, f"{prefix}.warmup_iters", "must be >= 0")
-        _check(0 < self.warmup_ratio <= 1, f"{prefix}.warmup_ratio", "must be in (0, 1]")
-        _check(self.grad_clip is None or self.grad_clip > 0, f"{prefix}.grad_clip",
-               "must be positive or null")
+            check(0 < s <= self.epochs, f"{prefix}.steps[{i}]",
+                  f"must be in 1..epochs ({self.epochs}), got {s}")
+        check(list(self.steps) == sorted(self.steps), f"{prefix}.steps", "must be increasing")
+        check(0 < self.gamma <= 1, f"{prefix}.gamma", "must be in (0, 1]")
+        check(self.warmup_iters >= 0, f"{prefix}.warmup_iters", "must be >= 0")
+        check(0 < self.warmup_ratio <= 1, f"{prefix}.warmup_ratio", "must be in (0, 1]")
+        check(self.grad_clip is None or self.grad_clip > 0, f"{prefix}.grad_clip",
+              "must be positive or null")
 
 
 @dataclass
@@ -170,21 +165,21 @@ class TrainConfig:
     reinit: list[str] = field(default_factory=list)
 
     def validate(self, prefix: str = "train") -> None:
-        _check(self.checkpoint_every_iters >= 0, f"{prefix}.checkpoint_every_iters", "must be >= 0")
-        _check(self.eval_every_epochs >= 0, f"{prefix}.eval_every_epochs", "must be >= 0")
-        _check(self.log_every_iters >= 1, f"{prefix}.log_every_iters", "must be >= 1")
-        _check(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
-               f"{prefix}.max_iters_per_epoch", "must be >= 1 or null")
-        _check(self.threads is None or self.threads >= 1, f"{prefix}.threads", "must be >= 1 or null")
+        check(self.checkpoint_every_iters >= 0, f"{prefix}.checkpoint_every_iters", "must be >= 0")
+        check(self.eval_every_epochs >= 0, f"{prefix}.eval_every_epochs", "must be >= 0")
+        check(self.log_every_iters >= 1, f"{prefix}.log_every_iters", "must be >= 1")
+        check(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
+              f"{prefix}.max_iters_per_epoch", "must be >= 1 or null")
+        check(self.threads is None or self.threads >= 1, f"{prefix}.threads", "must be >= 1 or null")
         if self.trainable is not None:
-            _check(len(self.trainable) > 0, f"{prefix}.trainable",
-                   "must list at least one module prefix, or be null (train everything)")
+            check(len(self.trainable) > 0, f"{prefix}.trainable",
+                  "must list at least one module prefix, or be null (train everything)")
             for i, p in enumerate(self.trainable):
-                _check(bool(p.strip().strip(".")), f"{prefix}.trainable[{i}]",
-                       f"must be a module name such as 'rpn', got {p!r}")
+                check(bool(p.strip().strip(".")), f"{prefix}.trainable[{i}]",
+                      f"must be a module name such as 'rpn', got {p!r}")
         for i, p in enumerate(self.reinit):
-            _check(bool(p.strip().strip(".")), f"{prefix}.reinit[{i}]",
-                   f"must be a module name such as 'roi_heads.box_predictor.cls_score', got {p!r}")
+            check(bool(p.strip().strip(".")), f"{prefix}.reinit[{i}]",
+                  f"must be a module name such as 'roi_heads.box_predictor.cls_score', got {p!r}")
 
 
 @dataclass
@@ -199,10 +194,10 @@ class EvalConfig:
 
     def validate(self, prefix: str = "eval") -> None:
         for i, t in enumerate(self.iou_types):
-            _check(t in ("bbox", "segm"), f"{prefix}.iou_types[{i}]",
-                   f"must be 'bbox' or 'segm', got {t!r}")
-        _check(self.max_dets >= 1, f"{prefix}.max_dets", "must be >= 1")
-        _check(self.images_per_gpu >= 1, f"{prefix}.images_per_gpu", "must be >= 1")
+            check(t in ("bbox", "segm"), f"{prefix}.iou_types[{i}]",
+                  f"must be 'bbox' or 'segm', got {t!r}")
+        check(self.max_dets >= 1, f"{prefix}.max_dets", "must be >= 1")
+        check(self.images_per_gpu >= 1, f"{prefix}.images_per_gpu", "must be >= 1")
 
 
 @dataclass

@@ -23,6 +23,16 @@ def _legend_outside(ax) -> None:
               frameon=False)
 
 
+def _finish(fig, plt, ax, out: str | os.PathLike, xlabel: str, ylabel: str, title: str) -> Path:
+    """Axis labels, title, legend and grid, then the figure written to ``out`` as a PNG."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    _legend_outside(ax)
+    ax.grid(alpha=0.3, zorder=1)
+    return _save(fig, plt, out)
+
+
 def _save(fig, plt, out: str | os.PathLike) -> Path:
     from loce.fileio import atomic_write
 
@@ -92,12 +102,7 @@ def plot_ap_vs_frequency(
             lo = bounds[group] + 0.5
     _shade_groups(ax, spans, 101)
     ax.set_ylim(-2, 108)
-    ax.set_xlabel("training images of the class (log scale)")
-    ax.set_ylabel("AP (%)")
-    ax.set_title(title, fontsize=10)
-    _legend_outside(ax)
-    ax.grid(alpha=0.3, zorder=1)
-    return _save(fig, plt, out)
+    return _finish(fig, plt, ax, out, "training images of the class (log scale)", "AP (%)", title)
 
 
 def plot_mean_scores(
@@ -137,9 +142,5 @@ def plot_mean_scores(
         ax.set_ylim(0, top * 1.12 if top > 0 else 1.0)
         _shade_groups(ax, spans, top * 1.03 if top > 0 else 0.9)
     ax.set_xlim(-0.5, len(order) - 0.5)
-    ax.set_xlabel("classes sorted by training frequency (head → tail)")
-    ax.set_ylabel("mean classification score")
-    ax.set_title(title, fontsize=10)
-    _legend_outside(ax)
-    ax.grid(alpha=0.3, zorder=1)
-    return _save(fig, plt, out)
+    return _finish(fig, plt, ax, out, "classes sorted by training frequency (head → tail)",
+                   "mean classification score", title)

@@ -7,6 +7,10 @@ Shape shorthand:
 
 Every loss divides its sum by ``N``, the number of all sampled RoIs on the rank, even when it
 sums over classes or only positives contribute (peer-method spec §0.1 "Normalisation").
+
+The functional losses (``eql_loss``, ``ecm_loss``, ...) return a float32 scalar; with ``N = 0``
+it is 0 and still connected to ``logits``, so a backward pass works. They raise ValueError
+for shapes or dtypes that do not match, or a label outside ``0..K``, naming the argument.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from loce.config.model import CLS_LOSSES as LOSS_NAMES
 from loce.config.model import ClsLossName as LossName
 from loce.errors import CheckpointError
 
-__all__ = ["LOSS_NAMES", "ClassificationLoss", "LossName", "RankGenerator"]
+__all__ = ["LOSS_NAMES", "ClassificationLoss", "LossName", "RankGenerator", "TailSetLoss"]
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
@@ -65,6 +69,40 @@ def check_logits_labels(logits: Tensor, labels: Tensor, width: int | None = None
         )
     if labels.dtype not in _INT_DTYPES:
         raise ValueError(f"labels must be an integer tensor (int64), got dtype {labels.dtype}")
+    return c
+
+
+def check_inputs(logits: Tensor, labels: Tensor) -> int:
+    """:func:`check_logits_labels`, then :func:`check_label_range` for ``C' = K + 1``.
+
+    Returns:
+        ``C'``.
+    """
+    c = check_logits_labels(logits, labels)
+    check_label_range(labels, c - 1)
+    return c
+
+
+def check_shape(t: Tensor, name: str, dims: str, shape: tuple[int, ...], note: str = "") -> None:
+    """Raise ValueError ``{name} must have shape {dims} = [..]{note}, got shape [..]``.
+
+    Args:
+        t: the tensor to check.
+        name: argument name for the message.
+        dims: the expected shape in symbols, e.g. ``"[K + 1]"``.
+        shape: the expected shape in numbers.
+        note: text after the expected shape, e.g. ``" to match logits [N, C']"``.
+    """
+    if t.shape != shape:
+        raise ValueError(
+            f"{name} must have shape {dims} = {list(shape)}{note}, got shape {list(t.shape)}"
+        )
+
+
+def check_tail_inputs(logits: Tensor, labels: Tensor, tail: Tensor) -> int:
+    """:func:`check_inputs`, then EQL's and Gumbel's tail indicator ``tail [K]``; return ``C'``."""
+    c = check_inputs(logits, labels)
+    check_shape(tail, "tail", "[K]", (c - 1,), " (one entry per foreground class, label 1 first)")
     return c
 
 
@@ -176,10 +214,11 @@ class RankGenerator:
 class ClassificationLoss(nn.Module):
     """Base of the box-classification losses: ``loss(logits [N, C'], labels [N]) -> scalar``.
 
-    Subclasses set :attr:`extra_logits` (``C' = K + extra_logits``), implement ``forward``
-    and :meth:`scores`. Buffers hold any per-class statistic, so it moves with the model and
-    is saved in ``state_dict``; loading a state built for another ``K`` raises
-    :class:`loce.errors.CheckpointError` naming the key.
+    Subclasses set :attr:`extra_logits` (``C' = K + extra_logits``), implement :meth:`forward`
+    and :meth:`scores`, and name in :attr:`repr_fields` the attributes ``extra_repr`` shows
+    after ``num_classes`` and ``loss_weight``. Buffers hold any per-class statistic, so it
+    moves with the model and is saved in ``state_dict``; loading a state built for another
+    ``K`` raises :class:`loce.errors.CheckpointError` naming the key.
 
     Args:
         num_classes: ``K``, the number of foreground classes.
@@ -188,6 +227,8 @@ class ClassificationLoss(nn.Module):
 
     #: Predictor columns beyond ``K``: 1 for ``K + 1`` (background/objectness at column 0).
     extra_logits: ClassVar[int] = 1
+    #: Attributes shown by ``extra_repr``, as ``name=value``.
+    repr_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, num_classes: int, loss_weight: float = 1.0) -> None:
         super().__init__()
@@ -211,6 +252,18 @@ class ClassificationLoss(nn.Module):
             weight: ``[C', F]`` classifier weight.
             bias: ``[C']`` classifier bias, or ``None``.
         """
+
+    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """Loss of one batch, times ``loss_weight``.
+
+        Args:
+            logits: ``[N, C']`` float in the loss's layout (column 0 background).
+            labels: ``[N]`` int64 in ``0..K``.
+
+        Returns:
+            float32 scalar.
+        """
+        raise NotImplementedError
 
     def scores(self, logits: Tensor) -> Tensor:
         """Inference scores ``[N, K + 1]`` (column 0 background) from ``logits [N, C']``."""
@@ -243,7 +296,9 @@ class ClassificationLoss(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"num_classes={self.num_classes}, loss_weight={self.loss_weight}"
+        fields = [f"num_classes={self.num_classes}", f"loss_weight={self.loss_weight}"]
+        fields += [f"{name}={getattr(self, name)}" for name in self.repr_fields]
+        return ", ".join(fields)
 
 
 def init_sigmoid_prior_(weight: Tensor, bias: Tensor | None, prior: float, std: float = 0.01) -> None:
@@ -266,3 +321,34 @@ def tail_buffer(image_frequency: Tensor | Sequence[float], num_classes: int,
         raise ValueError(f"freq_threshold must be >= 0, got {freq_threshold!r}")
     f = class_vector(image_frequency, num_classes, "image_frequency")
     return (f < float(freq_threshold)).to(torch.float32)
+
+
+class TailSetLoss(ClassificationLoss):
+    """Base of the losses that ignore tail negatives (EQL, Gumbel): the tail set as a buffer.
+
+    Args:
+        num_classes: ``K``; the classifier has ``K + 1`` outputs, column 0 unused.
+        image_frequency: ``[K]`` image frequency ``f_c`` of labels 1..K in the training set.
+        freq_threshold: ``lambda``; classes with ``f_c < lambda`` are tail.
+        loss_weight: factor applied to the loss (1.0).
+
+    Attributes:
+        tail: ``[K]`` float32 buffer, 1.0 for tail classes (see :func:`tail_buffer`).
+    """
+
+    repr_fields = ("freq_threshold",)
+    tail: Tensor
+
+    def __init__(
+        self,
+        num_classes: int,
+        image_frequency: Tensor | Sequence[float],
+        freq_threshold: float = 0.00177,
+        loss_weight: float = 1.0,
+    ) -> None:
+        super().__init__(num_classes, loss_weight)
+        self.register_buffer("tail", tail_buffer(image_frequency, self.num_classes, freq_threshold))
+        self.freq_threshold = float(freq_threshold)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, tail_classes={int(self.tail.sum())}"

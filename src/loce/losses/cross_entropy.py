@@ -17,8 +17,7 @@ from torch import Tensor
 
 from loce.losses._common import (
     ClassificationLoss,
-    check_label_range,
-    check_logits_labels,
+    check_inputs,
     empty_loss,
 )
 from loce.losses.scoring import softmax_scores
@@ -41,8 +40,7 @@ def cross_entropy_loss(logits: Tensor, labels: Tensor) -> Tensor:
         ValueError: shapes or dtypes that do not match, or a label outside ``0..K`` (the
             message gives the first offending row).
     """
-    c = check_logits_labels(logits, labels)
-    check_label_range(labels, c - 1)
+    check_inputs(logits, labels)
     if logits.shape[0] == 0:
         return empty_loss(logits)
     return F.cross_entropy(logits.float(), labels.long(), reduction="mean")
@@ -57,15 +55,7 @@ class CrossEntropyLoss(ClassificationLoss):
     """
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """Loss of one batch.
-
-        Args:
-            logits: ``[N, K + 1]`` float, background at column 0.
-            labels: ``[N]`` int64 in ``0..K``.
-
-        Returns:
-            float32 scalar.
-        """
+        """Loss of one batch (background logit at column 0)."""
         self._check(logits, labels)
         return self._weighted(cross_entropy_loss(logits, labels))
 

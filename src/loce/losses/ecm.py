@@ -36,8 +36,8 @@ from torch import Tensor
 
 from loce.losses._common import (
     ClassificationLoss,
-    check_label_range,
-    check_logits_labels,
+    check_inputs,
+    check_shape,
     class_vector,
     empty_loss,
 )
@@ -82,19 +82,12 @@ def ecm_loss(logits: Tensor, labels: Tensor, delta: Tensor, omega: Tensor) -> Te
         omega: ``[K + 1]`` float column weights, background at index 0.
 
     Returns:
-        float32 scalar. With ``N = 0`` it is 0 and still connected to ``logits``.
-
-    Raises:
-        ValueError: shapes or dtypes that do not match, or a label outside ``0..K``.
+        float32 scalar (see :mod:`loce.losses._common` for ``N = 0`` and the errors).
     """
-    c = check_logits_labels(logits, labels)
-    check_label_range(labels, c - 1)
-    for name, v in (("delta", delta), ("omega", omega)):
-        if v.shape != (c,):
-            raise ValueError(
-                f"{name} must have shape [K + 1] = [{c}] to match logits "
-                f"{list(logits.shape)} (background at index 0), got shape {list(v.shape)}"
-            )
+    c = check_inputs(logits, labels)
+    note = f" to match logits {list(logits.shape)} (background at index 0)"
+    check_shape(delta, "delta", "[K + 1]", (c,), note)
+    check_shape(omega, "omega", "[K + 1]", (c,), note)
     n = logits.shape[0]
     if n == 0:
         return empty_loss(logits)
@@ -125,6 +118,7 @@ class ECMLoss(ClassificationLoss):
         omega: ``[K + 1]`` float32 column weights, background at index 0.
     """
 
+    repr_fields = ("fg_bg_ratio",)
     delta: Tensor
     omega: Tensor
 
@@ -145,21 +139,10 @@ class ECMLoss(ClassificationLoss):
         self.register_buffer("omega", omega.float())
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """Loss of one batch.
-
-        Args:
-            logits: ``[N, K + 1]`` float, background at column 0.
-            labels: ``[N]`` int64 in ``0..K``.
-
-        Returns:
-            float32 scalar.
-        """
+        """Loss of one batch (background logit at column 0)."""
         self._check(logits, labels)
         return self._weighted(ecm_loss(logits, labels, self.delta, self.omega))
 
     def scores(self, logits: Tensor) -> Tensor:
         """``[N, K + 1]`` float32 ``sigmoid(z_c) * (1 - sigmoid(z_0))`` (spec §6.3)."""
         return objectness_sigmoid_scores(logits, test_with_obj=self.test_with_obj)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, fg_bg_ratio={self.fg_bg_ratio}"

@@ -32,13 +32,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from loce.losses._common import (
-    ClassificationLoss,
-    check_label_range,
-    check_logits_labels,
+    TailSetLoss,
+    check_tail_inputs,
     class_vector,
     empty_loss,
     init_sigmoid_prior_,
-    tail_buffer,
 )
 from loce.losses.scoring import sigmoid_scores
 
@@ -63,14 +61,6 @@ def tail_classes(image_frequency: Tensor | Sequence[float], threshold: float) ->
     return (f < threshold).to(torch.float32)
 
 
-def _check_tail(tail: Tensor, k: int) -> None:
-    if tail.shape != (k,):
-        raise ValueError(
-            f"tail must have shape [K] = [{k}] (one entry per foreground class, label 1 "
-            f"first), got shape {list(tail.shape)}"
-        )
-
-
 def eql_loss(logits: Tensor, labels: Tensor, tail: Tensor) -> Tensor:
     """Equalization Loss of one batch (spec §1.1), divided by the number of rows ``N``.
 
@@ -81,15 +71,9 @@ def eql_loss(logits: Tensor, labels: Tensor, tail: Tensor) -> Tensor:
             :func:`tail_classes`. Treated as a constant.
 
     Returns:
-        float32 scalar. With ``N = 0`` it is 0 and still connected to ``logits``.
-
-    Raises:
-        ValueError: shapes or dtypes that do not match, or a label outside ``0..K``.
+        float32 scalar (see :mod:`loce.losses._common` for ``N = 0`` and the errors).
     """
-    c = check_logits_labels(logits, labels)
-    k = c - 1
-    check_label_range(labels, k)
-    _check_tail(tail, k)
+    c = check_tail_inputs(logits, labels, tail)
     n = logits.shape[0]
     if n == 0:
         return empty_loss(logits)
@@ -102,7 +86,7 @@ def eql_loss(logits: Tensor, labels: Tensor, tail: Tensor) -> Tensor:
     return (weight * bce).sum() / n
 
 
-class EQLLoss(ClassificationLoss):
+class EQLLoss(TailSetLoss):
     """Module form of :func:`eql_loss`, with the tail set built from image frequencies.
 
     Args:
@@ -117,19 +101,6 @@ class EQLLoss(ClassificationLoss):
         tail: ``[K]`` float32 buffer, 1.0 for tail classes.
     """
 
-    tail: Tensor
-
-    def __init__(
-        self,
-        num_classes: int,
-        image_frequency: Tensor | Sequence[float],
-        freq_threshold: float = 0.00177,
-        loss_weight: float = 1.0,
-    ) -> None:
-        super().__init__(num_classes, loss_weight)
-        self.register_buffer("tail", tail_buffer(image_frequency, self.num_classes, freq_threshold))
-        self.freq_threshold = float(freq_threshold)
-
     @classmethod
     def init_classifier_(cls, weight: Tensor, bias: Tensor | None) -> None:
         """Weights N(0, 0.01), bias ``-ln((1 - p)/p)`` with prior ``p = 0.001`` (spec §1.1).
@@ -139,24 +110,10 @@ class EQLLoss(ClassificationLoss):
         init_sigmoid_prior_(weight, bias, PRIOR_PROB)
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """Loss of one batch.
-
-        Args:
-            logits: ``[N, K + 1]`` float, column 0 unused.
-            labels: ``[N]`` int64 in ``0..K``.
-
-        Returns:
-            float32 scalar.
-        """
+        """Loss of one batch (column 0 of the logits unused)."""
         self._check(logits, labels)
         return self._weighted(eql_loss(logits, labels, self.tail))
 
     def scores(self, logits: Tensor) -> Tensor:
         """``[N, K + 1]`` float32 ``sigmoid(z_c)``, column 0 zero (spec §1.3)."""
         return sigmoid_scores(logits)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{super().extra_repr()}, freq_threshold={self.freq_threshold}, "
-            f"tail_classes={int(self.tail.sum())}"
-        )

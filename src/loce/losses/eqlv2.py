@@ -46,8 +46,9 @@ from torch import Tensor
 from loce.losses._common import (
     ClassificationLoss,
     all_reduce_sum,
-    check_label_range,
+    check_inputs,
     check_logits_labels,
+    check_shape,
     empty_loss,
     init_sigmoid_prior_,
 )
@@ -83,11 +84,7 @@ def eqlv2_weights(
 
 def _check_weights(w_pos: Tensor, w_neg: Tensor, k: int) -> None:
     for name, w in (("pos_weight", w_pos), ("neg_weight", w_neg)):
-        if w.shape != (k,):
-            raise ValueError(
-                f"{name} must have shape [K] = [{k}] (foreground classes, label 1 first), "
-                f"got shape {list(w.shape)}"
-            )
+        check_shape(w, name, "[K]", (k,), " (foreground classes, label 1 first)")
 
 
 def _entry_weights(labels: Tensor, c: int, w_pos: Tensor, w_neg: Tensor, device) -> tuple:
@@ -111,13 +108,9 @@ def eqlv2_loss(logits: Tensor, labels: Tensor, pos_weight: Tensor, neg_weight: T
         neg_weight: ``[K]`` float ``w-`` of labels 1..K. Both treated as constants.
 
     Returns:
-        float32 scalar. With ``N = 0`` it is 0 and still connected to ``logits``.
-
-    Raises:
-        ValueError: shapes or dtypes that do not match, or a label outside ``0..K``.
+        float32 scalar (see :mod:`loce.losses._common` for ``N = 0`` and the errors).
     """
-    c = check_logits_labels(logits, labels)
-    check_label_range(labels, c - 1)
+    c = check_inputs(logits, labels)
     _check_weights(pos_weight, neg_weight, c - 1)
     n = logits.shape[0]
     if n == 0:
@@ -172,6 +165,7 @@ class EQLv2Loss(ClassificationLoss):
         pos_neg: ``[K]`` float64 ratio ``r``, initially 100.
     """
 
+    repr_fields = ("gamma", "mu", "alpha", "test_with_obj")
     pos_grad: Tensor
     neg_grad: Tensor
     pos_neg: Tensor
@@ -236,15 +230,8 @@ class EQLv2Loss(ClassificationLoss):
         self.pos_neg.copy_(self.pos_grad / (self.neg_grad + _EPS))
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """Loss of one batch; in training mode, then fold its gradients into the state.
-
-        Args:
-            logits: ``[N, K + 1]`` float, objectness at column 0.
-            labels: ``[N]`` int64 in ``0..K``.
-
-        Returns:
-            float32 scalar, computed with the weights from before this batch.
-        """
+        """Loss of one batch (objectness at column 0) with the weights from before it; in
+        training mode, then fold its gradients into the state."""
         self._check(logits, labels)
         w_pos, w_neg = self.weights()
         loss = eqlv2_loss(logits, labels, w_pos, w_neg)
@@ -255,9 +242,3 @@ class EQLv2Loss(ClassificationLoss):
     def scores(self, logits: Tensor) -> Tensor:
         """``[N, K + 1]`` float32 scores by the objectness rule (spec §2.3)."""
         return objectness_sigmoid_scores(logits, test_with_obj=self.test_with_obj)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{super().extra_repr()}, gamma={self.gamma}, mu={self.mu}, alpha={self.alpha}, "
-            f"test_with_obj={self.test_with_obj}"
-        )

@@ -37,8 +37,8 @@ from torch import Tensor
 from loce.losses._common import (
     ClassificationLoss,
     RankGenerator,
-    check_label_range,
-    check_logits_labels,
+    check_inputs,
+    check_shape,
     class_vector,
     empty_loss,
     init_sigmoid_prior_,
@@ -97,18 +97,10 @@ def federated_loss(logits: Tensor, labels: Tensor, class_mask: Tensor) -> Tensor
             :func:`sample_federated_classes`); index 0 is ignored.
 
     Returns:
-        float32 scalar. With ``N = 0`` it is 0 and still connected to ``logits``.
-
-    Raises:
-        ValueError: shapes or dtypes that do not match, or a label outside ``0..K``.
+        float32 scalar (see :mod:`loce.losses._common` for ``N = 0`` and the errors).
     """
-    c = check_logits_labels(logits, labels)
-    check_label_range(labels, c - 1)
-    if class_mask.shape != (c,):
-        raise ValueError(
-            f"class_mask must have shape [K + 1] = [{c}] to match logits {list(logits.shape)}, "
-            f"got shape {list(class_mask.shape)}"
-        )
+    c = check_inputs(logits, labels)
+    check_shape(class_mask, "class_mask", "[K + 1]", (c,), f" to match logits {list(logits.shape)}")
     n = logits.shape[0]
     if n == 0:
         return empty_loss(logits)
@@ -138,6 +130,7 @@ class FederatedLoss(ClassificationLoss):
         class_weights: ``[K]`` float32 buffer ``image_count ** beta``.
     """
 
+    repr_fields = ("num_sampled", "freq_weight_power")
     class_weights: Tensor
 
     def __init__(
@@ -172,15 +165,7 @@ class FederatedLoss(ClassificationLoss):
         )
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """Loss of one batch, over a freshly drawn class subset.
-
-        Args:
-            logits: ``[N, K + 1]`` float, column 0 unused.
-            labels: ``[N]`` int64 in ``0..K``.
-
-        Returns:
-            float32 scalar.
-        """
+        """Loss of one batch (column 0 of the logits unused), over a freshly drawn class subset."""
         self._check(logits, labels)
         if logits.shape[0] == 0:
             return empty_loss(logits)
@@ -189,9 +174,3 @@ class FederatedLoss(ClassificationLoss):
     def scores(self, logits: Tensor) -> Tensor:
         """``[N, K + 1]`` float32 ``sigmoid(z_c)``, column 0 zero (spec §4.3)."""
         return sigmoid_scores(logits)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{super().extra_repr()}, num_sampled={self.num_sampled}, "
-            f"freq_weight_power={self.freq_weight_power}"
-        )

@@ -47,12 +47,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from loce.losses._common import (
-    ClassificationLoss,
     RankGenerator,
-    check_label_range,
-    check_logits_labels,
+    TailSetLoss,
+    check_shape,
+    check_tail_inputs,
     empty_loss,
-    tail_buffer,
 )
 from loce.losses.scoring import gumbel_scores
 
@@ -92,25 +91,12 @@ def gumbel_loss(
             ``None`` drops nothing (the same as ``rho = 1``).
 
     Returns:
-        float32 scalar. With ``N = 0`` it is 0 and still connected to ``logits``.
-
-    Raises:
-        ValueError: shapes or dtypes that do not match, or a label outside ``0..K``.
+        float32 scalar (see :mod:`loce.losses._common` for ``N = 0`` and the errors).
     """
-    c = check_logits_labels(logits, labels)
-    k = c - 1
-    check_label_range(labels, k)
-    if tail.shape != (k,):
-        raise ValueError(
-            f"tail must have shape [K] = [{k}] (one entry per foreground class, label 1 "
-            f"first), got shape {list(tail.shape)}"
-        )
-    n = logits.shape[0]
-    if uniform is not None and uniform.shape != (n, k):
-        raise ValueError(
-            f"uniform must have shape [N, K] = [{n}, {k}] to match logits "
-            f"{list(logits.shape)}, got shape {list(uniform.shape)}"
-        )
+    c = check_tail_inputs(logits, labels, tail)
+    n, k = logits.shape[0], c - 1
+    if uniform is not None:
+        check_shape(uniform, "uniform", "[N, K]", (n, k), f" to match logits {list(logits.shape)}")
     if n == 0:
         return empty_loss(logits)
     z = logits[:, 1:]
@@ -129,7 +115,7 @@ def gumbel_loss(
     return (keep * gumbel_bce(z, t)).sum() / n
 
 
-class GumbelLoss(ClassificationLoss):
+class GumbelLoss(TailSetLoss):
     """GOL (DropLoss with the Gumbel activation) with the tail set from image frequencies.
 
     Args:
@@ -144,8 +130,6 @@ class GumbelLoss(ClassificationLoss):
         tail: ``[K]`` float32 buffer, 1.0 for tail classes.
     """
 
-    tail: Tensor
-
     def __init__(
         self,
         num_classes: int,
@@ -154,9 +138,7 @@ class GumbelLoss(ClassificationLoss):
         seed: int = 0,
         loss_weight: float = 1.0,
     ) -> None:
-        super().__init__(num_classes, loss_weight)
-        self.register_buffer("tail", tail_buffer(image_frequency, self.num_classes, freq_threshold))
-        self.freq_threshold = float(freq_threshold)
+        super().__init__(num_classes, image_frequency, freq_threshold, loss_weight)
         self._rng = RankGenerator(seed)
 
     @classmethod
@@ -168,15 +150,7 @@ class GumbelLoss(ClassificationLoss):
                 bias.fill_(-2.0)
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """Loss of one batch, with fresh drop draws.
-
-        Args:
-            logits: ``[N, K + 1]`` float, column 0 unused.
-            labels: ``[N]`` int64 in ``0..K``.
-
-        Returns:
-            float32 scalar.
-        """
+        """Loss of one batch (column 0 of the logits unused), with fresh drop draws."""
         self._check(logits, labels)
         n, k = logits.shape[0], self.num_classes
         u = torch.rand((n, k), generator=self._rng.get(logits.device), device=logits.device)
@@ -185,9 +159,3 @@ class GumbelLoss(ClassificationLoss):
     def scores(self, logits: Tensor) -> Tensor:
         """``[N, K + 1]`` float32 ``exp(-exp(-z_c))``, column 0 zero (spec §7.3)."""
         return gumbel_scores(logits)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{super().extra_repr()}, freq_threshold={self.freq_threshold}, "
-            f"tail_classes={int(self.tail.sum())}"
-        )

@@ -48,19 +48,12 @@ from loce.losses._common import (
     all_reduce_sum,
     check_label_range,
     check_logits_labels,
+    check_shape,
     empty_loss,
 )
 from loce.losses.scoring import seesaw_scores
 
 __all__ = ["SeesawLoss", "seesaw_loss", "seesaw_loss_terms"]
-
-
-def _check_counts(counts: Tensor, k: int) -> None:
-    if counts.shape != (k + 1,):
-        raise ValueError(
-            f"counts must have shape [K + 1] = [{k + 1}] (sampled RoIs per label, background "
-            f"at index 0), got shape {list(counts.shape)}"
-        )
 
 
 def seesaw_loss_terms(
@@ -98,7 +91,8 @@ def seesaw_loss_terms(
         )
     k = c - 2
     check_label_range(labels, k)
-    _check_counts(counts, k)
+    note = " (sampled RoIs per label, background at index 0)"
+    check_shape(counts, "counts", "[K + 1]", (k + 1,), note)
     n = logits.shape[0]
     if n == 0:
         zero = empty_loss(logits)
@@ -163,6 +157,7 @@ class SeesawLoss(ClassificationLoss):
     """
 
     extra_logits = 2
+    repr_fields = ("p", "q", "eps", "sync_counts")
     cum_samples: Tensor
 
     def __init__(
@@ -226,24 +221,11 @@ class SeesawLoss(ClassificationLoss):
         return self._weighted(loss_cls), self._weighted(loss_obj)
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
-        """Loss of one batch (counts updated first, in training mode).
-
-        Args:
-            logits: ``[N, K + 2]`` float in the ``[o_bg | u_1..u_K | o_fg]`` layout.
-            labels: ``[N]`` int64 in ``0..K``.
-
-        Returns:
-            float32 scalar ``loss_weight * (L_cls + L_obj)``.
-        """
+        """``loss_weight * (L_cls + L_obj)`` of one batch; in training mode the counts are
+        updated first."""
         loss_cls, loss_obj = self.loss_terms(logits, labels)
         return loss_cls + loss_obj
 
     def scores(self, logits: Tensor) -> Tensor:
         """``[N, K + 1]`` float32 objectness-product scores (spec §3.3)."""
         return seesaw_scores(logits)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{super().extra_repr()}, p={self.p}, q={self.q}, eps={self.eps}, "
-            f"sync_counts={self.sync_counts}"
-        )
