@@ -1,7 +1,7 @@
 """Speed of the feature memory's push and sample, vectorised against a per-row Python loop.
 
 One push is one training iteration's ground-truth features: ``images x gts_per_image`` boxes,
-16 jitters each (spec a.4), so 480 rows at the defaults. One sample draws 8 classes x 4
+16 jitters each (docs/method.md §4), so 480 rows at the defaults. One sample draws 8 classes x 4
 features. The loop version writes row by row and gathers class by class, as a direct
 transcription of the method would; both versions must end with identical memories.
 
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
             (slow.m.features, slow.m.targets, slow.m.pointer, slow.m.count),
         )
     )
-    # Sampling is timed on full queues, the state after the initialisation pass (spec a.5).
+    # Sampling is timed on full queues, as after the initialisation pass (docs/method.md §5).
     for memory in (fast, slow.m):
         memory.count.fill_(args.capacity)
     gs = torch.Generator().manual_seed(1)

@@ -6,7 +6,7 @@ is :mod:`loce.models.weights`, freezing :mod:`loce.engine.freeze`, LOCE's traini
 state :mod:`loce.engine.method_state`.
 
 Class statistics. EQL, the federated loss, ECM, Gumbel (GOL) and NorCal are built from
-per-class statistics of the *training* annotations (peer-method spec §10.3). They are an
+per-class statistics of the *training* annotations (docs/methods.md §1.2). They are an
 argument of :func:`build_model`: the engine passes those of the training set it built
 (:func:`training_class_statistics` with the dataset); without them the model builder reads
 ``data.train_ann`` itself (inference, e.g. ``loce predict --set model.test.norcal_gamma=0.5``).

@@ -103,7 +103,7 @@ class Detector:
     :class:`DetectionResult`; on a list, a list. ``batch_size > 1`` runs several images per
     forward pass: faster on a GPU, but the images are padded to the largest of the batch,
     which changes features near their right and bottom edges slightly (the original tests
-    one image at a time, docs/mmdet-parity.md §4 #11).
+    one image at a time, docs/parity.md §4 #11).
 
     Args:
         model: a loce Mask R-CNN in eval mode.

@@ -92,7 +92,7 @@ def test_repeat_factors_by_hand():
 
 
 def test_repeat_factor_epoch_lists():
-    # peers-method.md 9.5: class A in all 8 images, B only in image 0; t = 0.5 -> r = [2, 1...]
+    # docs/methods.md 9.5: class A in all 8 images, B only in image 0; t = 0.5 -> r = [2, 1...]
     labels = [[1, 2]] + [[1]] * 7
     s = RepeatFactorSampler(labels, 0.5, seed=3)
     assert s.repeat_factors.tolist() == [2, 1, 1, 1, 1, 1, 1, 1]

@@ -248,7 +248,7 @@ def test_two_gloo_processes_keep_identical_scores(tiny_dataset, tiny_checkpoint,
     assert torch.equal(r0["scores"], r1["scores"])
     assert bool((r0["scores"][1:] != 0.01).all())
     assert torch.equal(r0["weight"], r1["weight"])
-    # each rank filled its own memory from its own images (spec a.4: not synchronised)
+    # each rank filled its own memory from its own images (docs/method.md §4: not synchronised)
     assert not torch.equal(r0["memory"], r1["memory"])
     names = sorted(p.name for p in (run / "checkpoints").glob("*.memory.*"))
     assert names == ["epoch_1.pth.memory.rank0.pth", "epoch_1.pth.memory.rank1.pth"]

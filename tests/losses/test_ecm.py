@@ -1,4 +1,4 @@
-"""ECM: spec §6.6 constants and value, LVIS-scale constants, margin form, errors."""
+"""ECM: docs/methods.md §6.6 constants and value, LVIS-scale constants, margin form, errors."""
 
 import math
 
@@ -12,7 +12,7 @@ LN2 = math.log(2.0)
 
 
 def test_hand_computed_constants_and_loss():
-    # Spec §6.6: K = 1, n_1 = 1, rho = 16 -> n_0 = 16, total 17.
+    # docs/methods.md §6.6: K = 1, n_1 = 1, rho = 16 -> n_0 = 16, total 17.
     module = ECMLoss(1, instance_counts=[1], fg_bg_ratio=16.0)
     torch.testing.assert_close(module.delta, torch.tensor([LN2, -LN2]))
     torch.testing.assert_close(
@@ -31,7 +31,7 @@ def test_hand_computed_constants_and_loss():
 
 
 def test_lvis_scale_constants():
-    # Spec §6.1 table: a class with 109 of LVIS v1's 1,270,141 instances, rho = 6.3313.
+    # docs/methods.md §6.1 table: a class with 109 of LVIS v1's 1,270,141 instances, rho = 6.3313.
     delta, omega = ecm_constants([109.0, 1270141.0 - 109.0])
     assert delta[1].item() == pytest.approx(-2.839, abs=1e-3)
     assert delta[0].item() == pytest.approx(0.461, abs=1e-3)

@@ -1,4 +1,5 @@
-"""EQL: spec §1.6 hand values and gradients, equivalence with BCE at lambda = 0, errors."""
+"""EQL: docs/methods.md §2.6 hand values and gradients, equivalence with BCE
+at lambda = 0, errors."""
 
 import math
 
@@ -10,7 +11,7 @@ from loce.errors import CheckpointError
 from loce.losses.eql import EQLLoss, eql_loss, tail_classes
 
 LN2 = math.log(2.0)
-# Spec §1.6: K = 3, f = [0.01, 0.0005, 0.0001], lambda = 0.001 -> T = [0, 1, 1].
+# docs/methods.md §2.6: K = 3, f = [0.01, 0.0005, 0.0001], lambda = 0.001 -> T = [0, 1, 1].
 FREQ = [0.01, 0.0005, 0.0001]
 
 

@@ -1,4 +1,5 @@
-"""EQLv2: spec §2.6 two-iteration hand values, state round trip, eval mode, ranks, errors."""
+"""EQLv2: docs/methods.md §3.6 two-iteration hand values, state round trip,
+eval mode, ranks, errors."""
 
 import math
 
@@ -12,7 +13,7 @@ from loce.errors import CheckpointError
 from loce.losses.eqlv2 import EQLv2Loss, eqlv2_loss, eqlv2_weights
 
 LN2 = math.log(2.0)
-# Spec §2.6: K = 2, zero logits [2, 3] (column 0 = objectness), y = [1, 0].
+# docs/methods.md §3.6: K = 2, zero logits [2, 3] (column 0 = objectness), y = [1, 0].
 LABELS = [1, 0]
 L1 = 3 * LN2  # all weights 1 at the first iteration
 # Second iteration weights: q = [0.916827, 6.7724e-5], w+ = [1.332691, 4.999729].
@@ -144,7 +145,7 @@ def _worker(rank, world_size, init_file, out_dir):
 
 @pytest.mark.distributed
 def test_two_gloo_processes_sum_the_statistics(tmp_path):
-    # Spec §2.6: both ranks see the same batch, so P and N are exactly double the
+    # docs/methods.md §3.6: both ranks see the same batch, so P and N are exactly double the
     # one-process values, while r, the weights and the losses are unchanged.
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)

@@ -58,7 +58,7 @@ def test_gradient_is_adjusted_softmax_minus_onehot():
 
 def test_scores_shift_the_margin_against_strong_classes():
     # A weak foreground class (s = 0.01) against a strong one (s = 0.5): its own rows cost more
-    # than under plain cross-entropy, by the log-ratio margin of spec a.3.
+    # than under plain cross-entropy, by the log-ratio margin of docs/method.md §3.
     logits = torch.zeros(1, 3)
     scores = torch.tensor([0.01, 0.01, 0.5])
     loss = equilibrium_loss(logits, torch.tensor([1]), scores)

@@ -1,4 +1,4 @@
-"""Federated loss: spec §4.6 subset and values, small K, seeded draws, errors."""
+"""Federated loss: docs/methods.md §5.6 subset and values, small K, seeded draws, errors."""
 
 import math
 
@@ -8,8 +8,8 @@ import torch
 from loce.losses.federated import FederatedLoss, federated_loss, sample_federated_classes
 
 LN2 = math.log(2.0)
-# Spec §4.6: K = 5 and only class 4 has a positive weight; with beta = 0.5 an image count of 9
-# gives w = 3.
+# docs/methods.md §5.6: K = 5 and only class 4 has a positive weight; with beta = 0.5 an image
+# count of 9 gives w = 3.
 COUNTS = [0, 0, 0, 9, 0]
 LABELS = [2, 2, 0]
 

@@ -1,4 +1,5 @@
-"""GOL (Gumbel + DropLoss): spec §7.6 hand values, clamp, drop rule, seeded draws, errors."""
+"""GOL (Gumbel + DropLoss): docs/methods.md §7.6 hand values, clamp, drop rule,
+seeded draws, errors."""
 
 import math
 
@@ -7,7 +8,7 @@ import torch
 
 from loce.losses.gumbel import GumbelLoss, gumbel_bce, gumbel_loss
 
-# Spec §7.6: K = 3, f = [0.01, 0.0005, 0.0001], lambda = 0.001 -> T = [0, 1, 1].
+# docs/methods.md §7.6: K = 3, f = [0.01, 0.0005, 0.0001], lambda = 0.001 -> T = [0, 1, 1].
 FREQ = [0.01, 0.0005, 0.0001]
 NEG = -math.log(1 - math.exp(-1))  # a negative at z = 0: 0.458675
 

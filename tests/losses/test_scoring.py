@@ -1,4 +1,4 @@
-"""Inference scores per method on hand examples (peer-method spec §0.4, table A)."""
+"""Inference scores per method on hand examples (docs/methods.md §1.4)."""
 
 import math
 
@@ -45,7 +45,7 @@ def test_seesaw_objectness_product():
     expected = torch.tensor([[0.25, 0.25, 0.5]])
     torch.testing.assert_close(seesaw_scores(logits), expected)
     torch.testing.assert_close(scores_from_logits("seesaw", logits), expected)
-    # A plain softmax over the K + 2 columns would give something else (spec §3.3).
+    # A plain softmax over the K + 2 columns would give something else (docs/methods.md §4.3).
     assert not torch.allclose(torch.softmax(logits, 1)[:, :3], expected)
 
 

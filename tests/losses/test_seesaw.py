@@ -1,4 +1,5 @@
-"""Seesaw: spec §3.6 mitigation and compensation values, p = q = 0 equivalence, counts."""
+"""Seesaw: docs/methods.md §4.6 mitigation and compensation values, p = q =
+0 equivalence, counts."""
 
 import math
 
@@ -22,7 +23,8 @@ def test_num_logits_is_k_plus_two():
 
 
 def test_mitigation_hand_values_and_count_update():
-    # Spec §3.6 A: K = 3, y = [1, 0], zero logits, counts [99, 10, 1000] before the batch.
+    # docs/methods.md §4.6 A: K = 3, y = [1, 0], zero logits, counts [99,
+    # 10, 1000] before the batch.
     module = SeesawLoss(3)
     module.cum_samples.copy_(_counts([0, 99, 10, 1000]))
     loss_cls, loss_obj = module.loss_terms(torch.zeros(2, 5), torch.tensor([1, 0]))
@@ -37,7 +39,7 @@ def test_mitigation_hand_values_and_count_update():
 
 
 def test_compensation_hand_value():
-    # Spec §3.6 B: p = 0, y = [1], class logits [0, 0, ln 4] -> C_13 = 4^2 = 16.
+    # docs/methods.md §4.6 B: p = 0, y = [1], class logits [0, 0, ln 4] -> C_13 = 4^2 = 16.
     logits = torch.tensor([[0.0, 0.0, 0.0, math.log(4.0), 0.0]])
     loss_cls, loss_obj = seesaw_loss_terms(logits, torch.tensor([1]), _counts([0, 1, 1, 1]), p=0.0)
     assert loss_cls.item() == pytest.approx(math.log(66.0), abs=1e-5)

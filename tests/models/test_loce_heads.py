@@ -62,7 +62,7 @@ def _inputs(seed: int = 1, empty_second: bool = False):
     )
     proposals, targets = [], []
     for i, (h, w) in enumerate(IMAGE_SHAPES):
-        n_props = 60 if i == 0 else 25  # different RoI counts per image (spec f.2)
+        n_props = 60 if i == 0 else 25  # different RoI counts per image (docs/method.md §11.2)
         xy = torch.rand(n_props, 2, generator=g) * torch.tensor([w * 0.7, h * 0.7])
         wh = torch.rand(n_props, 2, generator=g) * 40 + 4
         proposals.append(torch.cat([xy, xy + wh], 1))
@@ -119,9 +119,10 @@ def test_per_gt_observations_follow_the_assignment_not_fixed_offsets():
     assert labels.tolist() == [2, 3, 2, 4, 1, 5]
     torch.testing.assert_close(values, torch.tensor([0.5, 0.2, 0.3, 0.7, 0.4, 0.2],
                                                     dtype=torch.float64), rtol=0, atol=1e-6)
-    # The original slices image i's rows from offset batch_size_per_image * i (spec f.2). With
-    # 4 RoIs per image and 3 in image 0, image 1's GT 1 would be read from rows 4 + [0, 2]
-    # (image 1's rows 1 and 3: a class-2 RoI and a background RoI) instead of rows 3 and 5.
+    # The original slices image i's rows from offset batch_size_per_image * i
+    # (docs/method.md §11.2). With 4 RoIs per image and 3 in image 0, image 1's GT 1 would be read
+    # from rows 4 + [0, 2] (image 1's rows 1 and 3: a class-2 RoI and a background RoI)
+    # instead of rows 3 and 5.
     probs = F.softmax(output.class_logits, dim=1)
     fixed_offset = float(probs[[4 + 0, 4 + 2], 4].mean())
     assert abs(fixed_offset - 0.7) > 0.5

@@ -200,7 +200,7 @@ def test_tail_threshold_sections_are_separate_and_named(section, other):
 
 
 def test_normed_linear_by_hand():
-    """Spec §3.6 D: x = [3, 4], W = [[1, 0], [0, 2]], b = 0, tau = 20 -> [12, 16]."""
+    """docs/methods.md §4.6 D: x = [3, 4], W = [[1, 0], [0, 2]], b = 0, tau = 20 -> [12, 16]."""
     layer = NormedLinear(2, 2, scale=20.0)
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
@@ -251,9 +251,9 @@ def _heads(cls_loss, num_logits: int) -> StepwiseRoIHeads:
                         0.5, 0.5, 64, 0.25, None, 1e-4, 0.5, 50, cls_loss=cls_loss)
 
 
-# Zero logits: the class score of every class under each method's rule (spec §1.6, 2.6, 3.6 C,
-# 4.3, 6.6, 7.6): softmax 1/(K+1); sigmoid 0.5; sigmoid x (1 - sigmoid) 0.25; Gumbel e^-1;
-# Seesaw softmax over K classes x objectness 0.5.
+# Zero logits: the class score of every class under each method's rule
+# (docs/methods.md §2.6, 3.6, 4.6 C, 5.3, 6.6, 7.6): softmax 1/(K+1); sigmoid 0.5; sigmoid x (1 -
+# sigmoid) 0.25; Gumbel e^-1; Seesaw softmax over K classes x objectness 0.5.
 ZERO_LOGIT_SCORE = {
     "cross_entropy": 1 / (K + 1),
     "eql": 0.5,
@@ -340,13 +340,14 @@ def test_train_and_eval_step_through_the_model(name):
 
 
 def test_norcal_scores_by_hand():
-    """Spec §8.6: K = 2, N = [100, 1], gamma = 0.5, zero logits -> [0.476190, 0.047619, 0.476190]."""
+    """docs/methods.md §8.6: K = 2, N = [100, 1], gamma = 0.5, zero logits ->
+    [0.476190, 0.047619, 0.476190]."""
     log_n = torch.tensor([100.0, 1.0]).log()
     got = norcal_scores(torch.zeros(1, 3), log_n, 0.5)
     torch.testing.assert_close(got, torch.tensor([[1 / 2.1, 0.1 / 2.1, 1 / 2.1]]))
     z = torch.randn(5, 3)
     torch.testing.assert_close(norcal_scores(z, log_n, 0.0), torch.softmax(z, 1))
-    # "probs" mode (softmax, divide by N^gamma, renormalise) gives the same (spec §8.6).
+    # "probs" mode (softmax, divide by N^gamma, renormalise) gives the same (docs/methods.md §8.6).
     p = torch.softmax(z, 1) * torch.cat([torch.ones(1), torch.tensor([100.0, 1.0]) ** -0.5])
     torch.testing.assert_close(norcal_scores(z, log_n, 0.5), p / p.sum(1, keepdim=True))
     with pytest.raises(ValueError, match=r"log_counts \[K\]"):
@@ -398,7 +399,8 @@ def test_classification_step_is_the_configured_loss():
     heads = _heads(loss, K + 1).train()
     z = torch.zeros(2, K + 1)
     labels = torch.tensor([1, 0])
-    # Spec §2.6 iteration 1 (K = 2 there): 3 ln 2 for K = 2; here K + 1 columns all at weight 1.
+    # docs/methods.md §3.6 iteration 1 (K = 2 there): 3 ln 2 for K = 2; here K + 1
+    # columns all at weight 1.
     got = heads.classification_loss(z, labels)
     torch.testing.assert_close(got, torch.tensor((K + 1) * math.log(2.0)))
     assert loss.pos_grad[0].item() == 0.5  # the state was updated by the step
@@ -443,7 +445,7 @@ def test_synthetic_method_configs_change_only_the_method(method):
     assert cfg.train.output_dir == f"runs/{method}_mask_rcnn_r18_fpn_normed_mask_synthetic"
 
 
-# The published recipe of each method (peer-method spec, tables B and the per-method sections).
+# The published recipe of each method (docs/methods.md §1.8 and the per-method sections).
 LVIS_RECIPES = {
     "eql_mask_rcnn_r50_fpn_mstrain_1x_lvis_v1": ("eql", 12, [8, 11], "random", "linear"),
     "eqlv2_mask_rcnn_r50_fpn_mstrain_1x_lvis_v1": ("eqlv2", 12, [8, 11], "random", "linear"),

@@ -1,5 +1,5 @@
 """The original's class-wise NMS (``model.parity.nms: mmcv``) against a functional reference
-of mmcv's ``batched_nms`` and mmdet's ``multiclass_nms`` written from docs/mmdet-parity.md
+of mmcv's ``batched_nms`` and mmdet's ``multiclass_nms`` written from docs/parity.md
 (§4 #24, §5.5, test T7), with K = 8 and K = 1203 and both of mmcv's branches (below and
 above 10,000 boxes)."""
 
@@ -20,7 +20,7 @@ FACTOR = torch.tensor([1203 / 451, 800 / 300] * 2, dtype=torch.float32)
 
 
 def reference_batched_nms(boxes, scores, idxs, iou_threshold):
-    """mmcv's batched_nms as the parity document describes it: boxes shifted by
+    """mmcv's batched_nms as docs/parity.md describes it: boxes shifted by
     ``idx * (max + 1)`` in float32; one NMS below 10,000 boxes, else one per class on the
     shifted boxes, the kept ones merged and sorted by score."""
     offsets = idxs.to(boxes.dtype) * (boxes.max() + torch.tensor(1.0, dtype=boxes.dtype))

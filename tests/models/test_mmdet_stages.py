@@ -1,5 +1,5 @@
 """Stage by stage, loce's Mask R-CNN against functional references of the original's test
-path that read the *mmdet-named* state dict directly (docs/mmdet-parity.md §6: T1 backbone,
+path that read the *mmdet-named* state dict directly (docs/parity.md §6: T1 backbone,
 T2 FPN and RPN head, T4 proposals, T6 box head, T8 mask head), on the reference run's weights
 (tests/fixtures/mmdet_reference) and a small input. The references share nothing with loce's
 model code except ``torchvision.ops.nms`` / ``roi_align`` as stand-ins for mmcv's kernels.

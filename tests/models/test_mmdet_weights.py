@@ -1,4 +1,4 @@
-"""The MMDetection ↔ loce state-dict key map (docs/mmdet-parity.md §3, test T0)."""
+"""The MMDetection ↔ loce state-dict key map (docs/parity.md §3, test T0)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Settings of the LOCE fine-tune (method spec a.2-a.5, b): the ``loce`` config section.
+"""Settings of the LOCE fine-tune (docs/method.md §2-§5, §8): the ``loce`` config section.
 
 ``loce.enabled: true`` builds the Mask R-CNN with :class:`loce.models.loce_heads.LoceRoIHeads`
 (mean classification score, Equilibrium Loss, Memory-augmented Feature Sampling) and runs the
@@ -6,7 +6,7 @@ initialisation pass before the first step. Defaults are the original's values; t
 deliberate change is the storage dtype of the feature memory (float16 instead of float32).
 
 Memory cost of the feature memory, per training process (it is not shared across ranks,
-spec a.4): ``K x memory_capacity x D x 7 x 7 x itemsize`` bytes, with ``D`` the FPN width.
+docs/method.md §4): ``K x memory_capacity x D x 7 x 7 x itemsize`` bytes, with ``D`` the FPN width.
 At LVIS v1 (K = 1203, capacity 80, D = 256) that is 4.83 GB (4.5 GiB) in float32, as in the
 original, and 2.41 GB (2.25 GiB) in float16 or bfloat16; 8 processes on one host hold 8 times
 that. Saving it in checkpoints (``save_memory``) writes one file of that size per process.
@@ -29,7 +29,8 @@ class LoceConfig:
     # Build the LOCE RoI heads. False: the plain Mask R-CNN (stage 1, or a cross-entropy
     # fine-tune), bit for bit.
     enabled: bool = False
-    # Mean-score EMA momentum per observation (spec a.2): s <- alpha**n s + (1 - alpha**n) m.
+    # Mean-score EMA momentum per observation (docs/method.md §2): s <-
+    # alpha**n s + (1 - alpha**n) m.
     alpha: float = 0.9
     # Fixed mean score of background (class 0) and initial score of every foreground class.
     bg_score: float = 0.01
@@ -39,7 +40,7 @@ class LoceConfig:
     equilibrium_loss: bool = True
     # Memory-augmented Feature Sampling (false: no memory, no appended rows; for ablations).
     feature_memory: bool = True
-    # Features kept per class (spec: 80).
+    # Features kept per class (docs/method.md §8: 80).
     memory_capacity: int = 80
     # Storage dtype of the memory. float16 halves the original's float32 (2.25 GiB instead of
     # 4.5 GiB per process at LVIS v1); the features are RoIAlign outputs of a frozen FPN, well
@@ -49,11 +50,11 @@ class LoceConfig:
     # the model runs on: no host-device copies, but it takes GPU memory).
     memory_device: Literal["cpu", "model"] = "cpu"
     # Classes drawn from the memory per step and process, and features per drawn class
-    # (spec: 8 x 4 = up to 32 appended rows).
+    # (docs/method.md §8: 8 x 4 = up to 32 appended rows).
     classes_per_step: int = 8
     features_per_class: int = 4
-    # Run the initialisation pass (spec a.5) before the first step: a forward-only pass over
-    # a class-balanced image list that fills the memory and warms up the scores.
+    # Run the initialisation pass (docs/method.md §5) before the first step: a forward-only pass
+    # over a class-balanced image list that fills the memory and warms up the scores.
     init_pass: bool = True
     # Images per class per process in the initialisation pass; null: memory_capacity // 16
     # (5 for 80: every instance gives 16 jittered boxes, so 5 images fill a queue).

@@ -1,16 +1,16 @@
 """Typed configuration of the detector (the ``model`` section of a config).
 
-Defaults reproduce the original LOCE stage-1 model on LVIS (method spec, sections b and d):
+Defaults reproduce the original LOCE stage-1 model on LVIS (docs/method.md §8 and §9):
 Mask R-CNN with a ResNet-50-FPN backbone initialised from ImageNet, first stage frozen,
 BatchNorm statistics frozen, the normed (cosine x 20) mask predictor, the LVIS test settings
 (score threshold 1e-4, class-wise NMS 0.5, 300 detections per image) and every
 torchvision-vs-MMDetection difference switched to the original's behaviour (``parity``,
-see docs/mmdet-parity.md). :meth:`ParityConfig.torchvision` gives torchvision's own behaviour.
+see docs/parity.md). :meth:`ParityConfig.torchvision` gives torchvision's own behaviour.
 
 The number of classes is not part of the model config: it comes from the dataset and is
 passed to :func:`loce.models.build_mask_rcnn`.
 
-Long-tail methods beside LOCE (peer-method spec) are options of the box branch:
+Long-tail methods beside LOCE (docs/methods.md) are options of the box branch:
 ``roi.cls_loss`` names the classification loss, its hyperparameters sit in the section of the
 same name (``roi.eql``, ``roi.eqlv2``, ``roi.seesaw``, ``roi.federated``, ``roi.ecm``,
 ``roi.gumbel``; defaults are the published values), ``roi.classifier: normed`` gives the
@@ -86,7 +86,8 @@ class RPNConfig:
 
     # Anchor side = level stride x this scale, i.e. 32..512 px on P2..P6 (mmdet octave_base_scale).
     anchor_scale: float = 8.0
-    # Anchor aspect ratios (height / width), in this order (key map §3.3 relies on it).
+    # Anchor aspect ratios (height / width), in this order (the key map of
+    # docs/parity.md §3.3 relies on it).
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     # IoU thresholds for positive / negative anchors (between: ignored).
     fg_iou_thresh: float = 0.7
@@ -95,7 +96,7 @@ class RPNConfig:
     batch_size_per_image: int = 256
     positive_fraction: float = 0.5
     # Proposals kept per FPN level before NMS, and per image after NMS. Training keeps 1000
-    # after NMS as the original does (torchvision's default is 2000; parity doc §8).
+    # after NMS as the original does (torchvision's default is 2000; docs/parity.md §8).
     pre_nms_top_n_train: int = 2000
     post_nms_top_n_train: int = 1000
     pre_nms_top_n_test: int = 1000
@@ -121,14 +122,14 @@ class RPNConfig:
 
 @dataclass
 class TailThresholdConfig:
-    """The tail set of EQL (peer-method spec §1) and of the Gumbel Optimised Loss (DropLoss +
-    Gumbel activation, spec §7), the sections ``roi.eql`` and ``roi.gumbel``; both losses need
-    the training image frequencies."""
+    """The tail set of EQL (docs/methods.md §2) and of the Gumbel Optimised Loss (DropLoss +
+    Gumbel activation, docs/methods.md §7), the sections ``roi.eql`` and ``roi.gumbel``; both
+    losses need the training image frequencies."""
 
     # lambda: classes with image frequency below it are "tail": their negatives from other
     # classes' foreground RoIs are ignored (GOL also drops them from background RoIs at random).
     # 0.00177 (the published default) selects exactly the rare and common classes of LVIS v0.5;
-    # LVIS v1 uses 0.0011 (spec §1.5).
+    # LVIS v1 uses 0.0011 (docs/methods.md §2.5).
     freq_threshold: float = 0.00177
 
     def validate(self, prefix: str) -> None:
@@ -139,7 +140,7 @@ class TailThresholdConfig:
 
 @dataclass
 class EQLv2Config:
-    """EQLv2 (spec §2): gradient-ratio weights from running statistics."""
+    """EQLv2 (docs/methods.md §3): gradient-ratio weights from running statistics."""
 
     # Steepness of the mapping from gradient ratio to weight.
     gamma: float = 12.0
@@ -157,7 +158,7 @@ class EQLv2Config:
 
 @dataclass
 class SeesawConfig:
-    """Seesaw loss (spec §3): K + 2 logits, use with ``model.roi.classifier: normed``."""
+    """Seesaw loss (docs/methods.md §4): K + 2 logits; use ``model.roi.classifier: normed``."""
 
     # Mitigation exponent.
     p: float = 0.8
@@ -177,7 +178,7 @@ class SeesawConfig:
 
 @dataclass
 class FederatedConfig:
-    """Federated loss (spec §4); needs the training image counts."""
+    """Federated loss (docs/methods.md §5); needs the training image counts."""
 
     # M: classes kept per iteration, the batch's labels (background included) plus classes
     # drawn with probability ~ image_count ** freq_weight_power.
@@ -194,8 +195,8 @@ class FederatedConfig:
 
 @dataclass
 class ECMConfig:
-    """Effective Class-Margin loss (spec §6); needs the training instance counts. Use with
-    ``model.roi.classifier: normed``."""
+    """Effective Class-Margin loss (docs/methods.md §6); needs the training instance counts. Use
+    with ``model.roi.classifier: normed``."""
 
     # rho: background RoIs per foreground RoI (the published value, measured on Mask R-CNN).
     fg_bg_ratio: float = 6.3313
@@ -223,7 +224,8 @@ class RoIConfig:
     representation_size: int = 1024
     # Box classifier: "linear" (the original, a plain linear layer with bias), "cosine"
     # (scale x cosine similarity, no bias) or "normed" (the normalised linear layer of Seesaw
-    # and ECM: tau x cosine similarity plus a trained bias, spec §3.1.3). Any loss can use any.
+    # and ECM: tau x cosine similarity plus a trained bias, docs/methods.md
+    # §4.1.3). Any loss can use any.
     classifier: Literal["linear", "cosine", "normed"] = "linear"
     # Scale (tau) of the cosine and normed classifiers' logits.
     cosine_scale: float = 20.0
@@ -262,7 +264,7 @@ class RoIConfig:
 class MaskConfig:
     """Mask branch: head and predictor."""
 
-    # "normed": logit = scale * cos(pixel feature, class weight) + bias (method spec d);
+    # "normed": logit = scale * cos(pixel feature, class weight) + bias (docs/method.md §9);
     # "plain": torchvision's 1x1 convolution.
     predictor: Literal["normed", "plain"] = "normed"
     # Scale of the normed predictor's cosine logits (20 in the original).
@@ -300,7 +302,7 @@ class TestConfig:
     # Return boolean masks (thresholded) instead of probabilities; probabilities of 300
     # full-size masks take 4x the memory.
     binarize_masks: bool = True
-    # NorCal post-hoc calibration (spec §8) of a softmax model (model.roi.cls_loss
+    # NorCal post-hoc calibration (docs/methods.md §8) of a softmax model (model.roi.cls_loss
     # cross_entropy or equilibrium): class scores softmax([z_0, z_c - gamma * ln N_c]) with
     # N_c the training image count of class c (from data.train_ann), before thresholding and
     # NMS. null: off; 0 is the same as off. Not learned, so any trained softmax model takes
@@ -327,7 +329,7 @@ class TestConfig:
 class ParityConfig:
     """Where torchvision's Mask R-CNN computes differently from the original (MMDetection
     2.8), which behaviour to use. Defaults follow the original; :meth:`torchvision` returns
-    torchvision's behaviour. Sections refer to docs/mmdet-parity.md.
+    torchvision's behaviour. Sections refer to docs/parity.md.
 
     Not here because it is not the model's job: the resize rounding (§4 #7), done by the data
     transforms with mmcv's ``int(x * s + 0.5)`` rule, and the test-time decode and resize

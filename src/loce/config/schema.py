@@ -1,6 +1,6 @@
 """Typed configuration schema for everything except the model (see :mod:`loce.config.model`).
 
-Defaults reproduce the original LOCE stage-1 recipe on LVIS (method spec, section b): SGD at
+Defaults reproduce the original LOCE stage-1 recipe on LVIS (docs/method.md §8): SGD at
 lr 0.02 for 16 images per batch, 24 epochs with steps at 16 and 22, 500 warmup iterations,
 multi-scale training with short sides 640-800 and the long side capped at 1333, random image
 sampling. A YAML file lists only what it changes.
@@ -42,7 +42,7 @@ class DataConfig:
     # Single-scale test resize.
     test_scale: int = 800
     test_max_size: int = 1333
-    # How test images are decoded and resized (mmdet-parity.md §4 #12, #13): "mmcv" = the
+    # How test images are decoded and resized (docs/parity.md §4 #12, #13): "mmcv" = the
     # original's path, OpenCV decode, cv2.resize(INTER_LINEAR) of the uint8 image, then
     # mmcv's float32 normalisation in the model (bit-equal network input); "torch" = Pillow
     # decode and bilinear resize of the float image (about 0.26 grey levels off on average).

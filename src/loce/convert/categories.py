@@ -5,7 +5,7 @@ file in file order; loce's label is ``i + 1`` (background is 0). With an annotat
 (``--gt``) every class name is looked up and the ids come from the file. Without one, LVIS
 v0.5 names (K = 1230) are matched against the bundled v0.5 category table; otherwise label
 ``j`` gets category id ``j``: in the LVIS v1 and v0.5 annotation files the category ids run
-1..K in label order (docs/mmdet-parity.md §3.6).
+1..K in label order (docs/parity.md §3.6).
 """
 
 from __future__ import annotations

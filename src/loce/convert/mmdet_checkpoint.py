@@ -16,7 +16,7 @@ metadata). ``loce predict``, ``loce eval`` workflows, :class:`loce.Detector` and
 and a config text (the source's own when the checkpoint was converted from MMDetection, else
 one written from the loce config). MMDetection → loce → MMDetection is bit-exact.
 
-Method state that MMDetection does not save (LOCE's mean scores, see docs/mmdet-parity.md §2)
+Method state that MMDetection does not save (LOCE's mean scores, see docs/parity.md §2)
 gets the values a fresh model starts with; Seesaw's sampled-RoI counts
 (``loss_cls.cum_samples``, background last in MMDetection) are carried over both ways.
 """
@@ -51,7 +51,7 @@ NormedMask = Literal["auto", "yes", "no"]
 _SEESAW_COUNTS_MMDET = "roi_head.bbox_head.loss_cls.cum_samples"
 _SEESAW_COUNTS_LOCE = "roi_heads.cls_loss.cum_samples"
 _METHOD_STATE = re.compile(r"(^|\.)(score_tracker|cls_loss)\.")
-_MMDET_VERSION = "2.8.0"  # the MMDetection release LOCE's configs follow (mmdet-parity.md)
+_MMDET_VERSION = "2.8.0"  # the MMDetection release LOCE's configs follow (docs/parity.md)
 
 
 @dataclass

@@ -27,7 +27,7 @@ __all__ = ["MMDetModelSpec", "read_model_spec"]
 
 Method = Literal["cross_entropy", "loce", "seesaw"]
 
-# Box and mask head types loce has (docs/mmdet-parity.md §3.4-3.5).
+# Box and mask head types loce has (docs/parity.md §3.4-3.5).
 BBOX_HEADS = ("Shared2FCBBoxHead", "LoceShared2FCBBoxHead")
 MASK_HEADS = ("FCNMaskHead", "FCNNormMaskHead")
 ROI_HEADS = ("StandardRoIHead", "LoceRoIHead")
@@ -287,7 +287,7 @@ def _read_test_cfg(r: _Reader, config: Mapping[str, Any], model: Mapping[str, An
             r.set(key, kind(value))
     min_size = _num(first(rpn, "min_bbox_size"))
     if min_size is not None:
-        # mmdet 2.8 filters proposals only when min_bbox_size > 0 (parity doc §4 #9).
+        # mmdet 2.8 filters proposals only when min_bbox_size > 0 (docs/parity.md §4 #9).
         r.set("model.parity.rpn_min_size", max(0.0, min_size))
     nms_type = first(rcnn, "nms.type")
     if nms_type not in (None, "nms"):

@@ -103,7 +103,7 @@ class _EpochSampler(Sampler[int]):
 
 
 class RandomSampler(_EpochSampler):
-    """Shuffle all items every epoch (LOCE's default sampler, loce-method.md a.0).
+    """Shuffle all items every epoch (LOCE's default sampler, docs/method.md §1).
 
     The order equals ``torch.utils.data.DistributedSampler(shuffle=..., seed=seed,
     drop_last=False)`` for the same rank and world size.
@@ -139,7 +139,7 @@ class RandomSampler(_EpochSampler):
 def repeat_factors(
     image_labels: Sequence[Sequence[int]], repeat_threshold: float = 0.001
 ) -> tuple[np.ndarray, dict[int, float]]:
-    """LVIS repeat factors (Gupta et al. 2019, peers-method.md §9.1).
+    """LVIS repeat factors (Gupta et al. 2019, docs/methods.md §9.1).
 
     ``f(c)`` is the fraction of the given images that contain category ``c``;
     ``r(c) = max(1, sqrt(t / f(c)))``; an image's factor is the largest ``r(c)`` over its
@@ -230,7 +230,7 @@ def class_balanced_image_list(
     rank: int | None = None,
     world_size: int | None = None,
 ) -> list[int]:
-    """Image list of LOCE's initialisation pass (loce-method.md a.5), for one rank.
+    """Image list of LOCE's initialisation pass (docs/method.md §5), for one rank.
 
     Categories are visited in order of first appearance (images in dataset order; within an
     image, in the order ``image_labels`` lists them, ascending for ``LVISDataset``). Each

@@ -13,7 +13,7 @@ __all__ = ["ClassStatistics", "class_statistics", "frequency_groups"]
 class ClassStatistics:
     """Per-class statistics of the training set, in label order (label 1 first).
 
-    What each method takes (peer-method spec §10.3): EQL and Gumbel the image frequency
+    What each method takes (docs/methods.md §1.2): EQL and Gumbel the image frequency
     ``image_count / num_images``; federated loss and NorCal ``image_count``; ECM
     ``instance_count``.
 

@@ -10,7 +10,7 @@ Shape shorthand: ``N`` instances, ``H``/``W`` current image height and width.
   float32 ``(sx, sy, sx, sy)`` from the original image to the current one.
 
 Boxes and masks always move with the image. Sizes follow MMDetection/mmcv (the original LOCE
-code base, see mmdet-parity.md item 7): for a target short side ``S`` and long-side cap
+code base, see docs/parity.md §4 #7): for a target short side ``S`` and long-side cap
 ``L``, ``s = min(L / long, S / short)`` and each side becomes ``int(side * s + 0.5)`` (round
 half up; torchvision's own transform floors instead). ``scale_factor`` is ``new / orig`` per
 axis in float32, as mmdet stores it, so ``boxes / scale_factor`` maps boxes back.
@@ -246,7 +246,7 @@ class RandomShortSideResize:
     """Multi-scale training resize: one short side drawn uniformly from ``scales`` per call.
 
     This is MMDetection's ``multiscale_mode='value'`` (LOCE trains with short sides
-    640, 672, ..., 800 and long side <= 1333, loce-method.md §b), with mmcv's rounding.
+    640, 672, ..., 800 and long side <= 1333, docs/method.md §8), with mmcv's rounding.
 
     Args:
         scales: candidate short sides.

@@ -36,7 +36,7 @@ def check_reinit_trainable(model: nn.Module, cfg: Config) -> None:
 def _keep_running_stats(module: nn.Module, args) -> None:
     # A BatchNorm layer whose parameters are all frozen is part of the frozen network: it
     # normalises with its running statistics and never updates them, whatever model.train()
-    # says (the original's norm_eval, method spec c/d), so that stored memory features and
+    # says (the original's norm_eval, docs/method.md §7/§9), so that stored memory features and
     # the frozen layers' outputs do not drift with the batches.
     module.training = False
 
@@ -76,6 +76,6 @@ def configure_trainable(model: nn.Module, cfg: Config) -> None:
         warnings.warn(
             "train.trainable leaves backbone parameters trainable while LOCE's feature memory "
             "stores features of the backbone/FPN: stored features go stale as it trains "
-            "(method spec a.4 freezes the backbone and FPN)",
+            "(docs/method.md §4 freezes the backbone and FPN)",
             stacklevel=2,
         )

@@ -1,4 +1,4 @@
-"""LOCE's initialisation pass (method spec a.5): fill the feature memory, warm up the scores.
+"""LOCE's initialisation pass (docs/method.md §5): fill the feature memory, warm up the scores.
 
 Before the first stage-2 step every process runs the *training* forward of the model, without
 gradients and without optimizer steps, over a class-balanced image list: for each category (in

@@ -1,9 +1,9 @@
 """The training-time lifecycle of LOCE's state outside the network's weights.
 
-Before the first step the initialisation pass fills the feature memory (method spec a.5).
+Before the first step the initialisation pass fills the feature memory (docs/method.md §5).
 At every checkpoint each rank writes its own memory next to the checkpoint (it is not
-synchronised across ranks, spec a.4), and a resume reads it back; the mean scores need none
-of this, they are a buffer of the model's state dict. For logging, the mean scores per
+synchronised across ranks, docs/method.md §4), and a resume reads it back; the mean scores
+need none of this, they are a buffer of the model's state dict. For logging, the mean scores per
 frequency group. A model without LOCE's heads passes through every function unchanged.
 """
 
@@ -45,7 +45,7 @@ def _loce_heads(model: nn.Module):
 
 def before_training(model: nn.Module, cfg: Config, dataset, device: torch.device, *,
                     resumed: bool) -> None:
-    """Work done once before the first step: LOCE's initialisation pass (method spec a.5).
+    """Work done once before the first step: LOCE's initialisation pass (docs/method.md §5).
 
     Skipped when ``loce.enabled`` or ``loce.init_pass`` is off, and on a resumed run whose
     state was restored (the scores come with the model's state dict, the memory from the
@@ -104,7 +104,7 @@ def _write_scores(heads, cfg: Config, name: str) -> None:
 def save_rank_state(model: nn.Module, cfg: Config, ckpt_dir, name: str, rank: int) -> None:
     """Write this rank's unsynchronised state next to checkpoint ``name`` (every rank calls).
 
-    LOCE with ``loce.save_memory``: the feature memory (per process, spec a.4) goes to
+    LOCE with ``loce.save_memory``: the feature memory (per process, docs/method.md §4) goes to
     ``<ckpt_dir>/<name>.memory.rank<R>.pth``, written atomically and durably. Nothing is
     deleted here: the training loop moves ``last_checkpoint`` to ``name`` afterwards and only
     then calls :func:`prune_rank_state`, so the checkpoint the pointer names always has its

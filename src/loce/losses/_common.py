@@ -6,7 +6,7 @@ Shape shorthand:
     C': logits per row, ``num_logits(K)`` of the loss (``K + 1``, or ``K + 2`` for Seesaw).
 
 Every loss divides its sum by ``N``, the number of all sampled RoIs on the rank, even when it
-sums over classes or only positives contribute (peer-method spec §0.1 "Normalisation").
+sums over classes or only positives contribute (docs/methods.md §1.1 "Normalisation").
 
 The functional losses (``eql_loss``, ``ecm_loss``, ...) return a float32 scalar; with ``N = 0``
 it is 0 and still connected to ``logits``, so a backward pass works. They raise ValueError
@@ -303,7 +303,8 @@ class ClassificationLoss(nn.Module):
 
 def init_sigmoid_prior_(weight: Tensor, bias: Tensor | None, prior: float, std: float = 0.01) -> None:
     """Sigmoid classifier initialisation: weights N(0, std), bias ``-ln((1 - prior) / prior)``
-    so that every class starts at probability ``prior`` (focal-loss style; spec §1.1, §2, §4.1)."""
+    so that every class starts at probability ``prior`` (focal-loss style;
+    docs/methods.md §2.1, §3, §5.1)."""
     with torch.no_grad():
         nn.init.normal_(weight, mean=0.0, std=std)
         if bias is not None:
@@ -312,7 +313,8 @@ def init_sigmoid_prior_(weight: Tensor, bias: Tensor | None, prior: float, std: 
 
 def tail_buffer(image_frequency: Tensor | Sequence[float], num_classes: int,
                 freq_threshold: float) -> Tensor:
-    """``[K]`` float32 tail indicator ``1[f_c < freq_threshold]`` (EQL and Gumbel, spec §1, §7).
+    """``[K]`` float32 tail indicator ``1[f_c < freq_threshold]`` (EQL and Gumbel,
+    docs/methods.md §2, §7).
 
     Raises:
         ValueError: a negative threshold or ``image_frequency`` not of length ``K``.

@@ -1,4 +1,4 @@
-"""Softmax cross-entropy, the baseline box-classification loss (peer-method spec §0.4, table A).
+"""Softmax cross-entropy, the baseline box-classification loss (docs/methods.md §1.4).
 
 Shape shorthand:
     N: sampled RoIs on this rank.
@@ -6,8 +6,8 @@ Shape shorthand:
     C: logits per row, ``C = K + 1``; column 0 is background, 1..K are foreground.
 
 ``loss = (1/N) * sum_i -log softmax(z_i)[y_i]``: torchvision's ``fastrcnn_loss`` term, here
-computed in float32 whatever the autocast dtype (spec §10.6). Scores: softmax over all columns.
-No state.
+computed in float32 whatever the autocast dtype (docs/methods.md §1.6). Scores: softmax over all
+columns. No state.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Effective Class-Margin loss (ECM; Cho & Krähenbühl, ECCV 2022), peer-method spec §6.
+"""Effective Class-Margin loss (ECM; Cho & Krähenbühl, ECCV 2022), docs/methods.md §6.
 
 Shape shorthand:
     N: sampled RoIs on this rank.
@@ -7,9 +7,9 @@ Shape shorthand:
        ``1[y = 0]`` and its own margin and weight (the original keeps it last).
 
 Counts: ``n_c`` (c = 1..K) are training **instance** counts (the original's file is named
-"image_count" but holds instance counts, spec §6.5); the background count is
+"image_count" but holds instance counts, docs/methods.md §6.5); the background count is
 ``n_0 = rho * sum_{c>=1} n_c`` with ``rho`` the background RoIs per foreground RoI. With
-``T = sum_{c=0..K} n_c``, ``n+_c = n_c`` and ``n-_c = T - n_c`` (spec §6.1)::
+``T = sum_{c=0..K} n_c``, ``n+_c = n_c`` and ``n-_c = T - n_c`` (docs/methods.md §6.1)::
 
     delta_c = 1/4 * ln(n+_c / n-_c)            (= m+_c - m-_c, the effective margin)
     a_c     = n-_c / n+_c,   omega_c = a_c * ln((1 + a_c) / a_c)
@@ -17,8 +17,8 @@ Counts: ``n_c`` (c = 1..K) are training **instance** counts (the original's file
 
 The original writes the probability as ``e^(z+m+) / (e^(z+m+) + e^(-z+m-))``, which is
 ``sigmoid(2z + delta)``; the BCE-with-logits form gives the same value without the explicit
-exponentials that overflow in fp16 (spec §6.5, §10.6). Inference uses ``sigmoid(z)`` without
-the margin (spec §6.3).
+exponentials that overflow in fp16 (docs/methods.md §6.5, §1.6). Inference uses ``sigmoid(z)``
+without the margin (docs/methods.md §6.3).
 
 State: none that changes. ``delta`` and ``omega`` are constant buffers computed at construction
 (saved in the checkpoint, recomputable from the annotations); the same on every rank, so
@@ -49,7 +49,7 @@ __all__ = ["ECMLoss", "ecm_constants", "ecm_loss"]
 def ecm_constants(
     instance_counts: Tensor | Sequence[float], fg_bg_ratio: float = 6.3313
 ) -> tuple[Tensor, Tensor]:
-    """Margins ``delta`` and weights ``omega`` of the ``K + 1`` columns (spec §6.1).
+    """Margins ``delta`` and weights ``omega`` of the ``K + 1`` columns (docs/methods.md §6.1).
 
     Args:
         instance_counts: ``[K]`` training instances per class, labels 1..K. Zeros are raised
@@ -73,7 +73,7 @@ def ecm_constants(
 
 
 def ecm_loss(logits: Tensor, labels: Tensor, delta: Tensor, omega: Tensor) -> Tensor:
-    """ECM loss of one batch for given constants, divided by ``N`` (spec §6.1).
+    """ECM loss of one batch for given constants, divided by ``N`` (docs/methods.md §6.1).
 
     Args:
         logits: ``[N, K + 1]`` float (fp32/fp16/bf16), background logit at column 0.
@@ -103,7 +103,8 @@ def ecm_loss(logits: Tensor, labels: Tensor, delta: Tensor, omega: Tensor) -> Te
 class ECMLoss(ClassificationLoss):
     """ECM loss with its margins and weights built from training instance counts.
 
-    Use it with a normalised (cosine, scale 20) classifier, as the original does (spec §6.1).
+    Use it with a normalised (cosine, scale 20) classifier, as the original does
+    (docs/methods.md §6.1).
 
     Args:
         num_classes: ``K``; the classifier has ``K + 1`` outputs, background at column 0.
@@ -144,5 +145,5 @@ class ECMLoss(ClassificationLoss):
         return self._weighted(ecm_loss(logits, labels, self.delta, self.omega))
 
     def scores(self, logits: Tensor) -> Tensor:
-        """``[N, K + 1]`` float32 ``sigmoid(z_c) * (1 - sigmoid(z_0))`` (spec §6.3)."""
+        """``[N, K + 1]`` float32 ``sigmoid(z_c) * (1 - sigmoid(z_0))`` (docs/methods.md §6.3)."""
         return objectness_sigmoid_scores(logits, test_with_obj=self.test_with_obj)

@@ -1,14 +1,14 @@
-"""Equalization Loss (EQL; Tan et al., CVPR 2020), peer-method spec §1.
+"""Equalization Loss (EQL; Tan et al., CVPR 2020), docs/methods.md §2.
 
 Shape shorthand:
     N: sampled RoIs on this rank.
     K: foreground classes.
     C: logits per row, ``C = K + 1``. Column 0 is unused: it gets no loss and no gradient, and
        scores 0 at inference. (The original predictor has ``K`` columns; the extra column
-       keeps one predictor shape for every method, spec §0.1.)
+       keeps one predictor shape for every method, docs/methods.md §1.1.)
 
 Sigmoid binary cross-entropy over the foreground classes in which, for a foreground RoI, the
-negative terms of *tail* classes are ignored (spec §1.1)::
+negative terms of *tail* classes are ignored (docs/methods.md §2.1)::
 
     E_i   = 1[y_i != 0]
     T_c   = 1[f_c < lambda]                    c = 1..K, f_c = image frequency
@@ -42,7 +42,8 @@ from loce.losses.scoring import sigmoid_scores
 
 __all__ = ["EQLLoss", "eql_loss", "tail_classes"]
 
-#: Prior probability of the sigmoid classifier at initialisation (spec §1.1): bias -ln(999).
+#: Prior probability of the sigmoid classifier at initialisation (docs/methods.md §2.1):
+#: bias -ln(999).
 PRIOR_PROB = 0.001
 
 
@@ -51,7 +52,7 @@ def tail_classes(image_frequency: Tensor | Sequence[float], threshold: float) ->
 
     Args:
         image_frequency: ``[K]`` float ``f_c = image_count_c / N_img`` for labels 1..K (an
-            image frequency, not an instance frequency: spec §1.5).
+            image frequency, not an instance frequency: docs/methods.md §2.5).
         threshold: ``lambda``.
 
     Returns:
@@ -62,7 +63,7 @@ def tail_classes(image_frequency: Tensor | Sequence[float], threshold: float) ->
 
 
 def eql_loss(logits: Tensor, labels: Tensor, tail: Tensor) -> Tensor:
-    """Equalization Loss of one batch (spec §1.1), divided by the number of rows ``N``.
+    """Equalization Loss of one batch (docs/methods.md §2.1), divided by the number of rows ``N``.
 
     Args:
         logits: ``[N, K + 1]`` float (fp32/fp16/bf16); column 0 is ignored.
@@ -94,7 +95,7 @@ class EQLLoss(TailSetLoss):
         image_frequency: ``[K]`` image frequency ``f_c`` of labels 1..K in the training set.
         freq_threshold: ``lambda``. The default 0.00177 is the published value for LVIS v0.5
             (it selects exactly the rare and common classes there); LVIS v1 uses **0.0011**
-            (spec §1.1, §1.5: reusing 0.00177 on v1 silently widens the tail set).
+            (docs/methods.md §2.1, §2.5: reusing 0.00177 on v1 silently widens the tail set).
         loss_weight: factor applied to the loss (1.0).
 
     Attributes:
@@ -103,9 +104,10 @@ class EQLLoss(TailSetLoss):
 
     @classmethod
     def init_classifier_(cls, weight: Tensor, bias: Tensor | None) -> None:
-        """Weights N(0, 0.01), bias ``-ln((1 - p)/p)`` with prior ``p = 0.001`` (spec §1.1).
+        """Weights N(0, 0.01), bias ``-ln((1 - p)/p)`` with prior ``p = 0.001``
+        (docs/methods.md §2.1).
 
-        Without the prior, the first losses are about ``K * ln 2`` per RoI (spec §1.5).
+        Without the prior, the first losses are about ``K * ln 2`` per RoI (docs/methods.md §2.5).
         """
         init_sigmoid_prior_(weight, bias, PRIOR_PROB)
 
@@ -115,5 +117,5 @@ class EQLLoss(TailSetLoss):
         return self._weighted(eql_loss(logits, labels, self.tail))
 
     def scores(self, logits: Tensor) -> Tensor:
-        """``[N, K + 1]`` float32 ``sigmoid(z_c)``, column 0 zero (spec §1.3)."""
+        """``[N, K + 1]`` float32 ``sigmoid(z_c)``, column 0 zero (docs/methods.md §2.3)."""
         return sigmoid_scores(logits)

@@ -1,4 +1,4 @@
-"""Equalization Loss v2 (EQLv2; Tan et al., CVPR 2021), peer-method spec §2.
+"""Equalization Loss v2 (EQLv2; Tan et al., CVPR 2021), docs/methods.md §3.
 
 Shape shorthand:
     N: sampled RoIs on this rank.
@@ -7,7 +7,7 @@ Shape shorthand:
        ``1[y = 0]`` ("this RoI is background") and weight 1 (the original keeps it last).
 
 Sigmoid binary cross-entropy whose per-class weights come from the running ratio of
-accumulated positive to negative gradient magnitudes (spec §2.1)::
+accumulated positive to negative gradient magnitudes (docs/methods.md §3.1)::
 
     r_c  = P_c / (N_c + 1e-10)                      (initially 100: first weights are 1)
     q_c  = 1 / (1 + exp(-gamma * (r_c - mu)))
@@ -27,8 +27,8 @@ original only made them buffers late, in its "support resuming" change; before, 
 restarted the statistics from zero). The statistic is **global**: the original all-reduces
 the increments on every iteration so every rank weighs its loss with the same ratios. Here the
 all-reduce runs whenever ``torch.distributed`` is initialised with more than one process
-(guarded, so one process needs no process group, spec §2.5), which means every rank must call
-the loss once per training iteration. Keep DDP's ``broadcast_buffers=False``: the ranks already
+(guarded, so one process needs no process group, docs/methods.md §3.5), which means every rank must
+call the loss once per training iteration. Keep DDP's ``broadcast_buffers=False``: the ranks already
 agree, and broadcasting would only hide a rank that skipped an update. Float64 keeps sums of
 millions of iterations exact enough; the weights are computed in float32 from them.
 
@@ -56,7 +56,8 @@ from loce.losses.scoring import objectness_sigmoid_scores
 
 __all__ = ["EQLv2Loss", "eqlv2_gradient_increments", "eqlv2_loss", "eqlv2_weights"]
 
-#: Prior probability of every sigmoid output at initialisation (spec §2.1): bias -ln(999).
+#: Prior probability of every sigmoid output at initialisation (docs/methods.md §3.1):
+#: bias -ln(999).
 PRIOR_PROB = 0.001
 #: Initial ratio r: q(100) = 1 in float32, so the first iteration's weights are all 1.
 INITIAL_RATIO = 100.0
@@ -99,7 +100,7 @@ def _entry_weights(labels: Tensor, c: int, w_pos: Tensor, w_neg: Tensor, device)
 
 
 def eqlv2_loss(logits: Tensor, labels: Tensor, pos_weight: Tensor, neg_weight: Tensor) -> Tensor:
-    """EQLv2 loss of one batch for given class weights (spec §2.1), divided by ``N``.
+    """EQLv2 loss of one batch for given class weights (docs/methods.md §3.1), divided by ``N``.
 
     Args:
         logits: ``[N, K + 1]`` float (fp32/fp16/bf16), objectness logit at column 0.
@@ -125,7 +126,8 @@ def eqlv2_loss(logits: Tensor, labels: Tensor, pos_weight: Tensor, neg_weight: T
 def eqlv2_gradient_increments(
     logits: Tensor, labels: Tensor, pos_weight: Tensor, neg_weight: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """This batch's weighted gradient magnitudes ``(dP [K], dN [K])`` (spec §2.1, update).
+    """This batch's weighted gradient magnitudes ``(dP [K], dN [K])``
+    (docs/methods.md §3.1, update).
 
     Args:
         logits: ``[N, K + 1]`` float, objectness at column 0.
@@ -240,5 +242,5 @@ class EQLv2Loss(ClassificationLoss):
         return self._weighted(loss)
 
     def scores(self, logits: Tensor) -> Tensor:
-        """``[N, K + 1]`` float32 scores by the objectness rule (spec §2.3)."""
+        """``[N, K + 1]`` float32 scores by the objectness rule (docs/methods.md §3.3)."""
         return objectness_sigmoid_scores(logits, test_with_obj=self.test_with_obj)

@@ -7,7 +7,7 @@ Shape shorthand:
 
 The original code puts background last (index ``K``); here it is index 0, like torchvision.
 The formula does not depend on where background sits: every class, background included, is
-shifted by the log of its own entry of the mean-score vector (method spec a.3).
+shifted by the log of its own entry of the mean-score vector (docs/method.md §3).
 
 For a row with logits ``z`` and label ``y``::
 
@@ -88,7 +88,7 @@ def equilibrium_loss(
     weight: Tensor | None = None,
     reduction: Reduction = "mean",
 ) -> Tensor:
-    """Equilibrium Loss (method spec a.3): cross-entropy on ``logits + log(mean_scores)``.
+    """Equilibrium Loss (docs/method.md §3): cross-entropy on ``logits + log(mean_scores)``.
 
     Computed as ``log_softmax`` of the shifted logits followed by the negative log-likelihood,
     which is stable for large logits (the original normalises ``s * exp(z - max z)`` and then
@@ -105,7 +105,7 @@ def equilibrium_loss(
         reduction: ``"mean"`` divides the (weighted) sum by the number of rows ``N``, not by
             the sum of the weights: rows with weight 0 still count in the denominator. This is
             the MMDetection convention (``weight_reduce_loss`` without an average factor) and,
-            with all weights 1, the spec's "sum over rows divided by their count".
+            with all weights 1, docs/method.md §3.2's "sum over rows divided by their count".
             ``"sum"`` returns the weighted sum, ``"none"`` the ``[N]`` weighted per-row losses.
 
     Returns:
@@ -126,7 +126,7 @@ def equilibrium_loss(
         if reduction == "none":
             return logits.float().sum(dim=1) * 0.0
         return logits.float().sum() * 0.0
-    # The scores are statistics of past forward passes, not parameters (spec a.2): detach.
+    # The scores are statistics of past forward passes, not parameters (docs/method.md §2): detach.
     log_s = mean_scores.detach().to(device=logits.device, dtype=torch.float32).log()
     log_p = F.log_softmax(logits.float() + log_s, dim=1)
     loss = -log_p.gather(1, labels.long().unsqueeze(1)).squeeze(1)
@@ -147,7 +147,7 @@ class EquilibriumLoss(nn.Module):
 
     Args:
         reduction: ``"mean"`` (sum over rows divided by ``N``), ``"sum"`` or ``"none"``.
-        loss_weight: factor applied to the result (spec a.3 uses 1.0).
+        loss_weight: factor applied to the result (docs/method.md §3 uses 1.0).
     """
 
     def __init__(self, reduction: Reduction = "mean", loss_weight: float = 1.0) -> None:

@@ -1,4 +1,5 @@
-"""Federated loss (Zhou, Koltun, Krähenbühl, "Probabilistic two-stage detection"), spec §4.
+"""Federated loss (Zhou, Koltun, Krähenbühl, "Probabilistic two-stage detection"),
+docs/methods.md §5.
 
 Shape shorthand:
     N: sampled RoIs on this rank.
@@ -7,7 +8,7 @@ Shape shorthand:
        detectron2 the background column exists but is never trained either).
 
 Sigmoid binary cross-entropy restricted to a per-iteration subset ``F`` of the classes
-(spec §4.1)::
+(docs/methods.md §5.1)::
 
     U = unique labels of the batch (background 0 included: it takes one of the M slots)
     S = (M - |U|) classes drawn from {1..K} \\ U without replacement, P(c) ~ w_c,
@@ -17,7 +18,7 @@ Sigmoid binary cross-entropy restricted to a per-iteration subset ``F`` of the c
 
 One subset per iteration per rank, shared by all RoIs of the rank. Frequent classes are the
 likelier negatives. When fewer classes with ``w > 0`` remain than requested, all of them are
-taken (the original's ``torch.multinomial`` fails there, spec §4.5 "small-K crash").
+taken (the original's ``torch.multinomial`` fails there, docs/methods.md §5.5 "small-K crash").
 
 State: none that changes. The weights ``w`` are a constant buffer (``class_weights``), saved
 in the checkpoint and recomputable from the training annotations. The draw is local to each
@@ -47,8 +48,8 @@ from loce.losses.scoring import sigmoid_scores
 
 __all__ = ["FederatedLoss", "federated_loss", "sample_federated_classes"]
 
-#: Prior probability at initialisation of the CenterNet2 implementation (spec §4.1, §10.5):
-#: bias -ln(99) = -4.595. detectron2's port starts at bias 0.
+#: Prior probability at initialisation of the CenterNet2 implementation (docs/methods.md §5.1,
+#: §1.5): bias -ln(99) = -4.595. detectron2's port starts at bias 0.
 PRIOR_PROB = 0.01
 
 
@@ -88,7 +89,7 @@ def sample_federated_classes(
 
 
 def federated_loss(logits: Tensor, labels: Tensor, class_mask: Tensor) -> Tensor:
-    """Sigmoid BCE over the classes in ``class_mask``, divided by ``N`` (spec §4.1).
+    """Sigmoid BCE over the classes in ``class_mask``, divided by ``N`` (docs/methods.md §5.1).
 
     Args:
         logits: ``[N, K + 1]`` float (fp32/fp16/bf16); column 0 is ignored.
@@ -155,7 +156,7 @@ class FederatedLoss(ClassificationLoss):
 
     @classmethod
     def init_classifier_(cls, weight: Tensor, bias: Tensor | None) -> None:
-        """Weights N(0, 0.01), bias ``-ln(99)`` (CenterNet2's prior 0.01, spec §4.1)."""
+        """Weights N(0, 0.01), bias ``-ln(99)`` (CenterNet2's prior 0.01, docs/methods.md §5.1)."""
         init_sigmoid_prior_(weight, bias, PRIOR_PROB)
 
     def sample_classes(self, labels: Tensor) -> Tensor:
@@ -172,5 +173,5 @@ class FederatedLoss(ClassificationLoss):
         return self._weighted(federated_loss(logits, labels, self.sample_classes(labels)))
 
     def scores(self, logits: Tensor) -> Tensor:
-        """``[N, K + 1]`` float32 ``sigmoid(z_c)``, column 0 zero (spec §4.3)."""
+        """``[N, K + 1]`` float32 ``sigmoid(z_c)``, column 0 zero (docs/methods.md §5.3)."""
         return sigmoid_scores(logits)

@@ -1,4 +1,4 @@
-"""Gumbel Optimised Loss (GOL; Alexandridis et al., ECCV 2022), peer-method spec §7.
+"""Gumbel Optimised Loss (GOL; Alexandridis et al., ECCV 2022), docs/methods.md §7.
 
 Shape shorthand:
     N: sampled RoIs on this rank.
@@ -7,7 +7,7 @@ Shape shorthand:
        original has ``K`` columns).
 
 The final GOL: binary cross-entropy under the Gumbel CDF activation ``phi(z) = exp(-exp(-z))``
-with DropLoss's rule for which negatives count (spec §7.1)::
+with DropLoss's rule for which negatives count (docs/methods.md §7.1)::
 
     z^ = clamp(z, -4, 10);  p = phi(z^)
     T_c   = 1[f_c < lambda]                     image frequency, as in EQL
@@ -18,8 +18,8 @@ with DropLoss's rule for which negatives count (spec §7.1)::
     L = (1/N) * sum_i sum_{c=1..K} d_ic * (-t ln p - (1 - t) ln(1 - p))
 
 ``-ln p = exp(-z^)`` and ``-ln(1 - p) = -ln(-expm1(-exp(-z^)))`` are computed directly, in
-float32, so nothing overflows (spec §7.5, §10.6). The clamp is the original's and is kept on
-purpose: outside ``[-4, 10]`` the gradient is zero (a positive at ``z < -4`` costs a constant
+float32, so nothing overflows (docs/methods.md §7.5, §1.6). The clamp is the original's and is
+kept on purpose: outside ``[-4, 10]`` the gradient is zero (a positive at ``z < -4`` costs a constant
 ``e^4``). Inference applies ``phi`` without the clamp.
 
 The gradient differs from the original's, which computes the loss as
@@ -57,7 +57,7 @@ from loce.losses.scoring import gumbel_scores
 
 __all__ = ["GumbelLoss", "gumbel_bce", "gumbel_loss"]
 
-#: Logit clamp of the training loss (spec §7.1).
+#: Logit clamp of the training loss (docs/methods.md §7.1).
 CLAMP_MIN, CLAMP_MAX = -4.0, 10.0
 
 
@@ -81,7 +81,7 @@ def gumbel_bce(logits: Tensor, targets: Tensor) -> Tensor:
 def gumbel_loss(
     logits: Tensor, labels: Tensor, tail: Tensor, uniform: Tensor | None = None
 ) -> Tensor:
-    """GOL of one batch (spec §7.1), divided by ``N``.
+    """GOL of one batch (docs/methods.md §7.1), divided by ``N``.
 
     Args:
         logits: ``[N, K + 1]`` float (fp32/fp16/bf16); column 0 is ignored.
@@ -122,7 +122,7 @@ class GumbelLoss(TailSetLoss):
         num_classes: ``K``; the classifier has ``K + 1`` outputs, column 0 unused.
         image_frequency: ``[K]`` image frequency ``f_c`` of labels 1..K.
         freq_threshold: ``lambda``; 0.00177 is the published default (LVIS v0.5); LVIS v1
-            uses **0.0011** (spec §7.1).
+            uses **0.0011** (docs/methods.md §7.1).
         seed: base seed of the drop draws; rank ``r`` uses ``seed + r``.
         loss_weight: factor applied to the loss (1.0).
 
@@ -157,5 +157,5 @@ class GumbelLoss(TailSetLoss):
         return self._weighted(gumbel_loss(logits, labels, self.tail, u))
 
     def scores(self, logits: Tensor) -> Tensor:
-        """``[N, K + 1]`` float32 ``exp(-exp(-z_c))``, column 0 zero (spec §7.3)."""
+        """``[N, K + 1]`` float32 ``exp(-exp(-z_c))``, column 0 zero (docs/methods.md §7.3)."""
         return gumbel_scores(logits)

@@ -6,9 +6,9 @@ Shape shorthand:
     C': logits per row: ``K + 1``, or ``K + 2`` for Seesaw.
 
 Every function returns ``[N, K + 1]`` float32 scores with column 0 the background score and
-columns 1..K the class scores ``s_c`` (peer-method spec §0.3, hook 3). The detector drops
+columns 1..K the class scores ``s_c`` (docs/methods.md §1.3, hook 3). The detector drops
 column 0, as torchvision does after its hard-coded softmax, so only columns 1..K rank
-detections. The rule of each method (spec §0.4, table A):
+detections. The rule of each method (docs/methods.md §1.4):
 
 ==================  ==========================================  ======================
 method              class score ``s_c``, c >= 1                  column 0
@@ -22,9 +22,9 @@ gumbel              ``exp(-exp(-z_c))``                          0 (column 0 unu
 ==================  ==========================================  ======================
 
 Seesaw's layout is ``[o_bg | u_1..u_K | o_fg]`` (see :mod:`loce.losses.seesaw`); a plain
-softmax over its ``K + 2`` logits would be wrong (spec §3.3). ECM scores with ``sigmoid(z)``,
-not with its training margins ``sigmoid(2z + delta)``: dropping the margin at test time is the
-method (spec §6.3).
+softmax over its ``K + 2`` logits would be wrong (docs/methods.md §4.3). ECM scores with
+``sigmoid(z)``, not with its training margins ``sigmoid(2z + delta)``: dropping the margin at test
+time is the method (docs/methods.md §6.3).
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ def objectness_sigmoid_scores(logits: Tensor, test_with_obj: bool = True) -> Ten
 
 
 def seesaw_scores(logits: Tensor) -> Tensor:
-    """Seesaw's objectness product over the ``[o_bg | u_1..u_K | o_fg]`` layout (spec §3.3).
+    """Seesaw's objectness product over the ``[o_bg | u_1..u_K | o_fg]`` layout
+    (docs/methods.md §4.3).
 
     Args:
         logits: ``[N, K + 2]`` float: background objectness logit at column 0, class logits at

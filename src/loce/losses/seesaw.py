@@ -1,4 +1,4 @@
-"""Seesaw loss (Wang et al., CVPR 2021), peer-method spec §3.
+"""Seesaw loss (Wang et al., CVPR 2021), docs/methods.md §4.
 
 Shape shorthand:
     N: sampled RoIs on this rank.
@@ -9,7 +9,7 @@ Shape shorthand:
         last column the foreground objectness logit. MMDetection's order is
         ``[u_1..u_K, o_fg, o_bg]``; converting a checkpoint moves its last row to the front.
 
-Two terms, both divided by ``N`` (all sampled RoIs, spec §0.1)::
+Two terms, both divided by ``N`` (all sampled RoIs, docs/methods.md §1.1)::
 
     L_obj = (1/N) * sum_i CE((o_fg, o_bg)_i, 1[y_i = 0])
     L_cls = (1/N) * sum_{i: y_i = k >= 1} CE(u_i + log S_k, k)
@@ -64,7 +64,7 @@ def seesaw_loss_terms(
     q: float = 2.0,
     eps: float = 1e-2,
 ) -> tuple[Tensor, Tensor]:
-    """The class and objectness terms ``(L_cls, L_obj)`` of one batch (spec §3.1).
+    """The class and objectness terms ``(L_cls, L_obj)`` of one batch (docs/methods.md §4.1).
 
     Args:
         logits: ``[N, K + 2]`` float (fp32/fp16/bf16) in the ``[o_bg | u_1..u_K | o_fg]``
@@ -141,7 +141,8 @@ def seesaw_loss(
 class SeesawLoss(ClassificationLoss):
     """Seesaw loss with its per-label sampled-RoI counts as a buffer.
 
-    Use it with a normalised (cosine, scale 20) classifier, as the original does (spec §3.1.3).
+    Use it with a normalised (cosine, scale 20) classifier, as the original does
+    (docs/methods.md §4.1.3).
 
     Args:
         num_classes: ``K``; the classifier has ``K + 2`` outputs (see the module docstring).
@@ -227,5 +228,5 @@ class SeesawLoss(ClassificationLoss):
         return loss_cls + loss_obj
 
     def scores(self, logits: Tensor) -> Tensor:
-        """``[N, K + 1]`` float32 objectness-product scores (spec §3.3)."""
+        """``[N, K + 1]`` float32 objectness-product scores (docs/methods.md §4.3)."""
         return seesaw_scores(logits)

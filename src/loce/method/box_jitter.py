@@ -1,4 +1,4 @@
-"""Model-agnostic box generator of Memory-augmented Feature Sampling (method spec a.4, part 1).
+"""Model-agnostic box generator of Memory-augmented Feature Sampling (docs/method.md §4.1).
 
 Shape shorthand:
     N: ground-truth boxes of one image.
@@ -13,7 +13,7 @@ For a box ``(x1, y1, x2, y2)`` of width ``w`` and height ``h`` and for ``t`` in 
 
 with ``u ~ U[0, 1)``. Every coordinate moves by less than a sixth of the box side, so the
 worst-case IoU with the original box is about 0.44. All 16 boxes keep the ground-truth label
-(spec f.4): no IoU check.
+(docs/method.md §12.2): no IoU check.
 """
 
 from __future__ import annotations
@@ -53,12 +53,12 @@ def jitter_boxes(
     generator: torch.Generator | None = None,
     shared_noise: bool = True,
 ) -> Tensor:
-    """Sixteen jittered copies of every box of one image (spec a.4).
+    """Sixteen jittered copies of every box of one image (docs/method.md §4).
 
     Call once per image. With ``shared_noise=True`` (the default, faithful to the original
-    code, spec f.3) one ``[16, 4]`` matrix of uniforms is drawn per call and shared by every box
-    of the image, each scaled by its own width and height: all boxes of the image get the same
-    relative jitter pattern. ``shared_noise=False`` draws independent uniforms per box.
+    code, docs/method.md §12.1) one ``[16, 4]`` matrix of uniforms is drawn per call and shared by
+    every box of the image, each scaled by its own width and height: all boxes of the image get the
+    same relative jitter pattern. ``shared_noise=False`` draws independent uniforms per box.
 
     Args:
         boxes: ``[N, 4]`` float ``(x1, y1, x2, y2)`` boxes in pixels of the resized, unpadded

@@ -1,11 +1,12 @@
-"""Per-class feature memory and probabilistic sampler of MFS (method spec a.4, parts 2 and 3).
+"""Per-class feature memory and probabilistic sampler of MFS (docs/method.md §4.2, §4.3).
 
 Shape shorthand:
     K: foreground classes (labels 1..K; background 0 is never stored or drawn).
-    Q: queue capacity per class (spec: 80).
+    Q: queue capacity per class (docs/method.md §8: 80).
     F: feature shape of one RoI, ``(256, 7, 7)`` for the box head input.
     M: rows in one push (16 jitters per ground truth of the batch).
-    S: rows returned by one sample, at most ``num_classes * per_class`` (spec: 8 x 4 = 32).
+    S: rows returned by one sample, at most ``num_classes * per_class``
+    (docs/method.md §8: 8 x 4 = 32).
 
 Storage: ``features [K, Q, *F]`` in the chosen dtype on the chosen device, regression
 ``targets [K, Q, 4]`` float32 next to them, and per class a write ``pointer [K]`` and fill
@@ -14,7 +15,7 @@ Storage: ``features [K, Q, *F]`` in the chosen dtype on the chosen device, regre
 Memory cost is ``K * Q * prod(F) * itemsize`` plus ``K * Q * 16`` bytes of targets. At LVIS v1
 scale (K = 1203, Q = 80, F = 256 x 7 x 7) the features take 1203 * 80 * 12544 * 4 B = 4.83 GB
 (4.5 GiB) in float32, as in the original, or 2.41 GB (2.25 GiB) in float16/bfloat16; the
-targets add 1.5 MB. The memory is per process (spec a.4: not synchronised across ranks).
+targets add 1.5 MB. The memory is per process (docs/method.md §4: not synchronised across ranks).
 
 Why the tensors are not registered buffers: the memory's device and dtype come from the
 config and must not follow ``model.to("cuda")`` or ``model.half()`` (a 2.4 GB CPU memory
@@ -38,7 +39,7 @@ from loce.errors import CheckpointError
 __all__ = ["FeatureMemory"]
 
 _STORAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# Spec a.4: P(c) is proportional to 1 / (s_c + 1e-7).
+# docs/method.md §4: P(c) is proportional to 1 / (s_c + 1e-7).
 _SCORE_EPS = 1e-7
 
 
@@ -47,13 +48,13 @@ class FeatureMemory(nn.Module):
 
     Args:
         num_classes: ``K``, the number of foreground classes.
-        capacity: ``Q``, features kept per class (spec: 80).
-        feature_shape: shape of one stored feature (spec: ``(256, 7, 7)``).
+        capacity: ``Q``, features kept per class (docs/method.md §8: 80).
+        feature_shape: shape of one stored feature (docs/method.md §8: ``(256, 7, 7)``).
         dtype: storage dtype of the features: ``torch.float32``, ``torch.float16`` or
             ``torch.bfloat16``. Half precision halves the memory (2.25 GiB instead of 4.5 GiB
             at LVIS scale) and is the recommended setting for LVIS.
-        device: where the storage lives (spec: host memory). Fixed at construction: moving the
-            parent model does not move the memory.
+        device: where the storage lives (docs/method.md §8: host memory). Fixed at construction:
+            moving the parent model does not move the memory.
     """
 
     def __init__(
@@ -145,7 +146,7 @@ class FeatureMemory(nn.Module):
 
     @torch.no_grad()
     def push(self, features: Tensor, labels: Tensor, targets: Tensor) -> None:
-        """Write new features at each class pointer, first in, first out (spec a.4).
+        """Write new features at each class pointer, first in, first out (docs/method.md §4).
 
         For every class present in the push, at most its first ``capacity`` rows (in row order)
         are written, starting at the class pointer and wrapping around; the pointer then moves
@@ -220,19 +221,20 @@ class FeatureMemory(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """Draw features of weak classes (spec a.4, part 3).
+        """Draw features of weak classes (docs/method.md §4.3).
 
         ``num_classes`` classes are drawn i.i.d. with replacement (duplicates allowed) over the
         foreground classes with ``P(c)`` proportional to ``1 / (s_c + 1e-7)``. A draw of a class
-        whose queue is empty yields no rows (as in the original, spec f.8), so fewer than
-        ``num_classes * per_class`` rows can come back. For each remaining draw, ``per_class``
+        whose queue is empty yields no rows (as in the original, docs/method.md §12.6), so fewer
+        than ``num_classes * per_class`` rows can come back. For each remaining draw, ``per_class``
         slots are drawn uniformly with replacement from that class's filled slots.
 
         Args:
             mean_scores: ``[K + 1]`` float mean scores from the tracker, background at index 0
-                (never drawn). Use the scores from *before* this iteration's update (spec a.2).
-            num_classes: class draws per call (spec: 8).
-            per_class: features drawn per drawn class (spec: 4).
+                (never drawn). Use the scores from *before* this iteration's update
+                (docs/method.md §2).
+            num_classes: class draws per call (docs/method.md §8: 8).
+            per_class: features drawn per drawn class (docs/method.md §8: 4).
             generator: optional ``torch.Generator``; draws happen on its device (default: the
                 memory's device).
             device: device of the returned tensors (default: the memory's).

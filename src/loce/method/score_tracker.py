@@ -1,4 +1,4 @@
-"""Running mean classification score per class (method spec a.2).
+"""Running mean classification score per class (docs/method.md §2).
 
 Shape shorthand:
     K: foreground classes; the score vector has ``K + 1`` entries.
@@ -16,9 +16,9 @@ Update rule, per class ``c`` with ``n_c >= 1`` observations of mean ``m_c`` in t
 which is the closed form of ``n_c`` EMA steps with momentum ``alpha`` whose observations all
 equal ``m_c``. Classes without an observation keep their value.
 
-Deviations from the original code (deliberate, spec f.9 and f.11): the update is vectorised
-(no Python loop over classes), and the scores are a registered buffer, so they are saved in
-checkpoints and restored on resume.
+Deviations from the original code (deliberate, docs/method.md §11.3 and §11.4): the update is
+vectorised (no Python loop over classes), and the scores are a registered buffer, so they are saved
+in checkpoints and restored on resume.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _collective_device() -> torch.device:
 def _all_gather_observations(labels: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
     """All-gather variable-length observation lists from every rank.
 
-    Each rank pads its list to the longest one with label -1 (spec a.2); padded rows are
+    Each rank pads its list to the longest one with label -1 (docs/method.md §2); padded rows are
     dropped after the gather, so every rank returns the same concatenated lists, in rank order.
 
     Args:
@@ -80,7 +80,7 @@ def _all_gather_observations(labels: Tensor, values: Tensor) -> tuple[Tensor, Te
 
 
 class MeanScoreTracker(nn.Module):
-    """Per-class running mean classification score ``s`` (method spec a.2).
+    """Per-class running mean classification score ``s`` (docs/method.md §2).
 
     ``scores`` is a registered buffer of shape ``[K + 1]``: it moves with the model, is saved in
     ``state_dict`` (a resumed run can skip the initialisation pass) and is identical on every
@@ -88,9 +88,9 @@ class MeanScoreTracker(nn.Module):
 
     Args:
         num_classes: ``K``, the number of foreground classes.
-        alpha: EMA momentum per observation, in ``[0, 1)`` (spec: 0.9).
-        bg_score: fixed score of background (index 0), ``> 0`` (spec: 0.01).
-        init_score: initial score of every foreground class, ``> 0`` (spec: 0.01).
+        alpha: EMA momentum per observation, in ``[0, 1)`` (docs/method.md §8: 0.9).
+        bg_score: fixed score of background (index 0), ``> 0`` (docs/method.md §8: 0.01).
+        init_score: initial score of every foreground class, ``> 0`` (docs/method.md §8: 0.01).
 
     Attributes:
         scores: ``[K + 1]`` float32 buffer; ``scores[0] == bg_score``.

@@ -1,15 +1,15 @@
-"""LOCE's RoI heads: the stage-2 training step (method spec a.2-a.4, a.6), background = class 0.
+"""LOCE's RoI heads: the stage-2 training step (docs/method.md §2-§4, §6), background = class 0.
 
 Shape shorthand:
     N  images                G  ground-truth boxes of the batch (G_i in image i)
     R  sampled proposal rows J  = 16 G jittered ground-truth boxes
-    S  memory rows appended  (at most classes_per_step x features_per_class, spec: 32)
+    S  memory rows appended  (at most classes_per_step x features_per_class, docs/method.md §8: 32)
     R' = R + S rows through the box head
     K  foreground classes    C = K + 1 logits; background is class 0 (the original: K)
     D  FPN channels (256)    7  box pooling size
     O  mean-score observations of one step (one per GT with positives, one per drawn class)
 
-One training step, in the order of spec a.6 (each a method of :class:`LoceRoIHeads`;
+One training step, in the order of docs/method.md §6 (each a method of :class:`LoceRoIHeads`;
 the ones marked "inherited" are :class:`~loce.models.roi_heads.StepwiseRoIHeads`'s)::
 
     sample_proposals         inherited: proposals + GT -> R sampled RoIs with matched GT
@@ -33,17 +33,18 @@ Where the state lives:
 
 * ``score_tracker`` (:class:`~loce.method.MeanScoreTracker`) is a submodule: its ``scores``
   buffer ``[K + 1]`` is in the model's ``state_dict`` (key ``roi_heads.score_tracker.scores``),
-  so checkpoints hold it (deliberate fix of spec f.11) and every rank holds the same values.
+  so checkpoints hold it (deliberate fix of docs/method.md §11.4) and every
+  rank holds the same values.
 * the :class:`~loce.method.FeatureMemory` is deliberately *not* a submodule: it is per process
-  (spec a.4), up to 2.4 GB at LVIS scale, and must stay out of the rank-0 checkpoint, out of
-  ``model.to()`` and out of DistributedDataParallel's buffer handling. It is allocated on the
+  (docs/method.md §4), up to 2.4 GB at LVIS scale, and must stay out of the rank-0 checkpoint, out
+  of ``model.to()`` and out of DistributedDataParallel's buffer handling. It is allocated on the
   first push (or when a saved memory is loaded) on the configured device; the training engine
   saves it per rank next to each checkpoint (see :func:`loce.engine.method_state.save_rank_state`).
 
 Deliberate deviations from the original code:
 
 * per-GT observations are grouped by the actual assignment (image, matched GT index), not read
-  from fixed 512-row offsets per image (spec f.2);
+  from fixed 512-row offsets per image (docs/method.md §11.2);
 * a jittered box that clipping collapses to zero width or height (only possible for a GT box
   thinner than a pixel at the image border) is dropped: its regression target would be
   infinite;
@@ -129,7 +130,7 @@ class LoceRoIHeads(StepwiseRoIHeads):
     Args:
         num_classes: ``K`` foreground classes (the box classifier has ``K + 1`` outputs).
         feature_shape: shape of one pooled box feature, ``(D, 7, 7)``.
-        alpha: mean-score EMA momentum per observation (spec a.2: 0.9).
+        alpha: mean-score EMA momentum per observation (docs/method.md §2: 0.9).
         bg_score: fixed background score (0.01).
         init_score: initial foreground score (0.01).
         use_equilibrium_loss: classification by the Equilibrium Loss; False: ``cls_loss``
@@ -229,11 +230,11 @@ class LoceRoIHeads(StepwiseRoIHeads):
     def jitter_gt_boxes(
         self, targets: list[dict[str, Tensor]], image_shapes: list[tuple[int, int]]
     ) -> tuple[list[Tensor], Tensor, Tensor]:
-        """The 16 jittered copies of every GT box with their labels and targets (spec a.4).
+        """The 16 jittered copies of every GT box, their labels and targets (docs/method.md §4).
 
-        Every copy keeps its GT's class whatever its IoU (spec f.4); its regression target is
-        the box coder's encoding of the copy towards its GT box (the same coder, hence the same
-        weights, as the proposals' targets).
+        Every copy keeps its GT's class whatever its IoU (docs/method.md §12.2); its regression
+        target is the box coder's encoding of the copy towards its GT box (the same coder, hence the
+        same weights, as the proposals' targets).
 
         Args:
             targets: N dicts with ``boxes [G_i, 4]`` float and ``labels [G_i]`` int64.
@@ -265,7 +266,8 @@ class LoceRoIHeads(StepwiseRoIHeads):
         targets: list[dict[str, Tensor]],
         image_shapes: list[tuple[int, int]],
     ) -> BoxRows:
-        """MFS write then read (spec a.4, a.6): push the jittered GT features, append samples.
+        """MFS write then read (docs/method.md §4, §6): push the jittered GT
+        features, append samples.
 
         The memory is written before it is read, so this batch's instances can be drawn in
         the same step; the classes are drawn with the scores from *before* this step's update
@@ -307,11 +309,11 @@ class LoceRoIHeads(StepwiseRoIHeads):
     # ------------------------------------------------------------------ mean score
 
     def score_observations(self, output: BoxTrainingOutput) -> tuple[Tensor, Tensor]:
-        """This step's mean-score observations (spec a.2), vectorised.
+        """This step's mean-score observations (docs/method.md §2), vectorised.
 
         * one per ground truth with at least one positive proposal: the mean, over the positive
           proposals *matched to it* (``samples.matched_idxs``, whatever the number of RoIs per
-          image, spec f.2), of the raw softmax probability of its class;
+          image, docs/method.md §11.2), of the raw softmax probability of its class;
         * one per distinct class among the appended memory rows: the mean of that class's
           probability over its rows.
 
@@ -343,7 +345,8 @@ class LoceRoIHeads(StepwiseRoIHeads):
         )
 
     def observe_box_predictions(self, output: BoxTrainingOutput) -> None:
-        """Update the mean scores before the loss (spec a.2 ordering); every rank, every step."""
+        """Update the mean scores before the loss (docs/method.md §2 ordering);
+        every rank, every step."""
         labels, values = self.score_observations(output)
         self.score_tracker.update(labels, values)
         mem_labels, pushed = self.__dict__.pop("_pending", (labels.new_zeros(0), 0))
@@ -352,7 +355,8 @@ class LoceRoIHeads(StepwiseRoIHeads):
     # ------------------------------------------------------------------ losses
 
     def classification_loss(self, class_logits: Tensor, labels: Tensor) -> Tensor:
-        """Equilibrium Loss over all ``R'`` rows with the scores updated by this step (spec a.3).
+        """Equilibrium Loss over all ``R'`` rows with the scores updated by this step
+        (docs/method.md §3).
 
         Args:
             class_logits: ``[R', C]`` float.

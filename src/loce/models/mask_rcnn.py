@@ -197,7 +197,7 @@ class LoceMaskRCNN(MaskRCNN):
     Built by :func:`build_mask_rcnn`; module names equal torchvision's (``backbone.body``,
     ``backbone.fpn``, ``rpn.head``, ``roi_heads.box_head``, ``roi_heads.box_predictor``,
     ``roi_heads.mask_head``, ``roi_heads.mask_predictor``), so the key map of
-    docs/mmdet-parity.md §3 applies.
+    docs/parity.md §3 applies.
     """
 
     def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: nn.Module, transform: nn.Module):

@@ -1,6 +1,6 @@
 """Components that make torchvision's Mask R-CNN compute what the original (MMDetection 2.8)
 computes. Each one is selected by a field of :class:`loce.config.model.ParityConfig`; the
-numbers in brackets refer to the rows of docs/mmdet-parity.md §4.
+numbers in brackets refer to the rows of docs/parity.md §4.
 
 Shape shorthand:
     N  images in the batch          G  ground-truth objects of one image
@@ -44,7 +44,7 @@ BoxLoss = Literal["l1", "smooth_l1"]
 
 
 class FrozenStatsBatchNorm2d(FrozenBatchNorm2d):
-    """BatchNorm with trainable affine weights and frozen statistics (parity §8).
+    """BatchNorm with trainable affine weights and frozen statistics (docs/parity.md §8).
 
     The original trains BN ``weight``/``bias`` in ResNet stages 2-4 while the running mean and
     variance stay at their ImageNet values (``requires_grad=True, norm_eval=True``).
@@ -267,7 +267,7 @@ def box_regression_loss_sum(pred: Tensor, target: Tensor, kind: BoxLoss, beta: f
     Args:
         pred: ``[P, 4]`` float predicted deltas.
         target: ``[P, 4]`` float target deltas.
-        kind: "l1" (the original, parity §8) or "smooth_l1" (torchvision).
+        kind: "l1" (the original, docs/parity.md §8) or "smooth_l1" (torchvision).
         beta: smooth L1 transition point (torchvision uses 1/9).
 
     Returns:
@@ -335,7 +335,7 @@ class ParityRPN(RegionProposalNetwork):
 
 
 def project_masks_aligned(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor, size: int) -> Tensor:
-    """Mask targets as the original builds them (parity §8).
+    """Mask targets as the original builds them (docs/parity.md §8).
 
     Crops each matched ground-truth mask to its RoI with ``roi_align(aligned=True,
     sampling_ratio=0)`` and binarises with ``>= 0.5``. torchvision's

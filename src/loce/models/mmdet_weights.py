@@ -1,6 +1,6 @@
 """State-dict key map between MMDetection 2.x Mask R-CNN R50/R101-FPN and loce's Mask R-CNN.
 
-The map is one-to-one by name except for three tensor families (docs/mmdet-parity.md §3):
+The map is one-to-one by name except for three tensor families (docs/parity.md §3):
 
 * ``roi_head.bbox_head.fc_cls``: MMDetection puts the background logit last (``C' - 1``);
   loce puts it first. Rows are reordered ``[C' - 1, 0, 1, ..., C' - 2]``. The same move holds for

@@ -12,7 +12,7 @@ inference). Both give the same numbers; the selected path never materialises the
 
 Parameter names follow torchvision's ``MaskRCNNPredictor`` / ``FastRCNNPredictor``
 (``conv5_mask``, ``mask_fcn_logits``, ``cls_score``, ``bbox_pred``), so the key map of
-docs/mmdet-parity.md §3.4-3.5 applies unchanged.
+docs/parity.md §3.4-3.5 applies unchanged.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ class MaskPredictor(nn.Sequential):
 
 
 class NormedMaskPredictor(MaskPredictor):
-    """The normed mask predictor of LOCE (method spec d; parity doc §3.5).
+    """The normed mask predictor of LOCE (docs/method.md §9; docs/parity.md §3.5).
 
     ``logit[c, p] = scale * <f_p / |f_p|, w_c / |w_c|> + b_c`` where ``f_p`` is the D'-vector
     of upsampled features at pixel ``p`` and ``w_c`` the class-c 1x1 kernel. The raw weights
@@ -186,7 +186,7 @@ class CosineBoxPredictor(nn.Module):
 
 
 class NormedLinear(nn.Module):
-    """The normalised linear classifier of Seesaw and ECM (peer-method spec §3.1.3).
+    """The normalised linear classifier of Seesaw and ECM (docs/methods.md §4.1.3).
 
     ``z = tau * (x / (|x| + eps)) @ (W / (|W_c| + eps)).T + b``: the cosine similarity of the
     feature and each class weight, times ``tau``, plus a trained bias. ``W ~ N(0, 0.01)`` and

@@ -157,7 +157,7 @@ def class_wise_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold:
 def offset_class_wise_nms(
     boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float, max_coordinate: Tensor,
 ) -> Tensor:
-    """Class-wise NMS as mmcv's ``batched_nms`` computes it (docs/mmdet-parity.md §4 #24).
+    """Class-wise NMS as mmcv's ``batched_nms`` computes it (docs/parity.md §4 #24).
 
     Each box is shifted by ``label * (max_coordinate + 1)``, in float32, and NMS runs on the
     shifted boxes. The shift separates the classes (boxes of different classes never
@@ -183,7 +183,7 @@ def offset_class_wise_nms(
 
 
 def norcal_scores(logits: Tensor, log_counts: Tensor, gamma: float) -> Tensor:
-    """NorCal's calibrated softmax (peer-method spec §8.1, its default gamma/exps/renorm mode).
+    """NorCal's calibrated softmax (docs/methods.md §8.1, its default gamma/exps/renorm mode).
 
     ``p = softmax([z_0, z_c - gamma * ln N_c])``: each foreground exponential is divided by
     ``N_c ** gamma`` and the row renormalised. The background logit is not shifted, but its
@@ -287,8 +287,8 @@ class StepwiseRoIHeads(RoIHeads):
 
         Raises:
             ValueError: a classification loss that is not a softmax (NorCal calibrates
-                softmax classifiers only, spec §8.5), a negative ``gamma`` or counts of the
-                wrong shape.
+                softmax classifiers only, docs/methods.md §8.5), a negative ``gamma`` or counts of
+                the wrong shape.
         """
         if gamma is None:
             self.norcal_gamma = None

@@ -216,8 +216,8 @@ def load_model_weights(
 
 
 # State that belongs to the method, not to the network: a stage-1 checkpoint lacks it and a
-# plain model has no place for it (spec c: stage 2 starts from the stage-1 weights). LOCE's
-# mean scores and the buffers of the classification loss (EQLv2's gradient statistics,
+# plain model has no place for it (docs/method.md §7: stage 2 starts from the stage-1 weights).
+# LOCE's mean scores and the buffers of the classification loss (EQLv2's gradient statistics,
 # Seesaw's counts, the constants of EQL/federated/ECM/Gumbel).
 _METHOD_STATE = re.compile(r"(^|\.)(score_tracker|cls_loss)\.")
 # Buffers of a classification loss that training accumulates. With train.init_from they
