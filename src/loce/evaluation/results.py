@@ -214,15 +214,24 @@ def _has_bool(values: list[Any]) -> bool:
     return bool in types or np.bool_ in types
 
 
-def _int_column(values: list[Any], key: str, source: str) -> np.ndarray:
-    arr = _numeric_array(values, "iu")
+def _checked_array(values: list[Any], kinds: str, key: str, source: str, ok, what: str):
+    """``values`` as a 1-d numeric array of numpy ``kinds`` (None when numpy could not make
+    one of them: the caller converts); a ResultsError naming the first value that is not
+    ``ok`` (not ``what``) when numpy's conversion was refused or would mix in bools."""
+    arr = _numeric_array(values, kinds)
     if arr is None or arr.ndim != 1 or _has_bool(values):
         for i, v in enumerate(values):
-            if not _is_int(v):
+            if not ok(v):
                 raise ResultsError(
                     f"{source}: detection {i} has '{key}' = {_describe(v)}; "
-                    f"'{key}' must be an integer id."
+                    f"'{key}' must be {what}."
                 )
+        return None
+    return arr
+
+
+def _int_column(values: list[Any], key: str, source: str) -> np.ndarray:
+    arr = _checked_array(values, "iu", key, source, _is_int, "an integer id")
     try:
         return np.asarray(values if arr is None else arr, dtype=np.int64)
     except OverflowError:
@@ -254,14 +263,8 @@ def _is_number(v: Any) -> bool:
 
 
 def _float_column(values: list[Any], key: str, source: str) -> np.ndarray:
-    arr = _numeric_array(values, "iuf")
-    if arr is None or arr.ndim != 1 or _has_bool(values):
-        for i, v in enumerate(values):
-            if not _is_number(v):
-                raise ResultsError(
-                    f"{source}: detection {i} has '{key}' = {_describe(v)}; "
-                    f"'{key}' must be a number."
-                )
+    arr = _checked_array(values, "iuf", key, source, _is_number, "a number")
+    if arr is None:
         raise AssertionError("unreachable: conversion failed but every value is a number")
     return check_finite(arr.astype(np.float64, copy=False), key, source)
 
