@@ -241,19 +241,21 @@ def _int_column(values: list[Any], key: str, source: str) -> np.ndarray:
         ) from None
 
 
+def _refuse_first(bad: np.ndarray, message) -> None:
+    """A ResultsError for the first true entry of ``bad`` (``[N]`` bool), if any, with the
+    text ``message(index, number of true entries)``."""
+    if bad.any():
+        raise ResultsError(message(int(np.argmax(bad)), int(bad.sum())))
+
+
 def check_known_ids(
     ids: np.ndarray, known: np.ndarray, key: str, source: str, gt_source: str
 ) -> None:
-    unknown = ~np.isin(ids, known)
-    if unknown.any():
-        first = int(np.argmax(unknown))
-        count = int(unknown.sum())
-        what = "an image" if key == "image_id" else "a category"
-        raise ResultsError(
-            f"{source}: detection {first} has {key} {int(ids[first])}, which is not {what} of "
-            f"the ground truth {gt_source} ({count} detection(s) in all have unknown {key}s); "
-            "evaluate against the annotation file the detections were made for."
-        )
+    what = "an image" if key == "image_id" else "a category"
+    _refuse_first(~np.isin(ids, known), lambda first, count: (
+        f"{source}: detection {first} has {key} {int(ids[first])}, which is not {what} of "
+        f"the ground truth {gt_source} ({count} detection(s) in all have unknown {key}s); "
+        "evaluate against the annotation file the detections were made for."))
 
 
 def _is_number(v: Any) -> bool:
@@ -271,13 +273,9 @@ def _float_column(values: list[Any], key: str, source: str) -> np.ndarray:
 
 def check_finite(arr: np.ndarray, key: str, source: str) -> np.ndarray:
     """``arr`` (``[N]`` float64) if every value is finite; else a ResultsError naming one."""
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ResultsError(
-            f"{source}: detection {i} has '{key}' = {arr[i]} ({int(bad.sum())} non-finite "
-            f"'{key}' value(s) in all); drop or repair these detections before evaluating."
-        )
+    _refuse_first(~np.isfinite(arr), lambda i, count: (
+        f"{source}: detection {i} has '{key}' = {arr[i]} ({count} non-finite "
+        f"'{key}' value(s) in all); drop or repair these detections before evaluating."))
     return arr
 
 
@@ -306,21 +304,13 @@ def _box_column(values: list[Any], source: str) -> np.ndarray:
 
 def check_boxes(boxes: np.ndarray, source: str) -> np.ndarray:
     """``boxes`` (``[N, 4]`` float64 xywh) if finite with ``w, h >= 0``; else a ResultsError."""
-    bad = ~np.isfinite(boxes).all(axis=1)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise ResultsError(
-            f"{source}: detection {i} has 'bbox' = {boxes[i].tolist()} ({int(bad.sum())} "
-            "box(es) with NaN or infinite coordinates in all); drop or repair these detections."
-        )
-    negative = (boxes[:, 2:] < 0).any(axis=1)
-    if negative.any():
-        i = int(np.argmax(negative))
-        raise ResultsError(
-            f"{source}: detection {i} has 'bbox' = {boxes[i].tolist()} with a negative width or "
-            f"height ({int(negative.sum())} such box(es)); boxes are [x, y, w, h]: convert "
-            "[x1, y1, x2, y2] boxes with w = x2 - x1, h = y2 - y1."
-        )
+    _refuse_first(~np.isfinite(boxes).all(axis=1), lambda i, count: (
+        f"{source}: detection {i} has 'bbox' = {boxes[i].tolist()} ({count} "
+        "box(es) with NaN or infinite coordinates in all); drop or repair these detections."))
+    _refuse_first((boxes[:, 2:] < 0).any(axis=1), lambda i, count: (
+        f"{source}: detection {i} has 'bbox' = {boxes[i].tolist()} with a negative width or "
+        f"height ({count} such box(es)); boxes are [x, y, w, h]: convert "
+        "[x1, y1, x2, y2] boxes with w = x2 - x1, h = y2 - y1."))
     return boxes
 
 
@@ -333,14 +323,10 @@ def check_mask_sizes(
 ) -> None:
     """Raise a ResultsError when a mask's ``size`` (``[N, 2]``) is not its image's ``(h, w)``."""
     expected = gt_sizes[np.searchsorted(gt_image_ids, image_ids)]
-    wrong = (sizes != expected).any(axis=1)
-    if wrong.any():
-        i = int(np.argmax(wrong))
-        raise ResultsError(
-            f"{source}: detection {i} has a mask of size {sizes[i].tolist()} but image "
-            f"{int(image_ids[i])} is {expected[i].tolist()} (h, w) ({int(wrong.sum())} such "
-            "mask(s)); encode masks at the image's original size, not the network's input size."
-        )
+    _refuse_first((sizes != expected).any(axis=1), lambda i, count: (
+        f"{source}: detection {i} has a mask of size {sizes[i].tolist()} but image "
+        f"{int(image_ids[i])} is {expected[i].tolist()} (h, w) ({count} such "
+        "mask(s)); encode masks at the image's original size, not the network's input size."))
 
 
 _AREA_BATCH = 65_536
