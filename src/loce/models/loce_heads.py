@@ -124,8 +124,8 @@ def group_mean(keys: Tensor, labels: Tensor, values: Tensor) -> tuple[Tensor, Te
 class LoceRoIHeads(StepwiseRoIHeads):
     """RoI heads with LOCE's training step: mean scores, Equilibrium Loss and MFS.
 
-    Takes :class:`StepwiseRoIHeads`'s arguments plus the keyword arguments below (use
-    :meth:`from_roi_heads` to wrap the parts of an already built model).
+    Takes :class:`StepwiseRoIHeads`'s arguments plus the keyword arguments below;
+    :func:`loce.models.build_mask_rcnn` builds it with ``loce=`` the ``loce`` config section.
 
     Args:
         num_classes: ``K`` foreground classes (the box classifier has ``K + 1`` outputs).
