@@ -195,6 +195,11 @@ def test_resume_without_saved_memory_reruns_the_pass_and_keeps_the_scores(
     before_training(build.build_model(off, 12, load_backbone=False), off, None,
                           torch.device("cpu"), resumed=False)
     assert calls == [1, 1]
+    # a LOCE config with a model built without it
+    plain = build.build_model(_cfg(CE_SYNTH, tiny_dataset, tmp_path), 12, load_backbone=False)
+    with pytest.raises(TypeError, match=r"needs a model built with it \(LoceRoIHeads\), got "
+                                        r"roi_heads of type StepwiseRoIHeads"):
+        before_training(plain, cfg, None, torch.device("cpu"), resumed=False)
 
 
 def test_corrupt_memory_file_is_a_checkpoint_error(tiny_dataset, tmp_path):

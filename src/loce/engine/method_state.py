@@ -55,7 +55,9 @@ def before_training(model: nn.Module, cfg: Config, dataset, device: torch.device
     if not cfg.loce.enabled:
         return
     heads = _loce_heads(model)
-    assert heads is not None, "loce.enabled but the model has no LoceRoIHeads"
+    if heads is None:
+        raise TypeError("loce.enabled=true needs a model built with it (LoceRoIHeads), got roi_heads "
+                        f"of type {type(getattr(model, 'roi_heads', None)).__name__}")
     main = dist_utils.get_rank() == 0
     if resumed and (not heads.use_feature_memory or heads.memory_restored):
         if main:

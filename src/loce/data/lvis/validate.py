@@ -483,10 +483,13 @@ def _iscrowd_column(anns: list[dict[str, Any]], where: Any, problems: _Problems)
     """COCO's crowd flag, 0 (the default) or 1."""
     n_ann = len(anns)
     crowd_vals = [a.get("iscrowd", 0) for a in anns]
-    if set(map(type, crowd_vals)) <= {int, bool} and all(
-            _INT64_MIN <= v <= _INT64_MAX for v in (min(crowd_vals, default=0),
-                                                      max(crowd_vals, default=0))):
-        crowd_arr = np.array(crowd_vals, dtype=np.int64).reshape(n_ann)
+    crowd_arr = None
+    if set(map(type, crowd_vals)) <= {int, bool}:
+        try:
+            crowd_arr = np.array(crowd_vals, dtype=np.int64).reshape(n_ann)
+        except OverflowError:  # a value beyond 64 bits: the exact route below names it
+            pass
+    if crowd_arr is not None:
         bad = np.flatnonzero((crowd_arr != 0) & (crowd_arr != 1))
     else:
         bad = np.asarray(
