@@ -12,7 +12,9 @@ One R50 forward at 800 x 1203 costs 15-30 s here: each path runs once (module fi
 
 from __future__ import annotations
 
+import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +34,7 @@ from loce.models.mmdet_weights import (
 pytestmark = pytest.mark.slow
 
 K = ref_data.NUM_CLASSES
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture(scope="module")
@@ -92,21 +95,22 @@ def test_input_path_gives_mmdets_network_input(image_dir, reference):
 
 
 def test_uint8_normalisation_is_mmcvs():
-    """mmcv's imnormalize: float32 subtraction of the mean, multiplication by 1 / std through
-    OpenCV's scalar arithmetic (written here with the OpenCV calls themselves)."""
-    import cv2
-
-    g = torch.Generator().manual_seed(0)
-    image = torch.randint(0, 256, (3, 37, 53), generator=g, dtype=torch.uint8)
+    """mmcv's imnormalize (float32 subtraction of the mean, multiplication by 1 / std in
+    OpenCV's float64 scalar arithmetic) on every uint8 value, against the float32 bit patterns
+    recorded with OpenCV 4.10 (tests/fixtures/mmcv_normalize_uint8.json): the arithmetic
+    MMDetection ran with, independent of the OpenCV installed today."""
+    recorded = json.loads((FIXTURES / "mmcv_normalize_uint8.json").read_text())
+    bits = np.array([[int(b, 16) for b in row] for row in recorded["bits"]], dtype=np.uint32)
+    expected = torch.from_numpy(bits.view(np.float32))  # [3, 256]
+    # every value 0..255 in each channel, as a [3, 16, 16] image
+    image = torch.arange(256, dtype=torch.uint8).reshape(1, 16, 16).expand(3, 16, 16).contiguous()
     transform = NormalizePadTransform([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     ours = transform.normalize(image)
-    pixels = np.ascontiguousarray(image.permute(1, 2, 0).numpy()).astype(np.float32)
-    mean = np.array([[123.675, 116.28, 103.53]], dtype=np.float64)
-    stdinv = 1 / np.array([[58.395, 57.12, 57.375]], dtype=np.float64)
-    cv2.subtract(pixels, mean, pixels)
-    cv2.multiply(pixels, stdinv, pixels)
     assert ours.dtype == torch.float32
-    assert torch.equal(ours, torch.from_numpy(pixels).permute(2, 0, 1))
+    assert torch.equal(ours.reshape(3, 256), expected)
+    # by hand for one pixel: (200 - 123.675) in float32, times 1 / 58.395 in float64
+    centred = np.float32(200) - np.float32(123.675)
+    assert ours[0].flatten()[200].item() == np.float32(np.float64(centred) * (1 / 58.395))
     # the float path (torchvision's) computes other roundings
     floats = transform.normalize(image.float() / 255)
     assert not torch.equal(floats, ours)
