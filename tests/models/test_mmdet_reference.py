@@ -160,3 +160,23 @@ def test_k1203_recipe_converts_loads_strictly_and_round_trips():
     # the classifier's background row moved from last to first
     assert torch.equal(state["roi_heads.box_predictor.cls_score.weight"][0],
                        mmdet_state["roi_head.bbox_head.fc_cls.weight"][1203])
+
+
+def test_bf16_autocast_keeps_the_boxes(parity_run, loce_state, image_dir):
+    """Inference under CPU bfloat16 autocast (``model.test.amp: bf16``, the rules of CUDA
+    autocast) finds fp32's top-100 boxes again with a median IoU >= 0.97: anchors, proposals,
+    decoding and NMS stay in float32 (with bfloat16 anchors the median was about 0.90)."""
+    from torchvision.ops import box_iou
+
+    cfg = ref_data.reference_config(["model.test.amp=bf16"])
+    run = ref_data.run_reference_image(cfg, loce_state, image_dir)
+    ref, det = parity_run["det"], run["det"]
+    assert det["boxes"].dtype == torch.float32 and run["proposals"][0].dtype == torch.float32
+    top = torch.argsort(ref["scores"], descending=True)[:100]
+    iou = box_iou(ref["boxes"][top], det["boxes"])
+    iou[ref["labels"][top][:, None] != det["labels"][None, :]] = 0.0
+    best = iou.max(dim=1).values
+    median = float(best.median())
+    print(f"bf16 vs fp32: top-100 median IoU {median:.4f}, "
+          f"{float((best > 0.9).float().mean()):.0%} above 0.9")
+    assert median >= 0.97

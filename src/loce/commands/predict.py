@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from loce.commands._args import add_device, add_overrides
+from loce.commands._args import add_amp, add_device, add_overrides, amp_overrides
 
 HELP = "Run a trained detector on a folder of images or an annotated set; write LVIS results."
 
@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "top-k across images, for `loce eval --protocol fixed/pooled`: K=10000; "
                         "raise --set model.test.detections_per_img to keep more per image)")
     add_device(parser)
+    add_amp(parser)
     add_overrides(parser, "override a config value, e.g. --set model.test.score_thresh=0.05")
 
 
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     if args.visualize is not None:
         ensure_directory(args.visualize, what="--visualize folder")
     det = Detector.from_checkpoint(args.checkpoint, device=args.device,
-                                   with_masks=not args.no_masks, overrides=args.overrides,
+                                   with_masks=not args.no_masks,
+                                   overrides=[*amp_overrides(args), *args.overrides],
                                    config=args.config)
     cat_ids, cfg = det.category_ids, det.cfg
     if args.images is not None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from loce.commands._args import add_device, add_overrides
+from loce.commands._args import add_amp, add_device, add_overrides, amp_overrides
 
 HELP = "Evaluate a checkpoint on its config's validation set (sharded over torchrun ranks)."
 
@@ -37,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "RUN/test_<checkpoint name> for RUN/checkpoints/<name>.pth, else next "
                         "to the checkpoint)")
     add_device(parser)
+    add_amp(parser)
     add_overrides(parser, "override a config value, e.g. --set data.val_ann=other.json")
 
 
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from loce.logs import environment_lines, log_to_file
 
     logger = logging.getLogger("loce.commands.test")
-    overrides = list(args.overrides)
+    overrides = [*amp_overrides(args), *args.overrides]
     if args.eval is not None:
         overrides.append(f"eval.iou_types=[{','.join(dict.fromkeys(args.eval))}]")
     if args.protocol is not None:

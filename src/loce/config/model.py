@@ -308,6 +308,11 @@ class TestConfig:
     # NMS. null: off; 0 is the same as off. Not learned, so any trained softmax model takes
     # it: loce predict ... --set model.test.norcal_gamma=0.5
     norcal_gamma: float | None = None
+    # Inference under autocast: "bf16" or "fp16" run the backbone, FPN and heads in that
+    # dtype (faster and lighter on GPUs); anchors, proposals, box decoding and NMS stay in
+    # float32. Off by default so that released models reproduce their numbers exactly.
+    # `loce test --amp bf16`, `loce predict --amp bf16`, `Detector(..., amp="bf16")`.
+    amp: Literal["none", "bf16", "fp16"] = "none"
 
     # Not a test case for pytest (the class name starts with "Test").
     __test__ = False

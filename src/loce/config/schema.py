@@ -147,6 +147,10 @@ class TrainConfig:
     max_iters_per_epoch: int | None = None
     # CPU threads per process (null: leave torch's default).
     threads: int | None = None
+    # fp32 matmuls and convolutions in TF32 on GPUs that have it (Ampere and later; about
+    # 10 mantissa bits in the products, fp32 accumulation). Training only: `loce test` and
+    # `loce predict` keep full fp32 so that released models reproduce their numbers.
+    tf32: bool = True
     # TensorBoard scalars in output_dir/tensorboard (needs the `tensorboard` package,
     # `pip install 'loce[tensorboard]'`; without it a log line says so and training goes on).
     tensorboard: bool = True

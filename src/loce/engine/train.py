@@ -60,7 +60,7 @@ from loce.engine.checkpoint import (
     save_checkpoint,
     set_last_checkpoint,
 )
-from loce.engine.device import autocast, to_device
+from loce.engine.device import autocast, enable_tf32, to_device
 from loce.engine.freeze import check_reinit_trainable, configure_trainable
 from loce.engine.method_state import (
     before_training,
@@ -311,6 +311,9 @@ class _Trainer:
         if cfg.solver.amp != "none" and self.device.type != "cuda":
             logger.warning("solver.amp=%s needs CUDA; training in fp32 on %s", cfg.solver.amp,
                            self.device)
+        if enable_tf32(self.device, cfg.solver.amp, cfg.train.tf32):
+            logger.info("train.tf32: fp32 matmuls and convolutions in TF32 on %s "
+                        "(--set train.tf32=false for full fp32)", self.device)
         dist_utils.barrier()
 
     def _build(self, resuming: bool) -> None:

@@ -51,9 +51,9 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads
 from torchvision.models.detection.roi_heads import paste_masks_in_image
-from torchvision.models.detection.rpn import AnchorGenerator, RPNHead
+from torchvision.models.detection.rpn import AnchorGenerator
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign
+from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from loce.config.method import LoceConfig
@@ -69,6 +69,12 @@ from loce.models.mmdet_compat import (
     mmcv_normalize,
     mmdet_init_,
     paste_masks_grid_sample,
+)
+from loce.models.precision import (
+    Float32AnchorGenerator,
+    Float32RPNHead,
+    FrozenBatchNorm2dKeepDtype,
+    amp_context,
 )
 from loce.models.predictors import BoxPredictor, MaskPredictor, NormedMaskPredictor
 from loce.models.roi_heads import StepwiseRoIHeads
@@ -203,6 +209,9 @@ class LoceMaskRCNN(MaskRCNN):
     def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: nn.Module, transform: nn.Module):
         # Skip MaskRCNN/FasterRCNN.__init__ (they build default parts); keep the isinstance.
         GeneralizedRCNN.__init__(self, backbone, rpn, roi_heads, transform)
+        #: Autocast dtype of inference ("none", "bf16", "fp16"; ``model.test.amp``). Training
+        #: takes its precision from the training loop (``solver.amp``).
+        self.inference_amp = "none"
 
     def forward(  # type: ignore[override]
         self,
@@ -236,6 +245,13 @@ class LoceMaskRCNN(MaskRCNN):
             )
         if targets is not None:
             _check_boxes(targets)
+        if not self.training and self.inference_amp != "none" and images:
+            with amp_context(images[0].device.type, self.inference_amp):
+                return self._forward(images, targets, original_image_sizes)
+        return self._forward(images, targets, original_image_sizes)
+
+    def _forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None,
+                 original_image_sizes: Sequence[tuple[int, int]]):
         image_list, targets = self.transform(images, targets)
         features = self.backbone(image_list.tensors)
         proposals, proposal_losses = self.rpn(image_list, features, targets)
@@ -278,7 +294,7 @@ def _box_predictor(cfg: ModelConfig, num_logits: int, num_classes: int) -> nn.Mo
 def _build_backbone(cfg: ModelConfig) -> BackboneWithFPN:
     norm_layer: type[nn.Module] = {
         "frozen_stats": FrozenStatsBatchNorm2d,
-        "frozen": FrozenBatchNorm2d,
+        "frozen": FrozenBatchNorm2dKeepDtype,
         "batch": nn.BatchNorm2d,
     }[cfg.parity.backbone_norm]
     body = getattr(torchvision.models, cfg.backbone)(weights=None, norm_layer=norm_layer)
@@ -306,8 +322,10 @@ def _build_rpn(cfg: ModelConfig, out_channels: int) -> ParityRPN:
         anchors = MMDetAnchorGenerator(FPN_STRIDES, (r.anchor_scale,), tuple(r.aspect_ratios))
     else:
         sizes = tuple((s * r.anchor_scale,) for s in FPN_STRIDES)
-        anchors = AnchorGenerator(sizes, (tuple(r.aspect_ratios),) * len(FPN_STRIDES))
-    head = RPNHead(out_channels, anchors.num_anchors_per_location()[0])
+        anchors = Float32AnchorGenerator(sizes, (tuple(r.aspect_ratios),) * len(FPN_STRIDES))
+    # Objectness and deltas leave the head in float32: proposals are decoded, ranked and
+    # filtered in float32 under autocast (models/precision.py).
+    head = Float32RPNHead(out_channels, anchors.num_anchors_per_location()[0])
     return ParityRPN(
         anchors,
         head,
@@ -460,6 +478,7 @@ def build_mask_rcnn(
         binarize_masks=cfg.test.binarize_masks,
     )
     model = LoceMaskRCNN(backbone, rpn, roi_heads, transform)
+    model.inference_amp = cfg.test.amp
     if cfg.parity.init == "mmdet":
         mmdet_init_(model)
     # The method's own classifier initialisation (e.g. EQL's prior bias) comes last so that

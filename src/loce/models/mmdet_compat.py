@@ -25,8 +25,10 @@ from torch import Tensor, nn
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.rpn import RegionProposalNetwork
-from torchvision.ops import FrozenBatchNorm2d, MultiScaleRoIAlign, roi_align
+from torchvision.ops import MultiScaleRoIAlign, roi_align
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork
+
+from loce.models.precision import FrozenBatchNorm2dKeepDtype, geometry_dtype
 
 __all__ = [
     "FrozenStatsBatchNorm2d",
@@ -43,7 +45,7 @@ __all__ = [
 BoxLoss = Literal["l1", "smooth_l1"]
 
 
-class FrozenStatsBatchNorm2d(FrozenBatchNorm2d):
+class FrozenStatsBatchNorm2d(FrozenBatchNorm2dKeepDtype):
     """BatchNorm with trainable affine weights and frozen statistics (docs/parity.md §8).
 
     The original trains BN ``weight``/``bias`` in ResNet stages 2-4 while the running mean and
@@ -53,6 +55,7 @@ class FrozenStatsBatchNorm2d(FrozenBatchNorm2d):
     but holds ``weight`` and ``bias`` as parameters. The statistics are buffers that nothing
     updates, in train and eval mode alike. State-dict names equal FrozenBatchNorm2d's
     (``num_batches_tracked`` of a file is dropped), so checkpoints move between both modes.
+    Under autocast the output keeps the input's dtype (:class:`FrozenBatchNorm2dKeepDtype`).
 
     Args:
         num_features: channels ``C`` of the ``[N, C, H, W]`` input.
@@ -115,7 +118,8 @@ class MMDetAnchorGenerator(AnchorGenerator):
             feature_maps: L maps ``[N, C, H_l, W_l]``, finest first.
 
         Returns:
-            N tensors ``[sum_l H_l * W_l * A, 4]``, level-major, then (y, x, anchor).
+            N tensors ``[sum_l H_l * W_l * A, 4]``, level-major, then (y, x, anchor), in
+            float32 for 16-bit feature maps (autocast): anchors are box geometry.
         """
         if len(feature_maps) != len(self.strides):
             raise ValueError(
@@ -123,7 +127,7 @@ class MMDetAnchorGenerator(AnchorGenerator):
                 f"{len(feature_maps)} feature maps"
             )
         grid_sizes = [list(f.shape[-2:]) for f in feature_maps]
-        dtype, device = feature_maps[0].dtype, feature_maps[0].device
+        dtype, device = geometry_dtype(feature_maps[0].dtype), feature_maps[0].device
         strides = [
             [torch.tensor(s, dtype=torch.int64, device=device)] * 2 for s in self.strides
         ]
@@ -348,8 +352,10 @@ def project_masks_aligned(gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor,
         size: output side M.
 
     Returns:
-        ``[P, M, M]`` float, values 0 or 1, dtype of ``boxes``.
+        ``[P, M, M]`` float, values 0 or 1, in the geometry dtype of ``boxes`` (float32 for
+        16-bit boxes, whose indices above 256 would round to a neighbour's).
     """
+    boxes = boxes.to(geometry_dtype(boxes.dtype))
     rois = torch.cat([matched_idxs[:, None].to(boxes), boxes], dim=1)
     crops = roi_align(gt_masks[:, None].to(rois), rois, (size, size), spatial_scale=1.0,
                       sampling_ratio=0, aligned=True)[:, 0]

@@ -52,6 +52,7 @@ from torchvision.ops import nms
 
 from loce.losses import CrossEntropyLoss, EquilibriumLoss
 from loce.models.mmdet_compat import box_regression_loss_sum, project_masks_aligned
+from loce.models.precision import to_geometry
 
 __all__ = [
     "BoxRows",
@@ -379,8 +380,14 @@ class StepwiseRoIHeads(RoIHeads):
         return self.box_head(pooled)
 
     def box_predict(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Box predictor: ``[R', F]`` -> ``(class_logits [R', C], box_regression [R', 4C])``."""
-        return self.box_predictor(x)
+        """Box predictor: ``[R', F]`` -> ``(class_logits [R', C], box_regression [R', 4C])``.
+
+        Both come out in float32 when the head ran in a 16-bit autocast dtype: the deltas are
+        decoded against float32 proposals (torchvision's decoder would otherwise cast the
+        proposals to the deltas' dtype) and the losses and scores see float32 logits.
+        """
+        class_logits, box_regression = self.box_predictor(x)
+        return to_geometry(class_logits), to_geometry(box_regression)
 
     def observe_box_predictions(self, output: BoxTrainingOutput) -> None:
         """Hook called after the box predictor and before the losses (default: nothing).
@@ -605,7 +612,9 @@ class StepwiseRoIHeads(RoIHeads):
         return self.mask_head(self.mask_roi_pool(features, boxes, image_shapes))
 
     def mask_targets_for(self, gt_masks: Tensor, boxes: Tensor, matched_idxs: Tensor, size: int) -> Tensor:
-        """``[P, M, M]`` float targets of one image (see ``mask_targets``)."""
+        """``[P, M, M]`` float targets of one image (see ``mask_targets``), computed in float32
+        for 16-bit boxes (the GT index rides in the RoI's first column)."""
+        boxes = to_geometry(boxes)
         if self.mask_targets == "aligned_binary":
             return project_masks_aligned(gt_masks, boxes, matched_idxs, size)
         return project_masks_on_boxes(gt_masks, boxes, matched_idxs, size)
@@ -640,7 +649,8 @@ class StepwiseRoIHeads(RoIHeads):
         target_cat = torch.cat(mask_targets, dim=0)
         if target_cat.numel() == 0:
             return {"loss_mask": logits.sum() * 0}
-        return {"loss_mask": F.binary_cross_entropy_with_logits(logits[:, 0], target_cat)}
+        return {"loss_mask": F.binary_cross_entropy_with_logits(to_geometry(logits[:, 0]),
+                                                                target_cat)}
 
     def mask_inference_step(
         self, features: dict[str, Tensor], result: list[dict[str, Tensor]],
@@ -650,7 +660,7 @@ class StepwiseRoIHeads(RoIHeads):
         boxes = [r["boxes"] for r in result]
         labels = torch.cat([r["labels"] for r in result], dim=0)
         logits = self.predict_masks(self.mask_features(features, boxes, image_shapes), labels)
-        probs = logits.sigmoid().split([b.shape[0] for b in boxes], dim=0)
+        probs = to_geometry(logits).sigmoid().split([b.shape[0] for b in boxes], dim=0)
         for r, p in zip(result, probs):
             r["masks"] = p
 
