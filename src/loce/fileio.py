@@ -259,12 +259,9 @@ def _load_failure(err: Exception) -> str:
     text = str(err)
     if "WeightsUnpickler error:" in text:
         text = text.split("WeightsUnpickler error:", 1)[1]
-        kind = "not a file written by torch.save"
-    else:
-        kind = type(err).__name__
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    first = lines[0].split(". ")[0].rstrip(".") if lines else ""
-    return f"{kind}: {first[:200]}" if first else kind
+    detail = lines[0].split(". ")[0].rstrip(".")[:200] if lines else ""
+    return f"{type(err).__name__}: {detail}" if detail else type(err).__name__
 
 
 def _load_weights_only(path: Path, mmap: bool) -> Any:
@@ -319,7 +316,8 @@ def load_torch(path: str | os.PathLike, *, what: str = "checkpoint",
             "could run code (nothing of it was run); a checkpoint needs only tensors and plain "
             "values: if you trust its source, re-save those with torch.save"
         ) from None
-    raise CheckpointError(f"cannot read the {what} {path}: {_load_failure(failure)}") from None
+    raise CheckpointError(f"cannot read the {what} {path}: not a PyTorch checkpoint, or a damaged "
+                          f"one ({_load_failure(failure)})") from None
 
 
 def ensure_directory(path: str | os.PathLike, *, what: str = "output folder") -> Path:

@@ -149,7 +149,7 @@ def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path, capsys):
                      str(tmp_path / "r.json")])
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert f"cannot read the checkpoint {bad}: not a file written by torch.save" in err
+    assert f"cannot read the checkpoint {bad}: not a PyTorch checkpoint, or a damaged one (" in err
     assert "weights_only" not in err  # never the advice to load it unsafely
 
 
