@@ -268,6 +268,10 @@ def test_load_torch_builds_tensors_and_plain_values_only(tmp_path):
     assert load_torch(tmp_path / "array.pth", legacy=LEGACY_GLOBALS)["a"].tolist() == [0, 1, 2]
     with pytest.raises(CheckpointError, match="'io.open'"):
         load_torch(tmp_path / "evil.pth", legacy=LEGACY_GLOBALS)
+    # an allowed array ahead of the code does not let the code through
+    torch.save({"a": np.arange(3, dtype=np.uint32), "x": _RunsCode(marker)}, tmp_path / "both.pth")
+    with pytest.raises(CheckpointError, match="both.pth: refused: .* object 'io.open'"):
+        load_torch(tmp_path / "both.pth", legacy=LEGACY_GLOBALS)
     with pytest.raises(CheckpointError, match="refused"):
         load_torch(tmp_path / "array.pth")
     assert not marker.exists()

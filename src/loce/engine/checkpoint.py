@@ -40,9 +40,9 @@ from loce.fileio import atomic_write_text, ensure_directory, load_torch, save_to
 from loce.models.weights import load_model_weights, non_finite_entries
 
 __all__ = [
+    "LEGACY_GLOBALS",
     "capture_rng_state",
     "check_category_table",
-    "LEGACY_GLOBALS",
     "check_resumable",
     "checkpoint_global_iter",
     "find_last_checkpoint",
