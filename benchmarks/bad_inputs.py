@@ -207,7 +207,7 @@ def _cases(work: Path, data: Path, ckpt: Path) -> list[Case]:  # noqa: PLR0915 -
     add("output paths", "synth --out not empty", ["synth", "--out", work, "--preset", "tiny"])
 
     # ---- checkpoints given to loce predict
-    state = torch.load(ckpt, weights_only=False)
+    state = torch.load(ckpt, weights_only=True)
 
     def ckpt_case(what: str, payload) -> None:
         path = work / f"ckpt_{len(cases)}.pth"

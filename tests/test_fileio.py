@@ -144,3 +144,134 @@ def test_stale_temporary_files_are_removed(tmp_path):
     assert [p.name for p in removed] == [".epoch_1.pth.abc123.tmp"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_1.pth", "notes.tmp"]
     assert remove_stale_temp_files(tmp_path / "missing") == []
+
+
+# ---------------------------------------------------------------------- torch files
+
+
+def test_torch_save_under_a_file_size_limit_in_a_subprocess(tmp_path):
+    """torch's zip writer turns the EFBIG into a RuntimeError: it is still one line, the old
+    file stays and no temporary file is left."""
+    (tmp_path / "ckpt.pth").write_text("old")
+    script = textwrap.dedent(f"""
+        import resource, sys
+        import torch
+        from loce.fileio import FileWriteError, save_torch_atomic
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
+        try:  # 4 MiB of float32 zeros
+            save_torch_atomic({{"x": torch.zeros(2**20)}}, {str(tmp_path / "ckpt.pth")!r})
+        except FileWriteError as err:
+            print(err)
+            sys.exit(2)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == (f"{tmp_path / 'ckpt.pth'}: cannot write the checkpoint (File too "
+                           "large); the file-size limit (ulimit -f) of 1.0 MiB is too small for "
+                           "it: raise it.\n")
+    assert (tmp_path / "ckpt.pth").read_text() == "old" and _leftovers(tmp_path) == []
+
+
+def _writer_fails(message, *, context=False):
+    """A torch.save that writes 3 bytes and fails as torch's zip writer does."""
+
+    def save(obj, f):
+        f.write(b"abc")
+        f.flush()
+        if context:
+            try:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            except OSError:
+                raise RuntimeError(message) from None
+        raise RuntimeError(message)
+
+    return save
+
+
+def test_a_writer_failure_without_its_cause_is_told_from_the_limit_and_the_space(
+        tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    import torch
+
+    import loce.fileio as fileio
+
+    zip_error = "[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"
+    monkeypatch.setattr(torch, "save", _writer_fails(zip_error, context=True))
+    with pytest.raises(FileWriteError, match=r"a\.pth: cannot write the checkpoint \(No space "
+                       r"left on device\); it needs 0\.0 MiB or more, [\d.]+ MiB free"):
+        save_torch_atomic({}, tmp_path / "a.pth")
+    # no OSError behind it: a size at the file-size limit means the limit ...
+    monkeypatch.setattr(torch, "save", _writer_fails(zip_error))
+    monkeypatch.setattr(fileio, "_file_size_limit", lambda: 3)
+    with pytest.raises(FileWriteError, match=r"\(File too large\); the file-size limit \(ulimit "
+                       r"-f\) of 0\.0 MiB"):
+        save_torch_atomic({}, tmp_path / "a.pth")
+    # ... less than 1 MiB free means the disk, and otherwise the writer's own words
+    monkeypatch.setattr(fileio, "_file_size_limit", lambda: None)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(2**30, 2**30 - 2**19, 2**19))
+    with pytest.raises(FileWriteError, match=r"\(No space left on device\); it needs 0\.0 MiB "
+                       r"or more, 0\.5 MiB free"):
+        save_torch_atomic({}, tmp_path / "a.pth")
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: usage(2**30, 2**29, 2**29))
+    with pytest.raises(FileWriteError, match=r"a\.pth: cannot write the checkpoint \(the write "
+                       r"stopped short: \[enforce fail at inline_container\.cc:672\] \. "
+                       r"unexpected pos 704 vs 598\) with 512\.0 MiB free there\.$"):
+        save_torch_atomic({}, tmp_path / "a.pth")
+    # a RuntimeError that is not the writer's is the caller's bug: it goes through unchanged
+    monkeypatch.setattr(torch, "save", _writer_fails("a bug"))
+    with pytest.raises(RuntimeError, match="^a bug$"):
+        save_torch_atomic({}, tmp_path / "a.pth")
+    assert _leftovers(tmp_path) == [] and not (tmp_path / "a.pth").exists()
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_load_torch_builds_tensors_and_plain_values_only(tmp_path):
+    import numpy as np
+    import torch
+
+    from loce.errors import CheckpointError
+    from loce.fileio import load_torch
+
+    plain = {"w": torch.arange(3), "names": ["a"], "n": 1, "t": (1.5, None), "s": "x"}
+    torch.save(plain, tmp_path / "plain.pth")
+    loaded = load_torch(tmp_path / "plain.pth")
+    assert loaded["w"].tolist() == [0, 1, 2] and loaded["t"] == (1.5, None)
+    assert {k: v for k, v in loaded.items() if k != "w"} == \
+        {"names": ["a"], "n": 1, "t": (1.5, None), "s": "x"}
+
+    marker = tmp_path / "code_ran"
+    torch.save({"w": torch.zeros(1), "x": _RunsCode(marker)}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError) as e:
+        load_torch(tmp_path / "evil.pth", what="weights file")
+    assert str(e.value).startswith(f"{tmp_path / 'evil.pth'}: refused: the weights file holds "
+                                   "the Python object 'io.open'")
+    assert len(str(e.value).splitlines()) == 1 and not marker.exists()
+
+    # an array is allowed only where the caller names what rebuilds it, for that load only
+    torch.save({"a": np.arange(3, dtype=np.uint32)}, tmp_path / "array.pth")
+    with pytest.raises(CheckpointError, match="refused: the checkpoint holds the Python object "
+                                              "'numpy"):
+        load_torch(tmp_path / "array.pth")
+    from loce.engine.checkpoint import LEGACY_GLOBALS
+
+    assert load_torch(tmp_path / "array.pth", legacy=LEGACY_GLOBALS)["a"].tolist() == [0, 1, 2]
+    with pytest.raises(CheckpointError, match="'io.open'"):
+        load_torch(tmp_path / "evil.pth", legacy=LEGACY_GLOBALS)
+    # an allowed array ahead of the code does not let the code through
+    torch.save({"a": np.arange(3, dtype=np.uint32), "x": _RunsCode(marker)}, tmp_path / "both.pth")
+    with pytest.raises(CheckpointError, match="both.pth: refused: .* object 'io.open'"):
+        load_torch(tmp_path / "both.pth", legacy=LEGACY_GLOBALS)
+    with pytest.raises(CheckpointError, match="refused"):
+        load_torch(tmp_path / "array.pth")
+    assert not marker.exists()

@@ -209,15 +209,14 @@ def final_checkpoint(run_dir: Path) -> Path:
 
 def _plot_scores(out: Path, data: Path) -> Path | None:
     """LOCE's mean scores after the initialisation pass and at the end of the fine-tune."""
-    import torch
-
+    from loce.engine.checkpoint import load_checkpoint_file
     from loce.evaluation.plots import plot_mean_scores
 
     init_file = out / "loce" / "mean_scores_init.json"
     if not init_file.is_file():
         return None
     before = json.loads(init_file.read_text())["scores"][1:]
-    state = torch.load(final_checkpoint(out / "loce"), map_location="cpu", weights_only=False)
+    state = load_checkpoint_file(final_checkpoint(out / "loce"))
     key = next(k for k in state["model"] if k.endswith("score_tracker.scores"))
     after = state["model"][key].tolist()[1:]
     train = json.loads((data / "annotations" / "train.json").read_text())

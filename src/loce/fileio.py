@@ -10,6 +10,11 @@ where, and why — and how much space it needed where that is known.
 
 Temporary files are named ``.NAME.<random>.tmp``: hidden, unique per writer, and never
 mistaken for a checkpoint or a results file.
+
+PyTorch files are read the one safe way too (:func:`load_torch`): ``torch.load`` with
+``weights_only=True``, which builds tensors and plain values (lists, dicts, strings, numbers)
+and refuses any other Python object before anything of it runs, so loading a checkpoint made by
+someone else cannot run their code. A refusal names the file and the object.
 """
 
 from __future__ import annotations
@@ -18,13 +23,15 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from loce.errors import LoceError
+from loce.errors import CheckpointError, LoceError
 from loce.faults import fault_point
 
 __all__ = [
@@ -35,6 +42,7 @@ __all__ = [
     "check_output_file",
     "ensure_directory",
     "fsync_directory",
+    "load_torch",
     "remove_stale_temp_files",
     "save_torch_atomic",
 ]
@@ -74,10 +82,7 @@ def _describe_failure(path: Path, what: str, err: OSError, written: int | None) 
     reason = err.strerror or str(err)
     fix = ""
     if err.errno in (errno.ENOSPC, errno.EDQUOT):
-        try:
-            free = shutil.disk_usage(path.parent).free
-        except OSError:
-            free = None
+        free = _free_space(path.parent)
         need = f"{written / 2**20:.1f} MiB or more" if written else "more space"
         have = f", {free / 2**20:.1f} MiB free" if free is not None else ""
         fix = f"; it needs {need}{have}: free some space or write elsewhere"
@@ -91,7 +96,17 @@ def _describe_failure(path: Path, what: str, err: OSError, written: int | None) 
         fix = "; a file stands where a folder is needed: choose another output location"
     elif err.errno == errno.EISDIR:
         fix = "; a folder stands where the file should go: give a file name"
+    elif err.errno == errno.EIO:
+        free = _free_space(path.parent)
+        fix = f" with {free / 2**20:.1f} MiB free there" if free is not None else ""
     return f"{path}: cannot write the {what} ({reason}){fix}."
+
+
+def _free_space(folder: Path) -> int | None:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
 
 
 @contextlib.contextmanager
@@ -169,12 +184,140 @@ def atomic_write_json(path: str | os.PathLike, payload: Any, *, what: str = "JSO
 
 
 def save_torch_atomic(obj: Any, path: str | os.PathLike, *, what: str = "checkpoint") -> Path:
-    """``torch.save(obj)`` to ``path`` atomically; returns the path."""
+    """``torch.save(obj)`` to ``path`` atomically; returns the path.
+
+    Raises:
+        FileWriteError: the file could not be written (a full disk, a file-size limit, ...):
+            the message names the file, the reason and the space; nothing was replaced.
+    """
     import torch
 
     with atomic_write(path, "wb", what=what) as f:
-        torch.save(obj, f)
+        try:
+            torch.save(obj, f)
+        except RuntimeError as err:
+            failure = _torch_write_failure(err, f, Path(path).parent)
+            if failure is None:
+                raise
+            raise failure from None
     return Path(path)
+
+
+def _torch_write_failure(err: RuntimeError, f: IO[Any], folder: Path) -> OSError | None:
+    """The ``OSError`` behind a failed ``torch.save``, or None when ``err`` is no write failure.
+
+    torch's zip writer turns the ``OSError`` of a full disk or a file-size limit into a
+    ``RuntimeError`` ("[enforce fail at inline_container.cc] . unexpected pos ..."); the
+    ``OSError`` is its context. Without one, the cause is read from the file-size limit and the
+    free space.
+    """
+    seen = err.__cause__ or err.__context__
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    text = str(err)
+    if "inline_container" not in text and "PytorchStreamWriter" not in text:
+        return None
+    limit = _file_size_limit()
+    try:
+        size = os.fstat(f.fileno()).st_size
+    except (OSError, ValueError):
+        size = 0
+    if limit is not None and size >= limit:
+        return OSError(errno.EFBIG, os.strerror(errno.EFBIG))
+    free = _free_space(folder)
+    if free is not None and free < 2**20:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return OSError(errno.EIO, f"the write stopped short: {text.strip().splitlines()[0]}")
+
+
+# Where torch's safe unpickler names the object it refused: "Unsupported global: GLOBAL
+# mod.name was not an allowed global" / "Trying to load unsupported GLOBAL mod.name whose module
+# mod is blocked" (torch >= 2.4), "Unsupported class mod.name" (earlier).
+_REFUSED = re.compile(r"(?:GLOBAL|Unsupported class) ([A-Za-z_][\w.]*)")
+
+
+def _refused_global(err: Exception, path: Path) -> str | None:
+    """The global the safe unpickler refused in ``path``, or None when ``err`` is another failure."""
+    found = _REFUSED.search(str(err))
+    if found:
+        return found.group(1)
+    if "Weights only load failed" not in str(err):
+        return None
+    import torch
+
+    try:  # the message's wording changed; the checkpoint itself names its globals
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # noqa: BLE001 - torch < 2.5, or a file it cannot parse
+        return None
+    return names[0] if names else None
+
+
+def _load_failure(err: Exception) -> str:
+    """What stopped ``torch.load``, in one line (never the advice to load unsafely)."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    detail = lines[0].split(". ")[0].rstrip(".")[:200] if lines else ""
+    return f"{type(err).__name__}: {detail}" if detail else type(err).__name__
+
+
+def _load_weights_only(path: Path, mmap: bool) -> Any:
+    import torch
+
+    with warnings.catch_warnings():  # a pickle protocol other than torch's own: not news
+        warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def load_torch(path: str | os.PathLike, *, what: str = "checkpoint",
+               legacy: Sequence[tuple[Callable[..., Any], str]] = (), mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` onto the CPU: tensors and plain values only.
+
+    A file that holds any other Python object (whose unpickling could run code) is refused
+    before any of it runs.
+
+    Args:
+        path: the file.
+        what: what the file is, for the error message ("checkpoint", "feature memory", ...).
+        legacy: ``(object, "module.name")`` pairs that an earlier format of the file stores and
+            that are safe to rebuild; they are allowed only for this file, and only when the
+            strict load refuses one of them (needs torch >= 2.5).
+        mmap: map the file instead of reading it (for reading one small entry).
+
+    Raises:
+        CheckpointError: one line naming the file and either the refused global or what
+            made the file unreadable.
+    """
+    import torch
+
+    path = Path(path)
+    try:
+        return _load_weights_only(path, mmap)
+    except Exception as err:  # noqa: BLE001 - every failure becomes one line
+        failure = err
+    name = _refused_global(failure, path)
+    if name in {full for _, full in legacy}:
+        if not hasattr(torch.serialization, "safe_globals"):
+            raise CheckpointError(
+                f"{path}: this {what} is of an earlier loce format (it holds '{name}'), which "
+                f"torch {torch.__version__} cannot read safely; read it with torch>=2.5") from None
+        try:
+            with torch.serialization.safe_globals(list(legacy)):
+                return _load_weights_only(path, mmap)
+        except Exception as err:  # noqa: BLE001 - every failure becomes one line
+            failure = err
+        name = _refused_global(failure, path)
+    if name is not None:
+        raise CheckpointError(
+            f"{path}: refused: the {what} holds the Python object '{name}', and loading it "
+            "could run code (nothing of it was run); a checkpoint needs only tensors and plain "
+            "values: if you trust its source, re-save those with torch.save"
+        ) from None
+    raise CheckpointError(f"cannot read the {what} {path}: not a PyTorch checkpoint, or a damaged "
+                          f"one ({_load_failure(failure)})") from None
 
 
 def ensure_directory(path: str | os.PathLike, *, what: str = "output folder") -> Path:

@@ -66,7 +66,7 @@ def test_predict_errors_are_one_line(tiny_checkpoint, tmp_path, capsys):
     bad.write_bytes(b"not a checkpoint")
     code = cli_main(["predict", "--checkpoint", str(bad), "--images", str(tmp_path),
                      "--out", str(tmp_path / "r.json")])
-    assert code == 2 and "cannot read checkpoint" in capsys.readouterr().err
+    assert code == 2 and "cannot read the checkpoint" in capsys.readouterr().err
 
 
 def test_box_only_prediction_skips_the_mask_branch(tiny_dataset, tiny_checkpoint, tmp_path):

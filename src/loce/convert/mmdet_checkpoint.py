@@ -38,6 +38,7 @@ from loce.convert.categories import CategoryTable, resolve_categories
 from loce.convert.mmcv_config import Unparsed, load_config_file, parse_config_text
 from loce.convert.mmdet_spec import MMDetModelSpec, read_model_spec
 from loce.errors import CheckpointError, ConfigError
+from loce.fileio import load_torch
 
 if TYPE_CHECKING:
     from loce.models.mmdet_weights import MMDetWeightsInfo
@@ -70,25 +71,12 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
 
     Raises:
         CheckpointError: no such file, not a PyTorch file, or a file that needs an arbitrary
-            Python object (the offending global is named).
+            Python object (the offending global is named; nothing of the file is run).
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - every failure becomes one line
-        text = str(err)
-        found = re.search(r"(?:Unsupported global: GLOBAL|global) ([\w.]+)", text)
-        if found:
-            raise CheckpointError(
-                f"{path}: loading it would run arbitrary code: it holds the Python object "
-                f"'{found.group(1)}', which a checkpoint of tensors and plain values does not "
-                "need; re-save it with plain values (e.g. the 'state_dict' and 'meta' entries "
-                "only) from an environment you trust"
-            ) from None
-        first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({first})") from None
+    return load_torch(path)
 
 
 def _is_state_dict(obj: Any) -> bool:

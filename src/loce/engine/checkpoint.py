@@ -10,6 +10,12 @@ A training checkpoint is a dict with
 - ``config``: the resolved config as a plain dict;
 - ``loce_version``.
 
+Everything in it is a tensor or a plain value (dict, list, tuple, str, int, float, bool, None),
+so it loads with ``torch.load(weights_only=True)``, the only way loce loads one
+(:func:`loce.fileio.load_torch`): a file holding any other Python object is refused before any
+of it runs. Checkpoints of earlier versions stored the NumPy generator state as an array; that
+one object is allowed for them (:data:`LEGACY_GLOBALS`).
+
 Every file is written atomically (:mod:`loce.fileio`: a temporary file, ``fsync``, rename), so
 a run killed while saving never leaves a truncated checkpoint; ``last_checkpoint`` (a one-line
 text file) names the newest one and moves only after the checkpoint and every per-rank file
@@ -30,10 +36,11 @@ import torch
 
 from loce.errors import CheckpointError
 from loce.faults import fault_point
-from loce.fileio import atomic_write_text, ensure_directory, save_torch_atomic
+from loce.fileio import atomic_write_text, ensure_directory, load_torch, save_torch_atomic
 from loce.models.weights import load_model_weights, non_finite_entries
 
 __all__ = [
+    "LEGACY_GLOBALS",
     "capture_rng_state",
     "check_category_table",
     "check_resumable",
@@ -62,6 +69,22 @@ RESUME_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 
 
+def _numpy_array_globals() -> list[tuple[Any, str]]:
+    """What pickle needs to rebuild a NumPy array, under the names NumPy 1.x and 2.x write."""
+    reconstruct = np.ndarray.__reduce__(np.zeros(1, np.uint32))[0]
+    dtype_class = type(np.dtype(np.uint32))
+    return [(reconstruct, "numpy._core.multiarray._reconstruct"),
+            (reconstruct, "numpy.core.multiarray._reconstruct"),
+            (np.ndarray, "numpy.ndarray"), (np.dtype, "numpy.dtype"),
+            (dtype_class, f"numpy.dtypes.{dtype_class.__name__}")]
+
+
+#: The objects checkpoints of earlier versions hold besides tensors and plain values: the
+#: NumPy generator state (``np.random.get_state()``, a uint32 array). Allowed only when a
+#: checkpoint needs them (:func:`loce.fileio.load_torch`).
+LEGACY_GLOBALS = _numpy_array_globals()
+
+
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[tuple[str, torch.Tensor]]:
     """``(name, tensor)`` for every tensor of the optimizer's per-parameter state."""
     out = []
@@ -73,9 +96,18 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> list[tuple[str, torch
 
 
 def capture_rng_state() -> dict[str, Any]:
+    """Every global generator's state, in tensors and plain values (``weights_only``-safe).
+
+    ``numpy`` is ``np.random.get_state(legacy=False)`` with its key as a list of ints.
+    """
+    numpy_state = np.random.get_state(legacy=False)  # noqa: NPY002 - the global state is saved
+    numpy_state["state"] = {"key": [int(v) for v in numpy_state["state"]["key"]],
+                            "pos": int(numpy_state["state"]["pos"])}
+    numpy_state["has_gauss"] = int(numpy_state["has_gauss"])
+    numpy_state["gauss"] = float(numpy_state["gauss"])
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),  # noqa: NPY002 - the global state is what we save
+        "numpy": numpy_state,
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -84,8 +116,15 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what :func:`capture_rng_state` captured (also the earlier format, whose
+    ``numpy`` entry is the tuple of ``np.random.get_state()``)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
+    numpy_state = state["numpy"]
+    if isinstance(numpy_state, Mapping):
+        inner = numpy_state["state"]
+        numpy_state = {**numpy_state, "state": {
+            "key": np.asarray(inner["key"], dtype=np.uint32), "pos": int(inner["pos"])}}
+    np.random.set_state(numpy_state)  # noqa: NPY002
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -138,10 +177,10 @@ def find_last_checkpoint(directory: str | os.PathLike) -> Path | None:
 def checkpoint_global_iter(path: str | os.PathLike) -> int | None:
     """The ``global_iter`` stored in a checkpoint (read lazily), or None when unreadable."""
     try:
-        data = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        value = data.get("global_iter") if isinstance(data, dict) else None
-    except Exception:  # noqa: BLE001 - any unreadable file is simply not a candidate
+        data = load_torch(path, legacy=LEGACY_GLOBALS, mmap=True)
+    except CheckpointError:  # an unreadable or refused file is simply not a candidate
         return None
+    value = data.get("global_iter") if isinstance(data, dict) else None
     return value if isinstance(value, int) else None
 
 
@@ -168,14 +207,17 @@ def check_resumable(state: Mapping[str, Any], source: str) -> None:
 
 
 def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a checkpoint (a loce checkpoint or a bare state dict) onto the CPU."""
+    """Read a checkpoint (a loce checkpoint or a bare state dict) onto the CPU, safely.
+
+    Raises:
+        CheckpointError: no such file, an unreadable one, one that is not a dict, or one
+            holding a Python object other than tensors and plain values (named; nothing of the
+            file is run).
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # corrupt or foreign file: report, never a traceback
-        raise CheckpointError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
+    data = load_torch(path, legacy=LEGACY_GLOBALS)
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, expected a dict")
     return data

@@ -20,7 +20,7 @@ from loce.config import Config
 from loce.engine import distributed as dist_utils
 from loce.engine.init_pass import run_init_pass
 from loce.errors import CheckpointError
-from loce.fileio import atomic_write_json, ensure_directory, save_torch_atomic
+from loce.fileio import atomic_write_json, ensure_directory, load_torch, save_torch_atomic
 from loce.models.loce_heads import LoceRoIHeads
 
 logger = logging.getLogger(__name__)
@@ -155,12 +155,11 @@ def load_rank_state(model: nn.Module, cfg: Config, ckpt_dir, name: str, rank: in
     if not path.is_file():
         logger.warning("LOCE: rank %d finds no saved feature memory %s", rank, path)
         return
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        state = data["feature_memory"]
-    except Exception as err:  # noqa: BLE001 - corrupt or foreign file: one clear message
-        raise CheckpointError(f"cannot read the feature memory {path}: "
-                              f"{type(err).__name__}: {err}") from None
+    data = load_torch(path, what="feature memory")
+    state = data.get("feature_memory") if isinstance(data, dict) else None
+    if state is None:
+        raise CheckpointError(f"cannot read the feature memory {path}: it holds no "
+                              "'feature_memory' entry; delete it to refill the memory")
     try:
         device = next(model.parameters()).device
         heads.memory_for(device).set_extra_state(state)

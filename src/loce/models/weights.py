@@ -18,6 +18,7 @@ import torchvision
 from torch import Tensor, nn
 
 from loce.errors import CheckpointError, ConfigError, LoceError
+from loce.fileio import load_torch
 
 __all__ = [
     "describe_key_mismatch",
@@ -71,11 +72,7 @@ def _read_state_dict(path: Path, key: str) -> dict[str, Tensor]:
             f"{key}: no such file {str(path)!r}; expected 'none', 'imagenet', a torchvision "
             "weight name such as ResNet50_Weights.IMAGENET1K_V1, or a ResNet state-dict file"
         )
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - unreadable for whatever reason
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"{path}: cannot read it as a PyTorch state dict ({reason})") from None
+    data = load_torch(path, what=f"{key} file")
     if isinstance(data, Mapping):
         for wrapper in ("state_dict", "model"):
             inner = data.get(wrapper)
