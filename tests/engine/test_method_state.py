@@ -228,6 +228,7 @@ def test_two_ranks_draw_their_own_classes_and_resume_exactly(tiny_dataset, tiny_
 
 
 @pytest.mark.distributed
+@pytest.mark.slow
 def test_a_missing_memory_file_on_one_rank_reruns_the_pass_on_every_rank(
         tiny_dataset, tiny_checkpoint, first_epoch, tmp_path):
     run = _resume_copy(first_epoch, tmp_path)
@@ -260,6 +261,7 @@ def test_a_missing_memory_file_on_one_rank_reruns_the_pass_on_every_rank(
 
 
 @pytest.mark.distributed
+@pytest.mark.slow
 def test_an_unreadable_memory_file_on_one_rank_stops_every_rank_with_its_name(
         tiny_dataset, tiny_checkpoint, first_epoch, tmp_path):
     run = _resume_copy(first_epoch, tmp_path)
