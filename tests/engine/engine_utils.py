@@ -63,3 +63,37 @@ def train_command(config: str, overrides: list[str], *extra: str) -> list[str]:
     for o in overrides:
         cmd += ["--set", o]
     return cmd
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for a process group's rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def join_rank_env(rank: int, world: int, port: int) -> None:
+    """Set what torchrun sets for one rank of a job of ``world`` processes on this machine."""
+    import os
+
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
+
+
+def spawn_ranks(fn, args: tuple, world: int = 2, timeout: float = 300) -> None:
+    """Run ``fn(rank, *args)`` in ``world`` spawned processes; fail (and kill them) when they
+    are not all done within ``timeout`` seconds, so a hang is a failure, not a stuck suite."""
+    import time
+
+    import torch.multiprocessing as mp
+
+    ctx = mp.start_processes(fn, args=args, nprocs=world, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                if p.is_alive():
+                    p.kill()
+            raise AssertionError(f"{world} processes not done after {timeout:.0f} s: a rank hung")

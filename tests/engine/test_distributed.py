@@ -1,26 +1,20 @@
-"""Two CPU processes with gloo: DDP keeps the model identical; evaluation shards merge."""
+"""Two CPU processes with gloo: DDP keeps the model identical; evaluation shards travel to rank 0
+over the process group and merge."""
 
 from __future__ import annotations
 
 import json
 import os
-import socket
+from pathlib import Path
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from engine_utils import SYNTH_CONFIG, tiny_overrides
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from engine_utils import SYNTH_CONFIG, free_port, join_rank_env, spawn_ranks, tiny_overrides
 
 
 def _worker(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
+    join_rank_env(rank, world, port)
     from loce.config import load_config
     from loce.engine import distributed as dist_utils
     from loce.engine.train import train
@@ -39,7 +33,7 @@ def test_two_process_gloo_training_keeps_ranks_identical(tiny_dataset, tmp_path)
     run = tmp_path / "run"
     overrides = tiny_overrides(tiny_dataset, run, **{"train.max_iters_per_epoch": 3,
                                                      "train.eval_at_end": True})
-    mp.spawn(_worker, args=(2, _free_port(), overrides, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), overrides, str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
     assert (r0["rank"], r0["world"], r1["rank"]) == (0, 2, 1)
@@ -88,7 +82,7 @@ def test_a_user_error_on_one_rank_stops_every_rank_promptly(tiny_dataset, tmp_pa
     first = build.epoch_batches(cfg, train_set, 0, rank=1, world=2)[0][0]
     broken = train_set.image_path(first)
     broken.write_bytes(b"truncated")
-    port = _free_port()
+    port = free_port()
     procs = []
     for rank in range(2):
         env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
@@ -114,3 +108,66 @@ def test_a_user_error_on_one_rank_stops_every_rank_promptly(tiny_dataset, tmp_pa
     assert str(broken) in last and "Traceback" not in err1
     assert procs[0].returncode != 0 and "Traceback" not in outputs[0][1], outputs[0][1]
     assert ended[0] - ended[1] < 15, "rank 0 waited for a timeout"
+
+
+def _gather_worker(rank: int, world: int, port: int, checkpoint: str, out: str) -> None:
+    """Each rank works in its own folder (as on nodes without a shared disk): gather files of
+    known bytes, then evaluate the checkpoint."""
+    join_rank_env(rank, world, port)
+    torch.set_num_threads(1)
+    from loce.engine import distributed as dist_utils
+    from loce.engine.checkpoint import load_trained_model
+    from loce.engine.evaluate import evaluate
+
+    dist_utils.init_distributed(torch.device("cpu"))
+    node = Path(out) / f"node{rank}"
+    node.mkdir()
+    gathered = []
+    # 5 bytes on rank 0 and 23 on rank 1 in blocks of 7 (3 full, 1 partial); then rank 1 empty
+    for name, payload in (("part", bytes(range(5)) if rank == 0 else bytes(range(100, 123))),
+                          ("empty", b"rank0" if rank == 0 else b"")):
+        mine = node / f"{name}.bin"
+        mine.write_bytes(payload)
+        paths = dist_utils.gather_files(mine, lambda r, n=name: node / f"{n}.copy{r}.bin",
+                                        chunk_bytes=7)
+        gathered.append([(str(p), p.read_bytes()) for p in paths])
+    model, cfg, _ = load_trained_model(checkpoint)
+    metrics = evaluate(model, cfg, node / "eval", device=torch.device("cpu"))
+    torch.save({"gathered": gathered, "metrics": metrics}, node / "record.pt")
+    dist_utils.cleanup_distributed()
+
+
+@pytest.mark.distributed
+@pytest.mark.slow
+def test_evaluation_shards_reach_rank_0_without_a_shared_folder(tiny_checkpoint, tmp_path):
+    from loce.engine.checkpoint import load_trained_model
+    from loce.engine.evaluate import evaluate
+
+    spawn_ranks(_gather_worker, (2, free_port(), str(tiny_checkpoint), str(tmp_path)))
+    r0 = torch.load(tmp_path / "node0" / "record.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "node1" / "record.pt", weights_only=False)
+    node0 = tmp_path / "node0"
+    assert r0["gathered"] == [
+        [(str(node0 / "part.bin"), bytes(range(5))),
+         (str(node0 / "part.copy1.bin"), bytes(range(100, 123)))],
+        [(str(node0 / "empty.bin"), b"rank0"), (str(node0 / "empty.copy1.bin"), b"")],
+    ]
+    assert r1["gathered"] == [[], []] and r1["metrics"] == {}
+    # rank 0's predictions are a single process's, though rank 1 wrote its shard elsewhere
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model, cfg, _ = load_trained_model(tiny_checkpoint)
+        single = evaluate(model, cfg, tmp_path / "single", device=torch.device("cpu"))
+    finally:
+        torch.set_num_threads(threads)
+    key = lambda d: (d["image_id"], d["category_id"], d["score"], d["bbox"])  # noqa: E731
+    merged = json.loads((node0 / "eval" / "predictions.json").read_text())
+    expected = json.loads((tmp_path / "single" / "predictions.json").read_text())
+    assert len(expected) > 0 and {d["image_id"] % 2 for d in expected} == {0, 1}
+    assert sorted(merged, key=key) == sorted(expected, key=key)
+    assert r0["metrics"] == single
+    # no shard is left on either node, and rank 1 has no results of its own
+    assert sorted(p.name for p in (node0 / "eval").iterdir()) == ["metrics.json",
+                                                                   "predictions.json"]
+    assert list((tmp_path / "node1" / "eval").iterdir()) == []

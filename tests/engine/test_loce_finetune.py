@@ -4,12 +4,11 @@ checkpoints, exact resume, and two gloo processes that keep the scores identical
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
-from engine_utils import logged_losses, tiny_overrides
+from engine_utils import free_port, join_rank_env, logged_losses, tiny_overrides
 
 from loce import build
 from loce.config import load_config
@@ -165,6 +164,8 @@ def test_finetune_from_stage1_saves_state_and_resumes_exactly(tiny_dataset, tiny
     heads = resumed.model.roi_heads
     torch.testing.assert_close(heads.score_tracker.scores, ref_heads.score_tracker.scores)
     torch.testing.assert_close(heads.feature_memory.features, ref_heads.feature_memory.features)
+    # the draws continued from the checkpoint's generator state, to the same end state
+    assert torch.equal(heads.generator.get_state(), ref_heads.generator.get_state())
 
 
 def test_resume_without_saved_memory_reruns_the_pass_and_keeps_the_scores(
@@ -221,15 +222,8 @@ def test_corrupt_memory_file_is_a_checkpoint_error(tiny_dataset, tmp_path):
 # ---------------------------------------------------------------------------- two processes
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _worker(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
+    join_rank_env(rank, world, port)
     from loce.engine import distributed as dist_utils
 
     result = train(load_config(LOCE_SYNTH, overrides))
@@ -247,7 +241,7 @@ def test_two_gloo_processes_keep_identical_scores(tiny_dataset, tiny_checkpoint,
     overrides = tiny_overrides(tiny_dataset, run, **{
         "train.init_from": str(tiny_checkpoint), "loce.memory_capacity": 16,
         "train.max_iters_per_epoch": 2})
-    mp.spawn(_worker, args=(2, _free_port(), overrides, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), overrides, str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt")
     r1 = torch.load(tmp_path / "rank1.pt")
     assert torch.equal(r0["scores"], r1["scores"])

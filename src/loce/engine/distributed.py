@@ -9,7 +9,9 @@ helpers below degrade to no-ops.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +24,7 @@ __all__ = [
     "broadcast_object",
     "cleanup_distributed",
     "exit_now",
+    "gather_files",
     "is_peer_failure",
     "get_rank",
     "get_world_size",
@@ -139,6 +142,64 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def _collective_device() -> torch.device:
+    """Where tensors for the process group's point-to-point calls must be: NCCL moves CUDA
+    tensors only, gloo CPU tensors."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def gather_files(path: str | os.PathLike, received: Callable[[int], Path], *,
+                 what: str = "file", chunk_bytes: int = 1 << 24) -> list[Path]:
+    """Bring every rank's file ``path`` to rank 0 over the process group (every rank calls).
+
+    Nothing assumes that the ranks share a disk: each rank ``r > 0`` sends its file to rank 0
+    in blocks of ``chunk_bytes`` (through the GPU under NCCL), and rank 0 writes it, atomically,
+    to ``received(r)``. Ranks send one after the other, so rank 0 holds one block at a time
+    whatever the files' sizes. ``received(r)`` must not be the path of rank ``r``'s own file:
+    on a shared disk that is the file being sent.
+
+    Args:
+        path: this rank's file.
+        received: where rank 0 puts rank ``r``'s copy.
+        what: what the files are, for error messages.
+        chunk_bytes: block size.
+
+    Returns:
+        On rank 0, the files in rank order: its own ``path``, then ``received(1)``, ...; on
+        other ranks an empty list. In one process, ``[path]``.
+
+    Raises:
+        FileWriteError: rank 0 cannot write a copy (the other ranks have sent theirs by then).
+    """
+    from loce.fileio import atomic_write
+
+    path = Path(path)
+    if not is_distributed():
+        return [path]
+    rank, world = get_rank(), get_world_size()
+    sizes = all_gather_object(path.stat().st_size)
+    device = _collective_device()
+    out = [path] if rank == 0 else []
+    for src in range(1, world):
+        if rank == src:
+            with path.open("rb") as f:
+                for _ in range(0, sizes[src], chunk_bytes):
+                    block = f.read(chunk_bytes)
+                    dist.send(torch.frombuffer(bytearray(block), dtype=torch.uint8).to(device),
+                              dst=0)
+        elif rank == 0:
+            buffer = torch.empty(min(chunk_bytes, sizes[src]), dtype=torch.uint8, device=device)
+            with atomic_write(received(src), "wb", what=what) as f:
+                for start in range(0, sizes[src], chunk_bytes):
+                    block = buffer[: min(chunk_bytes, sizes[src] - start)]
+                    dist.recv(block, src=src)
+                    f.write(block.cpu().numpy().tobytes())
+            out.append(received(src))
+    return out
 
 
 def average_batchnorm_statistics(model: torch.nn.Module) -> int:

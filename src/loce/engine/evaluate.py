@@ -1,9 +1,12 @@
 """Inference over a dataset, LVIS result files, and evaluation; one process or many.
 
 Each rank runs the model on its share of the images (every ``world``-th image) and streams
-its detections to ``predictions.rank{R}.json``; rank 0 then concatenates the shards into
-``predictions.json`` (streaming, shard by shard) and evaluates it with the LVIS protocol. No
-process ever gathers every rank's detections in memory over the network.
+its detections to ``predictions.rank{R}.json`` in its own copy of the output folder; the
+shards then travel to rank 0 over the process group, a block at a time
+(:func:`loce.engine.distributed.gather_files`), so the ranks need no shared disk (several
+nodes, each with its own), and rank 0 concatenates them into ``predictions.json`` (streaming,
+shard by shard) and evaluates it with the LVIS protocol. No process ever holds every rank's
+detections in memory.
 
 Result dicts follow the LVIS format: ``image_id``, ``category_id``, ``score``, ``bbox``
 ``[x, y, w, h]`` in original-image pixels (``w = x2 - x1``, no +1), and for masks
@@ -209,9 +212,7 @@ def evaluate(model: nn.Module, cfg, out_dir: str | os.PathLike, *, device: torch
 
     rank, world = dist_utils.get_rank(), dist_utils.get_world_size()
     out = Path(out_dir)
-    if rank == 0:
-        ensure_directory(out, what="evaluation folder")
-    dist_utils.barrier()
+    ensure_directory(out, what="evaluation folder")  # on every node: disks need not be shared
     if dataset is None:
         dataset = build.build_val_dataset(cfg)
     iou_types = list(cfg.eval.iou_types)
@@ -220,10 +221,12 @@ def evaluate(model: nn.Module, cfg, out_dir: str | os.PathLike, *, device: torch
     predict_to_file(model, dataset, shard, device=device,
                     indices=range(rank, len(dataset), world), with_masks=with_masks,
                     workers=cfg.data.workers, progress=rank == 0)
-    dist_utils.barrier()
+    shards = dist_utils.gather_files(
+        shard, lambda r: out / f"predictions.rank{r}.received.json", what="results shard")
+    if rank != 0:
+        shard.unlink()
     metrics: dict[str, Any] = {}
     if rank == 0:
-        shards = [out / f"predictions.rank{r}.json" for r in range(world)]
         merged = out / "predictions.json"
         count = merge_result_shards(shards, merged)
         for s in shards:

@@ -15,7 +15,8 @@ It writes into ``cfg.train.output_dir``:
 - ``metrics.json``: the final evaluation (``{"bbox": {...}, "segm": {...}}``).
 
 Exact resume: the data order of an epoch is a function of (seed, epoch), each image's random
-augmentation a function of (seed, epoch, index), and the checkpoint holds every RNG state, so
+augmentation a function of (seed, epoch, index), and the checkpoint holds every RNG state of
+every rank (LOCE's per-rank draws generator among them, see :mod:`loce.engine.method_state`), so
 ``--resume`` after a kill reproduces the losses of an uninterrupted run. Every rank's
 per-rank files (LOCE's feature memory) are durable before rank 0 moves ``last_checkpoint``,
 and older ones are deleted only after it moved, so a kill at any moment leaves a pointer to a
@@ -64,10 +65,13 @@ from loce.engine.device import autocast, enable_tf32, to_device
 from loce.engine.freeze import check_reinit_trainable, configure_trainable
 from loce.engine.method_state import (
     before_training,
+    draws_state,
     load_rank_state,
     method_scalars,
     prune_rank_state,
+    restore_draws_state,
     save_rank_state,
+    seed_rank_draws,
 )
 from loce.engine.schedule import apply_auto_scale_lr, build_lr_scheduler, load_scheduler_state
 from loce.engine.tensorboard import ScalarWriter
@@ -333,6 +337,8 @@ class _Trainer:
             load_initial_weights(model, data, cfg.train.init_from, cfg.train.reinit)
         configure_trainable(model, cfg)
         check_reinit_trainable(model, cfg)
+        # LOCE's jitter and memory draws: this rank's own stream, a function of (seed, rank).
+        seed_rank_draws(model, cfg.train.seed, self.rank, self.device)
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise LoceError("no trainable parameters: check the model's freezing settings")
@@ -370,7 +376,8 @@ class _Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.start_epoch, self.start_iter = int(state["epoch"]), int(state["iter_in_epoch"])
         self.global_iter = int(state["global_iter"])
-        _restore_rng(state["rng"], self.rank, str(last))
+        rng = _restore_rng(state["rng"], self.rank, str(last))
+        restore_draws_state(self.model, rng, str(last))
         load_rank_state(self.model, cfg, self.ckpt_dir, last.name, self.rank)
         # Per-rank files of other checkpoints are left by a kill between the pointer move and
         # their deletion; the pointer names `last`, so they are of no use.
@@ -531,7 +538,7 @@ class _Trainer:
         dist_utils.average_batchnorm_statistics(model)
         _check_finite_state(model, self.optimizer, self.device, epoch, it_in_epoch,
                             self.global_iter, self.ckpt_dir, self.main)
-        rng = dist_utils.all_gather_object(capture_rng_state())
+        rng = dist_utils.all_gather_object({**capture_rng_state(), **draws_state(model)})
         save_rank_state(model, cfg, self.ckpt_dir, name, self.rank)
         dist_utils.barrier()
         fault_point("checkpoint:after-rank-state")
@@ -596,7 +603,9 @@ def _load_optimizer(optimizer: torch.optim.Optimizer, state: Mapping[str, Any], 
         ) from None
 
 
-def _restore_rng(saved: Any, rank: int, source: str) -> None:
+def _restore_rng(saved: Any, rank: int, source: str) -> Mapping[str, Any]:
+    """Restore this rank's global random state from a checkpoint's ``rng``; returns that
+    rank's entry (which also holds the states of generators the engine owns)."""
     from loce.errors import CheckpointError
 
     if isinstance(saved, list):
@@ -610,6 +619,7 @@ def _restore_rng(saved: Any, rank: int, source: str) -> None:
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{source}: unreadable random-generator state ({err!r}); delete "
                               "last_checkpoint to start over") from None
+    return saved
 
 
 def resume_available(ckpt_dir: Path, resume: bool) -> bool:

@@ -48,8 +48,12 @@ Deliberate deviations from the original code:
 * a jittered box that clipping collapses to zero width or height (only possible for a GT box
   thinner than a pixel at the image border) is dropped: its regression target would be
   infinite;
-* randomness (jitter, class and slot draws) comes from ``generator`` or torch's global
-  generator, which the engine seeds and saves in checkpoints, not NumPy's global state.
+* randomness (jitter, class and slot draws) comes from ``generator`` (torch's global
+  generator when None), not NumPy's global state. The training engine gives every rank its
+  own generator, seeded from the run's seed and the rank, and saves its state in checkpoints
+  (:func:`loce.engine.method_state.seed_rank_draws`): ranks seeded alike would all draw the
+  same classes, ``classes_per_step`` distinct draws per global batch instead of that many per
+  rank.
 """
 
 from __future__ import annotations
@@ -142,11 +146,13 @@ class LoceRoIHeads(StepwiseRoIHeads):
         classes_per_step: classes drawn from the memory per step (8).
         features_per_class: features drawn per drawn class (4).
         generator: optional ``torch.Generator`` for the jitter and the memory draws (its
-            device is where they are drawn); None: torch's global generator.
+            device is where they are drawn); None: torch's global generator. Also an
+            attribute, which the training engine sets to the rank's own generator.
 
     Attributes:
         score_tracker: the :class:`MeanScoreTracker` (``scores [K + 1]``).
-        memory_restored: set by the engine when a saved memory was loaded on resume.
+        generator: the generator of the draws (see Args).
+        memory_restored: set by the engine on resume when every rank loaded its saved memory.
         last_step: :class:`LoceStepInfo` of the latest training step (None before).
     """
 
