@@ -90,7 +90,8 @@ def check_masks_available(cfg: Config, index) -> None:
         raise ConfigError(
             f"{index.source}: {missing.size} of {index.num_annotations} annotations have no "
             f"'segmentation' (first: annotations[{i}]), but model.detector is mask_rcnn. For "
-            "boxes only use a Faster R-CNN config, e.g. loce_faster_rcnn_r18_fpn_synthetic, or "
+            "boxes only use a Faster R-CNN config (faster_rcnn_r18_fpn_synthetic, "
+            "faster_rcnn_r50_fpn_mstrain_2x_lvis_v1 and their loce_ fine-tunes) or "
             "--set model.detector=faster_rcnn"
         )
 
@@ -110,6 +111,7 @@ def assign_frequencies(cfg: Config, dataset) -> list[int]:
     counts = class_statistics(dataset).image_counts
     if dataset.index.frequencies is None:
         dataset.index.frequencies = frequency_of_counts(counts, cfg.data.frequency_thresholds)
+        dataset.index.frequency_source = "counts"
     return [label for label, n in enumerate(counts, start=1) if n == 0]
 
 

@@ -62,7 +62,7 @@ def summarize_split(index: LVISIndex, thresholds=LVIS_THRESHOLDS, *,
             Path(index.source).resolve().parent
         dataset = LVISDataset(index, root, train=True, with_masks=False, filter_empty=False)
     counts = list(class_statistics(dataset).image_counts)
-    from_file = index.frequencies is not None
+    from_file = index.frequencies is not None and index.frequency_source == "file"
     groups = list(index.frequencies) if from_file else frequency_of_counts(counts, thresholds)
     crowd = int(index.ann_iscrowd.sum())
     per_image = np.bincount(index.ann_image_rows[~index.ann_iscrowd], minlength=index.num_images)
