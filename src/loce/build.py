@@ -19,15 +19,20 @@ from torch import nn
 from loce.config import Config
 
 __all__ = [
+    "assign_frequencies",
     "build_model",
     "build_test_decoder",
     "build_test_transforms",
     "build_train_dataset",
     "build_train_transforms",
     "build_val_dataset",
+    "check_masks_available",
     "epoch_batches",
+    "evaluation_ground_truth",
+    "has_masks",
     "needs_class_statistics",
     "train_loader",
+    "training_categories",
     "training_class_statistics",
 ]
 
@@ -61,12 +66,116 @@ def build_test_decoder(cfg: Config) -> str:
     return "opencv" if cfg.data.test_resize == "mmcv" else "pillow"
 
 
+def has_masks(cfg: Config) -> bool:
+    """Whether the configured detector has a mask branch (Mask R-CNN, not Faster R-CNN)."""
+    return cfg.model.detector == "mask_rcnn"
+
+
+def check_masks_available(cfg: Config, index) -> None:
+    """A Mask R-CNN config needs a segmentation on every non-crowd annotation.
+
+    Raises:
+        ConfigError: naming the file, the first annotation without one and the box-only
+            config to use instead.
+    """
+    import numpy as np
+
+    from loce.errors import ConfigError
+
+    if not has_masks(cfg):
+        return
+    missing = np.flatnonzero(~index.ann_iscrowd & ~index.has_segmentation())
+    if missing.size:
+        i = int(missing[0])
+        raise ConfigError(
+            f"{index.source}: {missing.size} of {index.num_annotations} annotations have no "
+            f"'segmentation' (first: annotations[{i}]), but model.detector is mask_rcnn. For "
+            "boxes only use a Faster R-CNN config (faster_rcnn_r18_fpn_synthetic, "
+            "faster_rcnn_r50_fpn_mstrain_2x_lvis_v1 and their loce_ fine-tunes) or "
+            "--set model.detector=faster_rcnn"
+        )
+
+
+def assign_frequencies(cfg: Config, dataset) -> list[int]:
+    """Give a training set without LVIS ``frequency`` fields the groups of its own counts.
+
+    The groups follow ``data.frequency_thresholds`` applied to each class's number of
+    training images (:func:`loce.data.statistics.frequency_of_counts`) and are written into
+    ``dataset.index.frequencies``; a file with its own fields keeps them.
+
+    Returns:
+        The labels (1..K) of classes with no training image (empty for LVIS files).
+    """
+    from loce.data.statistics import class_statistics, frequency_of_counts
+
+    counts = class_statistics(dataset).image_counts
+    if dataset.index.frequencies is None:
+        dataset.index.frequencies = frequency_of_counts(counts, cfg.data.frequency_thresholds)
+        dataset.index.frequency_source = "counts"
+    return [label for label, n in enumerate(counts, start=1) if n == 0]
+
+
 def build_train_dataset(cfg: Config):
-    """The training set: images with at least one usable annotation, augmented."""
+    """The training set: images with at least one usable annotation, augmented.
+
+    Its categories carry frequency groups (:func:`assign_frequencies`); a Mask R-CNN config
+    needs segmentations (:func:`check_masks_available`).
+    """
+    from loce.data.lvis.dataset import LVISDataset
+    from loce.data.lvis.index import LVISIndex
+
+    index = LVISIndex.from_json(cfg.data.train_ann)
+    check_masks_available(cfg, index)
+    dataset = LVISDataset(index, cfg.data.train_images, train=True,
+                          transforms=build_train_transforms(cfg), with_masks=has_masks(cfg))
+    assign_frequencies(cfg, dataset)
+    return dataset
+
+
+def evaluation_ground_truth(cfg: Config, train_categories=None):
+    """What LVIS evaluation reads for ``data.val_ann``: the path itself when the file has the
+    LVIS fields, else a dict with the groups of the training split and COCO's exhaustive
+    negatives (:mod:`loce.evaluation.ground_truth`).
+
+    Args:
+        train_categories: the training set's category table (``categories`` of the dataset
+            built by :func:`build_train_dataset`); None builds the index of ``data.train_ann``
+            (no image is opened).
+    """
+    from loce.data.lvis.validate import load_lvis_json
+    from loce.evaluation.ground_truth import needs_evaluation_fields, with_evaluation_fields
+
+    data = load_lvis_json(cfg.data.val_ann)
+    if not needs_evaluation_fields(data):
+        return cfg.data.val_ann
+    if train_categories is None:
+        train_categories = training_categories(cfg)
+    groups = {int(c["id"]): c["frequency"] for c in train_categories}
+    return with_evaluation_fields(data, groups, str(cfg.data.val_ann))
+
+
+def training_categories(cfg: Config) -> list[dict]:
+    """The training categories with ``frequency``, ``image_count`` and ``instance_count`` as
+    this run uses them (from ``data.train_ann``; no image is opened)."""
+    from loce.data.statistics import class_statistics
+
+    dataset = _annotation_only_dataset(cfg)
+    stats = class_statistics(dataset)
+    assign_frequencies(cfg, dataset)
+    return [{**c, "image_count": n, "instance_count": m} for c, n, m in
+            zip(dataset.categories, stats.image_counts, stats.instance_counts, strict=True)]
+
+
+def _annotation_only_dataset(cfg: Config):
+    """The training set of ``data.train_ann`` for counting: no masks, no image opened (the
+    image root must only exist; the annotation file's folder stands in for a missing one)."""
+    from pathlib import Path
+
     from loce.data.lvis.dataset import LVISDataset
 
-    return LVISDataset(cfg.data.train_ann, cfg.data.train_images, train=True,
-                       transforms=build_train_transforms(cfg))
+    root = Path(cfg.data.train_images)
+    root = root if root.is_dir() else Path(cfg.data.train_ann).resolve().parent
+    return LVISDataset(cfg.data.train_ann, root, train=True, with_masks=False)
 
 
 def needs_class_statistics(cfg: Config) -> bool:
@@ -86,10 +195,6 @@ def training_class_statistics(cfg: Config, dataset=None):
     Raises:
         ConfigError: ``data.train_ann`` cannot be read or is not an annotation file.
     """
-    from pathlib import Path
-
-    from loce.data.lvis.dataset import LVISDataset
-    from loce.data.lvis.index import LVISIndex
     from loce.data.statistics import class_statistics
     from loce.errors import ConfigError, DataError
 
@@ -100,11 +205,8 @@ def training_class_statistics(cfg: Config, dataset=None):
         if cfg.model.test.norcal_gamma is not None:
             why.append(f"model.test.norcal_gamma={cfg.model.test.norcal_gamma}")
         # Same filtering as the training set; no image is opened (the root must only exist).
-        root = Path(cfg.data.train_images)
-        root = root if root.is_dir() else Path(cfg.data.train_ann).resolve().parent
         try:
-            dataset = LVISDataset(LVISIndex.from_json(cfg.data.train_ann), root, train=True,
-                                  with_masks=False)
+            dataset = _annotation_only_dataset(cfg)
         except DataError as err:
             raise ConfigError(
                 f"{' and '.join(why) or 'this model'} needs per-class statistics of the "
@@ -119,7 +221,7 @@ def build_val_dataset(cfg: Config):
     """The evaluation set: every image, single-scale test resize."""
     from loce.data.lvis.dataset import LVISDataset
 
-    return LVISDataset(cfg.data.val_ann, cfg.data.val_images, train=False,
+    return LVISDataset(cfg.data.val_ann, cfg.data.val_images, train=False, with_masks=False,
                        transforms=build_test_transforms(cfg), decoder=build_test_decoder(cfg))
 
 

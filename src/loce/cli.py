@@ -17,6 +17,7 @@ from loce.errors import LoceError
 # command name -> module under loce.commands
 COMMANDS: dict[str, str] = {
     "synth": "loce.commands.synth",
+    "summarize": "loce.commands.summarize",
     "train": "loce.commands.train",
     "test": "loce.commands.test",
     "predict": "loce.commands.predict",

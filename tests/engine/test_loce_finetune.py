@@ -130,11 +130,22 @@ def test_stage1_checkpoint_loads_into_the_loce_model(tiny_dataset, tiny_checkpoi
 # ---------------------------------------------------------------------------- end to end
 
 
-def test_finetune_from_stage1_saves_state_and_resumes_exactly(tiny_dataset, tiny_checkpoint,
-                                                              tmp_path, capsys):
+# The Mask R-CNN recipe on the LVIS-format data, and the box-only one (Faster R-CNN) on a
+# COCO box-only file: (stage-2 config, dataset fixture, stage-1 checkpoint fixture).
+RECIPES = {
+    "mask": (LOCE_SYNTH, "tiny_dataset", "tiny_checkpoint"),
+    "boxes": ("loce_faster_rcnn_r18_fpn_synthetic", "tiny_coco_boxes", "tiny_faster_checkpoint"),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_finetune_from_stage1_saves_state_and_resumes_exactly(recipe, request, tmp_path, capsys):
+    name, data_fixture, ckpt_fixture = RECIPES[recipe]
+    tiny_dataset = request.getfixturevalue(data_fixture)
+    tiny_checkpoint = request.getfixturevalue(ckpt_fixture)
     extra = {"train.init_from": str(tiny_checkpoint), "loce.memory_capacity": 32,
              "solver.steps": "[]", "train.max_iters_per_epoch": 2}
-    ref = train(_cfg(LOCE_SYNTH, tiny_dataset, tmp_path / "ref", **{**extra, "solver.epochs": 2}))
+    ref = train(_cfg(name, tiny_dataset, tmp_path / "ref", **{**extra, "solver.epochs": 2}))
     out = capsys.readouterr().out
     assert out.count("LOCE init pass: 24 images") == 1
     ckpts = tmp_path / "ref" / "checkpoints"
@@ -150,9 +161,9 @@ def test_finetune_from_stage1_saves_state_and_resumes_exactly(tiny_dataset, tiny
 
     # the same run, stopped after epoch 1 and resumed: state restored, no init pass, same losses
     run = tmp_path / "run"
-    train(_cfg(LOCE_SYNTH, tiny_dataset, run, **{**extra, "solver.epochs": 1}))
+    train(_cfg(name, tiny_dataset, run, **{**extra, "solver.epochs": 1}))
     capsys.readouterr()
-    resumed = train(_cfg(LOCE_SYNTH, tiny_dataset, run, **{**extra, "solver.epochs": 2}),
+    resumed = train(_cfg(name, tiny_dataset, run, **{**extra, "solver.epochs": 2}),
                     resume=True)
     out = capsys.readouterr().out
     assert "initialisation pass skipped" in out and "LOCE init pass" not in out
@@ -222,11 +233,11 @@ def test_corrupt_memory_file_is_a_checkpoint_error(tiny_dataset, tmp_path):
 # ---------------------------------------------------------------------------- two processes
 
 
-def _worker(rank: int, world: int, port: int, overrides: list[str], out: str) -> None:
+def _worker(rank: int, world: int, port: int, name: str, overrides: list[str], out: str) -> None:
     join_rank_env(rank, world, port)
     from loce.engine import distributed as dist_utils
 
-    result = train(load_config(LOCE_SYNTH, overrides))
+    result = train(load_config(name, overrides))
     heads = result.model.roi_heads
     torch.save({"scores": heads.score_tracker.scores.clone(),
                 "memory": heads.feature_memory.features.clone(),
@@ -236,12 +247,16 @@ def _worker(rank: int, world: int, port: int, overrides: list[str], out: str) ->
 
 
 @pytest.mark.distributed
-def test_two_gloo_processes_keep_identical_scores(tiny_dataset, tiny_checkpoint, tmp_path):
+@pytest.mark.parametrize("recipe", ["mask", pytest.param("boxes", marks=pytest.mark.slow)])
+def test_two_gloo_processes_keep_identical_scores(recipe, request, tmp_path):
+    name, data_fixture, ckpt_fixture = RECIPES[recipe]
+    tiny_dataset = request.getfixturevalue(data_fixture)
+    tiny_checkpoint = request.getfixturevalue(ckpt_fixture)
     run = tmp_path / "run"
     overrides = tiny_overrides(tiny_dataset, run, **{
         "train.init_from": str(tiny_checkpoint), "loce.memory_capacity": 16,
         "train.max_iters_per_epoch": 2})
-    mp.spawn(_worker, args=(2, free_port(), overrides, str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), name, overrides, str(tmp_path)), nprocs=2, join=True)
     r0 = torch.load(tmp_path / "rank0.pt")
     r1 = torch.load(tmp_path / "rank1.pt")
     assert torch.equal(r0["scores"], r1["scores"])

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         from loce.data.lvis.dataset import LVISDataset
 
         root = args.image_root or cfg.data.val_images
-        dataset = LVISDataset(args.gt, root, train=False, transforms=det.transforms,
+        dataset = LVISDataset(args.gt, root, train=False, with_masks=False, transforms=det.transforms,
                               decoder=det.decoder)
         check_category_table(dataset, cat_ids, args.gt)
 

@@ -4,6 +4,7 @@ Example::
 
     loce synth --out data/synth                  # default preset: 48 classes, 1500+480 images
     loce synth --out /tmp/tiny --preset tiny     # 12 classes, 24+12 images, for tests
+    loce synth --out data/own --format coco --boxes-only   # as a user's detection data
 
 Writes ``DIR/{train,val}/*.jpg``, ``DIR/annotations/{train,val}.json`` and ``DIR/summary.json``
 and prints the class-frequency table. The images root for loaders is ``DIR``. See
@@ -31,6 +32,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=PRESET_NAMES,
         help="base settings: 'default' (demo and benchmark) or 'tiny' (tests); default: default",
     )
+    parser.add_argument(
+        "--format",
+        default="lvis",
+        choices=("lvis", "coco"),
+        help="annotation files: 'lvis' (LVIS v1) or 'coco' (a COCO instance file as users' "
+        "own data comes: no frequency fields, non-contiguous ids, an empty image, a crowd "
+        "box); default: lvis",
+    )
+    parser.add_argument("--boxes-only", action="store_true",
+                        help="with --format coco: no segmentations (detection-only data)")
     parser.add_argument("--num-classes", type=int, metavar="K", help="number of categories")
     parser.add_argument("--train-images", type=int, metavar="N", help="training images")
     parser.add_argument("--val-images", type=int, metavar="M", help="validation images")
@@ -71,6 +82,8 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         progress=not args.quiet and sys.stderr.isatty(),
+        annotation_format=args.format,
+        boxes_only=args.boxes_only,
     )
     elapsed = time.perf_counter() - start
     if not args.quiet:

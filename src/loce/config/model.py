@@ -410,8 +410,11 @@ _WEIGHT_NAME = re.compile(r"^ResNet(\d+)_Weights\.\w+$")
 
 @dataclass
 class ModelConfig:
-    """Mask R-CNN with a ResNet-FPN backbone (LOCE stage 1)."""
+    """Mask R-CNN or Faster R-CNN with a ResNet-FPN backbone (LOCE stage 1)."""
 
+    # "mask_rcnn": boxes and masks; "faster_rcnn": the same detector without the mask branch
+    # (box-only data; the `mask` section is then unused and evaluation is bbox only).
+    detector: Literal["mask_rcnn", "faster_rcnn"] = "mask_rcnn"
     # Backbone network.
     backbone: BackboneName = "resnet50"
     # Backbone initialisation: "imagenet" (torchvision's ImageNet weights for the chosen
@@ -419,6 +422,13 @@ class ModelConfig:
     # name such as "ResNet50_Weights.IMAGENET1K_V2", a local file holding a torchvision ResNet
     # state dict (the way to go without network access), or "none" (random initialisation).
     backbone_weights: str = "imagenet"
+    # Start from a detector trained on COCO: a torchvision weight name
+    # ("FasterRCNN_ResNet50_FPN_Weights.COCO_V1", "MaskRCNN_ResNet50_FPN_Weights.COCO_V1") or a
+    # local file holding such a model's state dict. Everything but the class-specific layers
+    # (box classifier and regressor, mask logits) is loaded; those start fresh for this
+    # dataset's K classes. Needs the torchvision parity settings (config
+    # coco_init_faster_rcnn_r50_fpn_1x_custom). Null: start from backbone_weights.
+    coco_weights: str | None = None
     # ResNet stages frozen from the input side: 1 = stem and layer1 (the original's
     # frozen_stages=1), 0 = stem only, -1 = nothing, up to 4 = the whole ResNet.
     frozen_stages: int = 1

@@ -50,6 +50,11 @@ class DataConfig:
     # is not affected.
     test_resize: Literal["mmcv", "torch"] = "mmcv"
     flip_prob: float = 0.5
+    # Frequency groups of an annotation file without LVIS's `frequency` fields (COCO-format
+    # data), from the number of training images per class: rare up to the first value,
+    # common up to the second, frequent above (LVIS: 1-10, 11-100, > 100). Computed from
+    # the training split before training and used by evaluation (APr/APc/APf) and the logs.
+    frequency_thresholds: list[int] = field(default_factory=lambda: [10, 100])
     # Image sampling: "random" (LOCE's default) or LVIS repeat factor sampling.
     sampler: Literal["random", "repeat_factor"] = "random"
     repeat_threshold: float = 0.001
@@ -70,6 +75,9 @@ class DataConfig:
         check(self.repeat_threshold > 0, f"{prefix}.repeat_threshold", "must be positive")
         check(self.images_per_gpu >= 1, f"{prefix}.images_per_gpu", f"must be >= 1, got {self.images_per_gpu}")
         check(self.workers >= 0, f"{prefix}.workers", f"must be >= 0, got {self.workers}")
+        t = list(self.frequency_thresholds)
+        check(len(t) == 2 and 1 <= t[0] < t[1], f"{prefix}.frequency_thresholds",
+              f"must be [rare_max, common_max] with 1 <= rare_max < common_max, got {t}")
 
 
 @dataclass

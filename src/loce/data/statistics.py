@@ -6,7 +6,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ClassStatistics", "class_statistics", "frequency_groups"]
+__all__ = [
+    "LVIS_THRESHOLDS",
+    "ClassStatistics",
+    "class_statistics",
+    "frequency_groups",
+    "frequency_of_counts",
+]
+
+#: LVIS's groups by training images per class: rare 1-10, common 11-100, frequent > 100.
+LVIS_THRESHOLDS: tuple[int, int] = (10, 100)
 
 
 @dataclass(frozen=True)
@@ -93,6 +102,26 @@ def class_statistics(dataset):
         num_images=max(num_images, 1),
         source=str(getattr(dataset.index, "source", "the training set")),
     )
+
+
+def frequency_of_counts(image_counts, thresholds=LVIS_THRESHOLDS) -> list[str]:
+    """The LVIS group of each class from its number of training images.
+
+    A class is rare (``"r"``) with at most ``rare_max`` images, common (``"c"``) with at
+    most ``common_max``, frequent (``"f"``) above: LVIS's rule with ``(10, 100)``. A class
+    with no training image is rare (no evidence of it); callers report such classes.
+
+    Args:
+        image_counts: ``K`` training image counts, label order.
+        thresholds: ``(rare_max, common_max)``, ``1 <= rare_max < common_max``.
+
+    Returns:
+        ``K`` group codes, label order.
+    """
+    rare_max, common_max = (int(t) for t in thresholds)
+    if not 1 <= rare_max < common_max:
+        raise ValueError(f"thresholds must be 1 <= rare_max < common_max, got {tuple(thresholds)}")
+    return ["r" if n <= rare_max else "c" if n <= common_max else "f" for n in image_counts]
 
 
 def frequency_groups(dataset) -> dict[str, list[int]]:

@@ -201,11 +201,15 @@ def merge_result_shards(shards: Sequence[Path], out_path: Path) -> int:
 
 
 def evaluate(model: nn.Module, cfg, out_dir: str | os.PathLike, *, device: torch.device,
-             dataset=None) -> dict[str, Any]:
+             dataset=None, train_categories=None) -> dict[str, Any]:
     """Predict on the validation set (sharded over ranks) and evaluate on rank 0.
 
     Writes ``out_dir/predictions.json`` and ``out_dir/metrics.json``; returns the metrics
-    (``{"bbox": {...}, "segm": {...}}``) on rank 0 and ``{}`` on other ranks.
+    (``{"bbox": {...}, "segm": {...}}``) on rank 0 and ``{}`` on other ranks. A model
+    without a mask branch is evaluated on boxes only, whatever ``eval.iou_types`` says. A
+    validation file without LVIS's fields is evaluated with the training split's frequency
+    groups (``train_categories``, else computed from ``data.train_ann``; see
+    :func:`loce.build.evaluation_ground_truth`).
     """
     from loce import build
     from loce.evaluation.lvis_eval import evaluate_lvis_multi
@@ -215,7 +219,9 @@ def evaluate(model: nn.Module, cfg, out_dir: str | os.PathLike, *, device: torch
     ensure_directory(out, what="evaluation folder")  # on every node: disks need not be shared
     if dataset is None:
         dataset = build.build_val_dataset(cfg)
-    iou_types = list(cfg.eval.iou_types)
+    heads = getattr(getattr(model, "module", model), "roi_heads", None)
+    has_mask = heads is None or heads.has_mask()
+    iou_types = [t for t in cfg.eval.iou_types if t != "segm" or has_mask] or ["bbox"]
     with_masks = "segm" in iou_types
     shard = out / f"predictions.rank{rank}.json"
     predict_to_file(model, dataset, shard, device=device,
@@ -237,7 +243,8 @@ def evaluate(model: nn.Module, cfg, out_dir: str | os.PathLike, *, device: torch
             metrics = {t: {**dict.fromkeys(METRIC_KEYS, 0.0), "num_detections": 0}
                        for t in iou_types}
         else:
-            metrics = evaluate_lvis_multi(cfg.data.val_ann, str(merged), iou_types=iou_types,
+            gt = build.evaluation_ground_truth(cfg, train_categories)
+            metrics = evaluate_lvis_multi(gt, str(merged), iou_types=iou_types,
                                           max_dets=cfg.eval.max_dets,
                                           protocol=cfg.eval.protocol)
         atomic_write_json(out / "metrics.json", metrics, what="metrics file", sort_keys=True,

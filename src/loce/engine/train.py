@@ -327,6 +327,7 @@ class _Trainer:
         cfg = self.cfg
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         self.train_set = train_set = build.build_train_dataset(cfg)
+        self._check_inputs()
         class_stats = (build.training_class_statistics(cfg, train_set)
                        if build.needs_class_statistics(cfg) else None)
         self.model = model = build.build_model(
@@ -350,6 +351,24 @@ class _Trainer:
         self.schedule = build_lr_scheduler(self.optimizer, cfg.solver, self.epoch_lengths)
         use_scaler = self.device.type == "cuda" and cfg.solver.amp == "fp16"
         self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+
+    def _check_inputs(self) -> None:
+        """Everything the run will read, checked now (:mod:`loce.engine.preflight`); rank 0
+        logs the training split's summary and writes its categories with their groups to
+        ``categories.json``."""
+        from loce.data.summary import format_split_summary
+        from loce.engine.preflight import check_run_inputs
+
+        summary = check_run_inputs(self.cfg, self.train_set)
+        if self.main:
+            for line in format_split_summary(summary).splitlines():
+                logger.info("training split: %s", line)
+            cats = [{**c, "image_count": n} for c, n in
+                    zip(self.train_set.categories, summary["image_counts"], strict=True)]
+            atomic_write_json(self.out / "categories.json",
+                              {"group_source": summary["group_source"],
+                               "thresholds": summary["thresholds"], "categories": cats},
+                              what="category table", indent=1)
 
     def _batches(self, epoch: int) -> list[list[int]]:
         from loce import build
@@ -517,7 +536,7 @@ class _Trainer:
 
         t_eval, c_eval = time.perf_counter(), _cpu_seconds()
         metrics = evaluate(self.model, self.cfg, self.out / f"eval_epoch_{epoch + 1}",
-                           device=self.device)
+                           device=self.device, train_categories=self.train_set.categories)
         self.log.write({"type": "eval", "epoch": epoch + 1, **_flat(metrics)})
         if self.main:
             _log_evaluation(epoch, metrics, time.perf_counter() - t_eval, _cpu_seconds() - c_eval)

@@ -1,4 +1,5 @@
-"""Plots for long-tail analysis: per-class AP against training frequency, mean scores."""
+"""Plots for long-tail analysis: per-class AP against training frequency, mean scores,
+training images per class."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_ap_vs_frequency", "plot_mean_scores"]
+__all__ = ["plot_ap_vs_frequency", "plot_images_per_class", "plot_mean_scores"]
 
 # The r/c/f bands are neutral greys, so that no run's colour can be mistaken for a group.
 _GROUP_SHADES = {"r": "#d9d9d9", "c": "#ececec", "f": "#d9d9d9"}
@@ -144,3 +145,40 @@ def plot_mean_scores(
     ax.set_xlim(-0.5, len(order) - 0.5)
     return _finish(fig, plt, ax, out, "classes sorted by training frequency (head → tail)",
                    "mean classification score", title)
+
+
+# Group colours of the images-per-class bars (tail warm, head cool).
+_GROUP_COLOURS = {"r": "#d95f02", "c": "#7570b3", "f": "#1b9e77"}
+
+
+def plot_images_per_class(
+    image_counts: Sequence[int],
+    groups: Sequence[str],
+    out: str | os.PathLike,
+    thresholds: Sequence[int] | None = None,
+    title: str = "training images per class",
+) -> Path:
+    """Training images per class, sorted from head to tail, log scale, coloured by group.
+
+    Args:
+        image_counts: ``K`` training image counts, label order.
+        groups: ``K`` group codes ``"r"``/``"c"``/``"f"``, label order.
+        out: PNG path to write.
+        thresholds: ``(rare_max, common_max)`` drawn as dashed lines when given.
+        title: figure title.
+    """
+    plt, (fig, ax) = _figure()
+    order = sorted(range(len(image_counts)), key=lambda i: -image_counts[i])
+    for group in ("f", "c", "r"):
+        xs = [x for x, i in enumerate(order) if groups[i] == group]
+        # A class without training images is drawn at 0.5, below every class that has one.
+        ys = [max(image_counts[order[x]], 0.5) for x in xs]
+        if xs:
+            ax.bar(xs, ys, width=0.9, color=_GROUP_COLOURS[group], zorder=2,
+                   label=f"{_GROUP_NAMES[group]} ({len(xs)})")
+    ax.set_yscale("log")
+    for t in thresholds or ():
+        ax.axhline(float(t) + 0.5, color="#555555", lw=0.8, ls="--", zorder=3)
+    ax.set_xlim(-0.5, len(order) - 0.5)
+    return _finish(fig, plt, ax, out, "classes sorted by training images (head → tail)",
+                   "training images (log scale)", title)

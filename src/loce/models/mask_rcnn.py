@@ -47,7 +47,7 @@ import torch
 import torchvision
 from torch import Tensor, nn
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.faster_rcnn import FasterRCNN, FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.generalized_rcnn import GeneralizedRCNN
 from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads
 from torchvision.models.detection.roi_heads import paste_masks_in_image
@@ -82,6 +82,7 @@ from loce.models.weights import load_backbone_weights
 
 __all__ = [
     "ClassStatistics",
+    "LoceFasterRCNN",
     "LoceMaskRCNN",
     "NormalizePadTransform",
     "build_mask_rcnn",
@@ -197,13 +198,13 @@ class NormalizePadTransform(GeneralizedRCNNTransform):
         )
 
 
-class LoceMaskRCNN(MaskRCNN):
-    """torchvision ``MaskRCNN`` assembled from given parts, with original-frame outputs.
+class LoceFasterRCNN(FasterRCNN):
+    """torchvision ``FasterRCNN`` assembled from given parts, with original-frame outputs.
 
-    Built by :func:`build_mask_rcnn`; module names equal torchvision's (``backbone.body``,
-    ``backbone.fpn``, ``rpn.head``, ``roi_heads.box_head``, ``roi_heads.box_predictor``,
-    ``roi_heads.mask_head``, ``roi_heads.mask_predictor``), so the key map of
-    docs/parity.md §3 applies.
+    Built by :func:`build_mask_rcnn` with ``detector: faster_rcnn``; module names equal
+    torchvision's (``backbone.body``, ``backbone.fpn``, ``rpn.head``,
+    ``roi_heads.box_head``, ``roi_heads.box_predictor``), so the key map of docs/parity.md
+    §3 applies. Its RoI heads have no mask branch (``roi_heads.has_mask()`` is False).
     """
 
     def __init__(self, backbone: nn.Module, rpn: nn.Module, roi_heads: nn.Module, transform: nn.Module):
@@ -263,6 +264,12 @@ class LoceMaskRCNN(MaskRCNN):
         detections, _ = self.roi_heads(features, proposals, image_list.image_sizes,
                                        scale_factors=factors)
         return self.transform.postprocess(detections, image_list.image_sizes, list(original_image_sizes))
+
+
+class LoceMaskRCNN(LoceFasterRCNN, MaskRCNN):
+    """:class:`LoceFasterRCNN` plus the mask branch (``roi_heads.mask_head``,
+    ``roi_heads.mask_predictor``), as torchvision's ``MaskRCNN`` is a ``FasterRCNN`` plus
+    mask modules. Detections and targets gain ``masks``."""
 
 
 def _check_boxes(targets: list[dict[str, Tensor]]) -> None:
@@ -375,13 +382,17 @@ def _build_roi_heads(cfg: ModelConfig, num_classes: int, out_channels: int,
     box_head = TwoMLPHead(out_channels * 7 * 7, roi.representation_size)
     num_logits = classification_num_logits(roi.cls_loss, num_classes)
     box_predictor = _box_predictor(cfg, num_logits, num_classes)
-    mask_head = MaskRCNNHeads(out_channels, list(mask.head_layers), 1)
-    mask_predictor: MaskPredictor
-    if mask.predictor == "normed":
-        mask_predictor = NormedMaskPredictor(mask.head_layers[-1], mask.upsample_channels, num_classes + 1,
-                                             mask.normed_scale)
-    else:
-        mask_predictor = MaskPredictor(mask.head_layers[-1], mask.upsample_channels, num_classes + 1)
+    # Faster R-CNN: the same heads without the mask branch (the RoI heads ask has_mask()).
+    mask_head: nn.Module | None = None
+    mask_predictor: MaskPredictor | None = None
+    if cfg.detector == "mask_rcnn":
+        mask_head = MaskRCNNHeads(out_channels, list(mask.head_layers), 1)
+        if mask.predictor == "normed":
+            mask_predictor = NormedMaskPredictor(mask.head_layers[-1], mask.upsample_channels,
+                                                 num_classes + 1, mask.normed_scale)
+        else:
+            mask_predictor = MaskPredictor(mask.head_layers[-1], mask.upsample_channels,
+                                           num_classes + 1)
     heads_class: type[StepwiseRoIHeads] = StepwiseRoIHeads
     loce_kwargs: dict = {}
     if loce is not None:
@@ -401,7 +412,7 @@ def _build_roi_heads(cfg: ModelConfig, num_classes: int, out_channels: int,
         test.score_thresh,
         test.nms_thresh,
         test.detections_per_img,
-        mask_roi_pool=_pooler(cfg, 14),
+        mask_roi_pool=_pooler(cfg, 14) if mask_head is not None else None,
         mask_head=mask_head,
         mask_predictor=mask_predictor,
         cls_loss=cls_loss,
@@ -423,8 +434,8 @@ def build_mask_rcnn(
     class_stats: ClassStatistics | None = None,
     seed: int = 0,
     loce: LoceConfig | None = None,
-) -> LoceMaskRCNN:
-    """Build Mask R-CNN as configured.
+) -> LoceFasterRCNN:
+    """Build Mask R-CNN (or, with ``cfg.detector: faster_rcnn``, Faster R-CNN) as configured.
 
     Args:
         cfg: the model config (validated here).
@@ -442,7 +453,8 @@ def build_mask_rcnn(
             ``roi_heads.score_tracker.scores``); None builds the plain heads.
 
     Returns:
-        A :class:`LoceMaskRCNN` in training mode.
+        A :class:`LoceMaskRCNN` in training mode, or a :class:`LoceFasterRCNN` (no mask
+        branch) for ``detector: faster_rcnn``.
 
     Raises:
         ConfigError: an impossible config value, num_classes < 1, or class statistics that
@@ -477,7 +489,8 @@ def build_mask_rcnn(
         mask_threshold=cfg.test.mask_threshold,
         binarize_masks=cfg.test.binarize_masks,
     )
-    model = LoceMaskRCNN(backbone, rpn, roi_heads, transform)
+    detector = LoceMaskRCNN if roi_heads.has_mask() else LoceFasterRCNN
+    model = detector(backbone, rpn, roi_heads, transform)
     model.inference_amp = cfg.test.amp
     if cfg.parity.init == "mmdet":
         mmdet_init_(model)

@@ -75,6 +75,9 @@ class LVISIndex:
     _ann_order: np.ndarray = field(repr=False)
     _image_starts: np.ndarray = field(repr=False)
     _row_of_id: dict[int, int] = field(repr=False)
+    #: Where ``frequencies`` come from: "file" (its own fields, or none) or "counts" (set from
+    #: the training image counts, :func:`loce.build.assign_frequencies`).
+    frequency_source: str = "file"
 
     @classmethod
     def from_json(

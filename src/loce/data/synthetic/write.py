@@ -322,6 +322,8 @@ def generate(
     workers: int | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    annotation_format: str = "lvis",
+    boxes_only: bool = False,
 ) -> dict[str, Any]:
     """Render the dataset to ``out_dir`` and return its summary.
 
@@ -333,6 +335,9 @@ def generate(
         overwrite: replace ``train/``, ``val/``, ``annotations/`` and ``summary.json`` of a
             previous run in a non-empty ``out_dir`` (other files are left alone).
         progress: show a progress bar (tqdm) on stderr.
+        annotation_format: "lvis" (LVIS v1 files) or "coco" (COCO instance files, see
+            :mod:`loce.data.synthetic.coco`).
+        boxes_only: with "coco", files without segmentations.
 
     Returns:
         The summary written to ``out_dir/summary.json``: :func:`class_frequency_summary` plus
@@ -343,6 +348,10 @@ def generate(
         LoceError: bad settings, a non-empty ``out_dir`` without ``overwrite``, or an output
             that cannot be written.
     """
+    if annotation_format not in ("lvis", "coco"):
+        raise LoceError(f"annotation format {annotation_format!r}: expected 'lvis' or 'coco'")
+    if boxes_only and annotation_format != "coco":
+        raise LoceError("boxes only is a COCO-format option: use it with the 'coco' format")
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise LoceError(f"workers={workers!r}: expected a positive integer")
     plan = plan_dataset(config)
@@ -368,6 +377,12 @@ def generate(
         "dropped_instances": dropped,
         **summary,
     }
+    if annotation_format == "coco":
+        from loce.data.synthetic.coco import to_coco
+
+        last_id = max(im["id"] for im in train["images"] + val["images"])
+        train = to_coco(train, "train", out, boxes_only=boxes_only, empty_image_id=last_id + 1)
+        val = to_coco(val, "val", out, boxes_only=boxes_only, empty_image_id=last_id + 2)
     try:
         _write_json(out / "annotations" / "train.json", train)
         _write_json(out / "annotations" / "val.json", val)
