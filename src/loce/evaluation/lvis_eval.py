@@ -581,6 +581,21 @@ def _pooled_precision(
     order = np.argsort(-scores, kind="mergesort")
     matched = pool.matched[:, chosen][:, order]
     ignored = pool.ignored[:, chosen][:, order]
+    return interpolated_precision(matched, ignored, num_gt, rec_thrs)
+
+
+def interpolated_precision(
+    matched: np.ndarray, ignored: np.ndarray, num_gt: int, rec_thrs: np.ndarray
+) -> np.ndarray:
+    """``[T, R]`` precision at each recall threshold of one ranked list, lvis-api's way.
+
+    Args:
+        matched: ``[T, D]`` bool, each detection (best score first) matched at each IoU
+            threshold.
+        ignored: ``[T, D]`` bool, ignored (counted neither as true nor as false positive).
+        num_gt: ground truth of the list, > 0.
+        rec_thrs: ``[R]`` recall thresholds.
+    """
     tp = np.cumsum(matched & ~ignored, axis=1, dtype=np.float64)
     fp = np.cumsum(~matched & ~ignored, axis=1, dtype=np.float64)
     recall = tp / num_gt
