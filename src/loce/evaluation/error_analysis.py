@@ -29,8 +29,14 @@ engine's own matches at ``pos_thr``. So:
 - an unmatched detection of a category in ``not_exhaustive_category_ids`` is ignored: no
   error either;
 - AP is lvis-api's AP at IoU ``pos_thr`` (101 recall points, a category without ground truth
-  left out of the mean), so the baseline is ``loce eval``'s AP50 to the last digit, and a
-  category that the Miss oracle leaves without ground truth leaves the mean as well.
+  left out of the mean), so the baseline is ``loce eval``'s AP50 to the last digit. A
+  category that the Miss or FN oracle leaves without objects counts 0 while it has
+  detections and leaves the mean otherwise, as in TIDE.
+
+The engine's ``COCOeval.tide_errors`` in LVIS mode gives the same numbers for all categories
+when the results have no detection of zero area and at most ``max_dets`` per image (a test
+checks it); this module adds lvis-api's per-image selection, the groups, the confusions and
+the objects' fates.
 
 Everything is reported for all categories and for the rare, common and frequent groups.
 Counts: a Cls error counts in the group of the object's class, other false positives in the
@@ -304,11 +310,12 @@ def _analyse_set(
     return dets, num_gt, missed, fates
 
 
-def category_ap(
+def category_precision(
     cats: np.ndarray, scores: np.ndarray, order: np.ndarray, tp: np.ndarray,
     num_gt: np.ndarray, rec_thrs: np.ndarray,
 ) -> np.ndarray:  # fmt: skip
-    """``[K]`` AP of each category at one IoU threshold, lvis-api's way; -1 without objects.
+    """``[K, R]`` interpolated precision of each category at one IoU threshold, lvis-api's
+    way; a row of -1 for a category without objects.
 
     Args:
         cats: ``[D]`` int64 category index of each detection (ignored ones left out).
@@ -319,22 +326,29 @@ def category_ap(
         rec_thrs: ``[R]`` recall thresholds.
     """
     num_cats = num_gt.shape[0]
-    ap = np.where(num_gt > 0, 0.0, -1.0)
+    out = np.zeros((num_cats, rec_thrs.shape[0]))
+    out[num_gt <= 0] = -1.0
     ranked = np.lexsort((order, -scores, cats))
     cats, tp = cats[ranked], tp[ranked]
     bounds = np.searchsorted(cats, np.arange(num_cats + 1))
     for k in np.flatnonzero((num_gt > 0) & (bounds[1:] > bounds[:-1])):
         matched = tp[None, bounds[k] : bounds[k + 1]]
-        precision = interpolated_precision(matched, np.zeros_like(matched), int(num_gt[k]),
-                                           rec_thrs)  # fmt: skip
-        ap[k] = precision.mean()
-    return ap
+        out[k] = interpolated_precision(matched, np.zeros_like(matched), int(num_gt[k]),
+                                        rec_thrs)[0]  # fmt: skip
+    return out
 
 
-def _group_means(ap: np.ndarray, frequencies: np.ndarray) -> dict[str, float]:
-    out = {"all": float(_mean_valid(ap))}
+def _mean_entries(precision: np.ndarray) -> float:
+    """Mean of the defined entries of ``[K, R]`` precision, summed in lvis-api's order
+    (recall-major), so that the baseline is the evaluation's AP to the last bit; -1 if none."""
+    values = precision.T[precision.T > -1]
+    return float(values.mean()) if values.size else -1.0
+
+
+def _group_means(precision: np.ndarray, frequencies: np.ndarray) -> dict[str, float]:
+    out = {"all": _mean_entries(precision)}
     for freq in FREQUENCIES:
-        out[freq] = float(_mean_valid(ap[frequencies == freq]))
+        out[freq] = _mean_entries(precision[frequencies == freq])
     return out
 
 
@@ -351,8 +365,8 @@ def _delta_aps(
 ) -> tuple[dict[str, float], dict[str, dict[str, float]], dict[str, np.ndarray]]:  # fmt: skip
     """Baseline AP per group, each oracle's ΔAP per group, and the per-category fixed APs."""
     tp = dets.kind == _TP
-    base_ap = category_ap(dets.cats, dets.scores, dets.order, tp, num_gt, rec_thrs)
-    base = _group_means(base_ap, truth.frequencies)
+    base_prec = category_precision(dets.cats, dets.scores, dets.order, tp, num_gt, rec_thrs)
+    base = _group_means(base_prec, truth.frequencies)
     fixed: dict[str, np.ndarray] = {}
     for name in ERROR_TYPES[:-1]:
         code = _DET_TYPES.index(name)
@@ -360,21 +374,25 @@ def _delta_aps(
         becomes = hit & (dets.fix_to >= 0)
         keep = ~hit | becomes
         cats = np.where(becomes, dets.fix_to, dets.cats)
-        fixed[name] = category_ap(cats[keep], dets.scores[keep], dets.order[keep],
-                                  (tp | becomes)[keep], num_gt, rec_thrs)  # fmt: skip
-    fixed["Miss"] = category_ap(dets.cats, dets.scores, dets.order, tp, num_gt - missed, rec_thrs)
-    fixed["FP"] = category_ap(dets.cats[tp], dets.scores[tp], dets.order[tp], tp[tp], num_gt,
-                              rec_thrs)  # fmt: skip
+        fixed[name] = category_precision(cats[keep], dets.scores[keep], dets.order[keep],
+                                         (tp | becomes)[keep], num_gt, rec_thrs)  # fmt: skip
+    fixed["FP"] = category_precision(dets.cats[tp], dets.scores[tp], dets.order[tp], tp[tp],
+                                     num_gt, rec_thrs)  # fmt: skip
+    # A category that an oracle leaves without objects counts 0 while it has detections, and
+    # leaves the mean otherwise (TIDE's rule).
+    has_dets = np.bincount(dets.cats, minlength=num_gt.shape[0]) > 0
     found = np.bincount(dets.cats[tp], minlength=num_gt.shape[0])
-    fixed["FN"] = category_ap(dets.cats, dets.scores, dets.order, tp, found, rec_thrs)
-    # A category with objects before the FN oracle but none found keeps AP 0.
-    fixed["FN"] = np.where((num_gt > 0) & (found == 0), 0.0, fixed["FN"])
+    for name, remaining in (("Miss", num_gt - missed), ("FN", found)):
+        prec = category_precision(dets.cats, dets.scores, dets.order, tp, remaining, rec_thrs)
+        prec[(num_gt > 0) & (remaining == 0) & has_dets] = 0.0
+        fixed[name] = prec
     deltas = {}
     for name, ap in fixed.items():
         means = _group_means(ap, truth.frequencies)
         deltas[name] = {g: max(means[g] - base[g], 0.0) if base[g] >= 0 else -1.0
                         for g in GROUPS}  # fmt: skip
-    return base, deltas, {"base": base_ap, **fixed}
+    per_category = {name: _mean_valid(prec, axis=1) for name, prec in fixed.items()}
+    return base, deltas, {"base": _mean_valid(base_prec, axis=1), **per_category}
 
 
 def _confusions(
