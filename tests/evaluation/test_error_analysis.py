@@ -173,3 +173,34 @@ def test_bad_thresholds_are_refused():
     gt, results = hand_case()
     with pytest.raises(ValueError, match="bg_thr"):
         analyze_errors(gt, results, "bbox", pos_thr=0.3, bg_thr=0.5)
+
+
+def test_cli_compares_runs_and_writes_json_and_plots(tmp_path, capsys):
+    import json
+
+    from loce.cli import main
+
+    gt, results = hand_case()
+    gt_path, one, two = tmp_path / "gt.json", tmp_path / "a" / "res.json", tmp_path / "b" / "res.json"
+    gt_path.write_text(json.dumps(gt))
+    one.parent.mkdir()
+    two.parent.mkdir()
+    one.write_text(json.dumps(results))
+    two.write_text(json.dumps([r for r in results if r["score"] != 0.7]))  # no d3
+    out = tmp_path / "why"
+    assert main(["analyze", "--gt", str(gt_path), "--results", str(one), str(two),
+                 "--out", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "a/res" in printed and "b/res" in printed
+    report = json.loads((out / "analysis.json").read_text())
+    assert set(report["bbox"]) == {"a/res", "b/res"}
+    assert report["bbox"]["a/res"]["counts"]["Cls"]["f"] == 2
+    assert report["bbox"]["b/res"]["counts"]["Cls"]["f"] == 1
+    for name in ("delta_ap_bbox.png", "confusions_bbox.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Errors in the arguments: one line, status 2.
+    assert main(["analyze", "--gt", str(gt_path), "--results", str(one), str(two),
+                 "--names", "x"]) == 2  # fmt: skip
+    assert "one name per file" in capsys.readouterr().err
+    assert main(["analyze", "--gt", str(gt_path), "--results", str(tmp_path / "none.json")]) == 2
+    assert "results file not found" in capsys.readouterr().err

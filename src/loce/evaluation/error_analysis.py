@@ -59,6 +59,7 @@ from typing import Any
 import hotcoco
 import numpy as np
 
+from loce.errors import ResultsError
 from loce.evaluation.lvis_eval import (
     FREQUENCIES,
     IOU_TYPES,
@@ -122,6 +123,11 @@ def _read_columns(
     }
     if isinstance(results, (str, os.PathLike)):
         source = str(results)
+        if not os.path.isfile(results):
+            raise ResultsError(
+                f"{source}: results file not found; pass the JSON file written by prediction "
+                "(a list of {image_id, category_id, score, bbox[, segmentation]})."
+            )
         if iou_type == "bbox":
             columns = read_results_columns(results, **checks)
             if columns is not None:
