@@ -309,7 +309,7 @@ class TestConfig:
     # NMS. null: off; 0 is the same as off. Not learned, so any trained softmax model takes
     # it: loce predict ... --set model.test.norcal_gamma=0.5
     norcal_gamma: float | None = None
-    # FRACAL post-hoc calibration (docs/methods.md §9) of a softmax model: softmax of the
+    # FRACAL post-hoc calibration (docs/methods.md §10) of a softmax model: softmax of the
     # logits plus -log10(training image frequency) - log10(K), each class divided by
     # D_c ** fracal_lambda (D_c the fractal dimension of its training box centres) and the
     # row renormalised. The statistics come from data.train_ann. null: off; 2.0 is the
