@@ -68,6 +68,7 @@ from loce.evaluation.lvis_eval import (
     _mean_valid,
     _select,
     _selected_to_engine,
+    area_all_eval,
     interpolated_precision,
     load_ground_truth,
 )
@@ -213,14 +214,7 @@ def _analyse_set(
         ``(detections, num_gt [K], missed [K], fates)``: the evaluated detections,
         the objects per category, the Miss errors per category and ``{fate: [K] counts}``.
     """
-    ev = hotcoco.COCOeval(truth.coco, dt, iou_type, lvis_style=True)
-    params = ev.params
-    params.iou_thrs = [pos_thr]
-    labels = list(params.area_rng_lbl)
-    params.area_rng = [params.area_rng[labels.index("all")]]
-    params.area_rng_lbl = ["all"]
-    params.max_dets = [pair_limit]
-    ev.params = params
+    ev = area_all_eval(truth, dt, iou_type, pair_limit, [pos_thr])
     ev.evaluate()
     cat_index = {int(c): k for k, c in enumerate(truth.category_ids)}
     num_cats = truth.category_ids.shape[0]

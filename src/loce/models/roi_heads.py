@@ -300,25 +300,41 @@ class StepwiseRoIHeads(RoIHeads):
             self.norcal_gamma = None
             self.norcal_log_counts = None
             return
+        (counts,) = self._calibration_vectors("NorCal", "gamma", gamma, {
+            "image counts": image_counts}, "the training image count of every class")
+        self.norcal_log_counts = counts.clamp(min=1.0).log().float()
+        self.norcal_gamma = float(gamma)
+
+    def _calibration_vectors(self, method: str, strength_name: str, strength: float,
+                             vectors: dict[str, Tensor | None], what: str) -> list[Tensor]:  # fmt: skip
+        """The checks a post-hoc calibration's settings share; the ``[K]`` vectors as float64
+        on the heads' device.
+
+        Raises:
+            ValueError: a classification loss that is not a softmax, a negative strength, a
+                vector missing or of the wrong shape.
+        """
         if not is_softmax_loss(self.cls_loss):
             raise ValueError(
-                f"NorCal calibrates softmax classifiers, but this model's classification loss "
+                f"{method} calibrates softmax classifiers, but this model's classification loss "
                 f"is {type(self.cls_loss).__name__}"
             )
-        if not gamma >= 0.0:
-            raise ValueError(f"NorCal gamma must be >= 0, got {gamma!r}")
-        if image_counts is None:
-            raise ValueError("NorCal needs the training image count of every class")
-        counts = torch.as_tensor(image_counts, dtype=torch.float64).flatten()
-        k = self._num_box_classes() - 1
-        if k > 0 and counts.shape != (k,):
-            raise ValueError(
-                f"NorCal image counts must have one entry per foreground class, shape [K] = "
-                f"[{k}], got shape {list(counts.shape)}"
-            )
+        if not strength >= 0.0:
+            raise ValueError(f"{method} {strength_name} must be >= 0, got {strength!r}")
+        if any(v is None for v in vectors.values()):
+            raise ValueError(f"{method} needs {what}")
         device = next((p.device for p in self.parameters()), torch.device("cpu"))
-        self.norcal_log_counts = counts.clamp(min=1.0).log().float().to(device)
-        self.norcal_gamma = float(gamma)
+        k = self._num_box_classes() - 1
+        out = []
+        for name, values in vectors.items():
+            v = torch.as_tensor(values, dtype=torch.float64).flatten()
+            if k > 0 and v.shape != (k,):
+                raise ValueError(
+                    f"{method} {name} must have one entry per foreground class, shape [K] = "
+                    f"[{k}], got shape {list(v.shape)}"
+                )
+            out.append(v.to(device))
+        return out
 
     def set_fracal(self, logit_offsets: Tensor | None, fractal_dims: Tensor | None,
                    lam: float | None) -> None:  # fmt: skip
@@ -340,26 +356,11 @@ class StepwiseRoIHeads(RoIHeads):
             self.fracal_logit_offsets = None
             self.fracal_dims = None
             return
-        if not is_softmax_loss(self.cls_loss):
-            raise ValueError(
-                f"FRACAL calibrates softmax classifiers, but this model's classification loss "
-                f"is {type(self.cls_loss).__name__}"
-            )
-        if not lam >= 0.0:
-            raise ValueError(f"FRACAL lambda must be >= 0, got {lam!r}")
-        if logit_offsets is None or fractal_dims is None:
-            raise ValueError("FRACAL needs the frequency term and fractal dimension of every class")
-        offsets = torch.as_tensor(logit_offsets, dtype=torch.float64).flatten()
-        dims = torch.as_tensor(fractal_dims, dtype=torch.float64).flatten()
-        k = self._num_box_classes() - 1
-        if k > 0 and (offsets.shape != (k,) or dims.shape != (k,)):
-            raise ValueError(
-                f"FRACAL statistics must have one entry per foreground class, shape [K] = "
-                f"[{k}], got {list(offsets.shape)} and {list(dims.shape)}"
-            )
-        device = next((p.device for p in self.parameters()), torch.device("cpu"))
-        self.fracal_logit_offsets = offsets.float().to(device)
-        self.fracal_dims = dims.float().to(device)
+        offsets, dims = self._calibration_vectors("FRACAL", "lambda", lam, {
+            "frequency term": logit_offsets, "fractal dimensions": fractal_dims},
+            "the frequency term and fractal dimension of every class")  # fmt: skip
+        self.fracal_logit_offsets = offsets.float()
+        self.fracal_dims = dims.float()
         self.fracal_lambda = float(lam)
 
     def _num_box_classes(self) -> int:
