@@ -182,7 +182,9 @@ def needs_class_statistics(cfg: Config) -> bool:
     """Whether the model of ``cfg`` is built from per-class training statistics."""
     from loce.losses import needs_class_statistics as loss_needs_statistics
 
-    return loss_needs_statistics(cfg.model.roi.cls_loss) or cfg.model.test.norcal_gamma is not None
+    test = cfg.model.test
+    return (loss_needs_statistics(cfg.model.roi.cls_loss) or test.norcal_gamma is not None
+            or test.fracal_lambda is not None)  # fmt: skip
 
 
 def training_class_statistics(cfg: Config, dataset=None):
@@ -204,6 +206,8 @@ def training_class_statistics(cfg: Config, dataset=None):
             why.append(f"model.roi.cls_loss={cfg.model.roi.cls_loss!r}")
         if cfg.model.test.norcal_gamma is not None:
             why.append(f"model.test.norcal_gamma={cfg.model.test.norcal_gamma}")
+        if cfg.model.test.fracal_lambda is not None:
+            why.append(f"model.test.fracal_lambda={cfg.model.test.fracal_lambda}")
         # Same filtering as the training set; no image is opened (the root must only exist).
         try:
             dataset = _annotation_only_dataset(cfg)
@@ -214,7 +218,7 @@ def training_class_statistics(cfg: Config, dataset=None):
                 "data.train_ann to the annotation file the model is (or was) trained on, e.g. "
                 "--set data.train_ann=/path/to/lvis_v1_train.json"
             ) from None
-    return class_statistics(dataset)
+    return class_statistics(dataset, fractal=cfg.model.test.fracal_lambda is not None)
 
 
 def build_val_dataset(cfg: Config):

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "test": "loce.commands.test",
     "predict": "loce.commands.predict",
     "eval": "loce.commands.eval",
+    "analyze": "loce.commands.analyze",
     "convert": "loce.commands.convert",
     "configs": "loce.commands.configs",
     "demo": "loce.demo",

@@ -15,7 +15,8 @@ Long-tail methods beside LOCE (docs/methods.md) are options of the box branch:
 same name (``roi.eql``, ``roi.eqlv2``, ``roi.seesaw``, ``roi.federated``, ``roi.ecm``,
 ``roi.gumbel``; defaults are the published values), ``roi.classifier: normed`` gives the
 cosine x tau classifier with a trained bias that Seesaw and ECM use, and
-``test.norcal_gamma`` turns on NorCal's post-hoc calibration of a softmax model. For example::
+``test.norcal_gamma`` (or ``test.fracal_lambda``) turns on NorCal's (FRACAL's) post-hoc
+calibration of a softmax model. For example::
 
     model:
       roi:
@@ -313,6 +314,12 @@ class TestConfig:
     # float32. Off by default so that released models reproduce their numbers exactly.
     # `loce test --amp bf16`, `loce predict --amp bf16`, `Detector(..., amp="bf16")`.
     amp: Literal["none", "bf16", "fp16"] = "none"
+    # FRACAL post-hoc calibration (docs/methods.md §10) of a softmax model: softmax of the
+    # logits plus -log10(training image frequency) - log10(K), each class divided by
+    # D_c ** fracal_lambda (D_c the fractal dimension of its training box centres) and the
+    # row renormalised. The statistics come from data.train_ann. null: off; 2.0 is the
+    # original's value on LVIS. Not learned: loce predict ... --set model.test.fracal_lambda=2
+    fracal_lambda: float | None = None
 
     # Not a test case for pytest (the class name starts with "Test").
     __test__ = False
@@ -328,6 +335,12 @@ class TestConfig:
         gamma = self.norcal_gamma
         check(gamma is None or (gamma >= 0.0 and gamma == gamma and gamma != float("inf")),
               f"{prefix}.norcal_gamma", f"must be a finite number >= 0 or null, got {gamma}")
+        lam = self.fracal_lambda
+        check(lam is None or (lam >= 0.0 and lam == lam and lam != float("inf")),
+              f"{prefix}.fracal_lambda", f"must be a finite number >= 0 or null, got {lam}")
+        check(gamma is None or lam is None, f"{prefix}.fracal_lambda",
+              f"NorCal ({prefix}.norcal_gamma={gamma}) and FRACAL are two calibrations of the "
+              "same scores; set one of them to null")
 
 
 @dataclass
@@ -466,6 +479,11 @@ class ModelConfig:
         weights = self.backbone_weights
         check(bool(weights.strip()), f"{prefix}.backbone_weights",
               "must be 'none', 'imagenet', a torchvision weight name or a file path, got ''")
+        fracal = self.test.fracal_lambda
+        check(fracal is None or self.roi.cls_loss in SOFTMAX_LOSSES, f"{prefix}.test.fracal_lambda",
+              f"calibrates softmax classifiers ({prefix}.roi.cls_loss "
+              f"{' or '.join(SOFTMAX_LOSSES)}), but {prefix}.roi.cls_loss is "
+              f"{self.roi.cls_loss!r}, whose scores are not a softmax; set it to null")
         norcal = self.test.norcal_gamma
         check(norcal is None or self.roi.cls_loss in SOFTMAX_LOSSES, f"{prefix}.test.norcal_gamma",
               f"calibrates softmax classifiers ({prefix}.roi.cls_loss "

@@ -7,9 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "FRACTAL_MAX_GRID",
     "LVIS_THRESHOLDS",
     "ClassStatistics",
     "class_statistics",
+    "fractal_dimensions",
     "frequency_groups",
     "frequency_of_counts",
 ]
@@ -24,19 +26,22 @@ class ClassStatistics:
 
     What each method takes (docs/methods.md §1.2): EQL and Gumbel the image frequency
     ``image_count / num_images``; federated loss and NorCal ``image_count``; ECM
-    ``instance_count``.
+    ``instance_count``; FRACAL the image frequency and ``fractal_dims``.
 
     Attributes:
         image_counts: ``K`` numbers of training images that contain each class.
         instance_counts: ``K`` numbers of training instances of each class.
         num_images: training images with at least one annotation (``N_img``).
         source: where they come from (the annotation file), for messages.
+        fractal_dims: ``K`` box-counting dimensions of each class's box centres
+            (:func:`fractal_dimensions`), or None when not computed.
     """
 
     image_counts: tuple[int, ...]
     instance_counts: tuple[int, ...]
     num_images: int
     source: str = "<class statistics>"
+    fractal_dims: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.image_counts) != len(self.instance_counts):
@@ -60,6 +65,11 @@ class ClassStatistics:
                 f"{self.source}: image_counts[{big[0]}] = {self.image_counts[big[0]]} exceeds "
                 f"num_images = {self.num_images} (class label {big[0] + 1})"
             )
+        if self.fractal_dims is not None and len(self.fractal_dims) != len(self.image_counts):
+            raise ValueError(
+                f"{self.source}: {len(self.fractal_dims)} fractal dimensions for "
+                f"{len(self.image_counts)} classes; expected one per class"
+            )
 
     @property
     def num_classes(self) -> int:
@@ -71,7 +81,76 @@ class ClassStatistics:
         return [c / self.num_images for c in self.image_counts]
 
 
-def class_statistics(dataset):
+FRACTAL_MAX_GRID = 64
+"""Largest box-counting grid of :func:`fractal_dimensions` (64 x 64 cells, as FRACAL)."""
+
+
+def fractal_dimensions(
+    cx: np.ndarray, cy: np.ndarray, labels: np.ndarray, num_classes: int,
+    max_grid: int = FRACTAL_MAX_GRID,
+) -> np.ndarray:  # fmt: skip
+    """Box-counting dimension of each class's box centres in the unit square (FRACAL).
+
+    For each grid of ``g x g`` cells, ``g = 1..max_grid``, ``N_c(g)`` counts the cells
+    ``[i/g, (i+1)/g) x [j/g, (j+1)/g)`` holding at least one centre of class ``c`` (a centre
+    at 1.0 or outside [0, 1) falls in none, as in FRACAL's statistics). The dimension is the
+    least-squares slope of ``ln N_c(g)`` against ``ln g`` over the grids with
+    ``g * g <= n_c``, ``n_c`` the class's instances; 1 for a class with fewer than 4
+    instances, and at least 1 (FRACAL's box-counting variant).
+
+    Args:
+        cx, cy: ``[A]`` float64 box centres, divided by their image's width and height.
+        labels: ``[A]`` int64 class labels in ``1..K``.
+        num_classes: ``K``.
+        max_grid: the largest grid.
+
+    Returns:
+        ``[K]`` float64 dimensions in [1, 2] (label order).
+    """
+    k = int(num_classes)
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=k + 1)[1:]
+    grids = np.arange(1, max_grid + 1)
+    boxes = np.zeros((max_grid, k), dtype=np.int64)
+    for g in grids:
+        # The cell edges i * (1 / g), computed as FRACAL computes them.
+        edges = np.arange(g + 1) * (1.0 / g)
+        col = np.searchsorted(edges, cx, side="right") - 1
+        row = np.searchsorted(edges, cy, side="right") - 1
+        inside = (col >= 0) & (col < g) & (row >= 0) & (row < g)
+        cell = (labels[inside] * g + row[inside]) * g + col[inside]
+        occupied = np.unique(cell) // (g * g)
+        boxes[g - 1] = np.bincount(occupied, minlength=k + 1)[1:]
+    dims = np.ones(k, dtype=np.float64)
+    log_g = np.log(grids.astype(np.float64))
+    for c in np.flatnonzero(counts >= 4):
+        use = (grids * grids <= counts[c]) & (boxes[:, c] > 0)
+        if use.sum() < 2:
+            continue
+        x, y = log_g[use], np.log(boxes[use, c].astype(np.float64))
+        slope = float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
+        dims[c] = max(slope, 1.0)
+    return dims
+
+
+def _fractal_dimensions_of(dataset) -> tuple[float, ...]:
+    """:func:`fractal_dimensions` of the annotations a training set uses."""
+    index = dataset.index
+    rows = [dataset.annotation_rows(i) for i in range(len(dataset))]
+    ann = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    box = np.asarray(index.ann_bbox, dtype=np.float64)[ann]
+    image = np.asarray(index.ann_image_rows)[ann]
+    width = np.asarray(index.widths, dtype=np.float64)[image]
+    height = np.asarray(index.heights, dtype=np.float64)[image]
+    # FRACAL's normalised centre: x / W + (w / W) / 2.
+    cx = box[:, 0] / width + box[:, 2] / width / 2
+    cy = box[:, 1] / height + box[:, 3] / height / 2
+    labels = np.asarray(index.ann_labels)[ann]
+    dims = fractal_dimensions(cx, cy, labels, int(dataset.num_classes))
+    return tuple(float(v) for v in dims)
+
+
+def class_statistics(dataset, *, fractal: bool = False):
     """Per-class statistics of a training set, from the annotations it uses.
 
     Counts what the model is trained on: the usable (non-crowd, non-empty) annotations of the
@@ -81,6 +160,8 @@ def class_statistics(dataset):
     Args:
         dataset: an :class:`~loce.data.lvis.LVISDataset` (``image_labels``,
             ``annotation_rows``, ``index.ann_labels``, ``num_classes``).
+        fractal: also compute each class's fractal dimension (FRACAL), from the boxes and
+            image sizes of the index.
 
     Returns:
         :class:`ClassStatistics`: ``image_counts[c - 1]`` images containing label
@@ -101,6 +182,7 @@ def class_statistics(dataset):
         instance_counts=tuple(int(v) for v in instance_counts),
         num_images=max(num_images, 1),
         source=str(getattr(dataset.index, "source", "the training set")),
+        fractal_dims=_fractal_dimensions_of(dataset) if fractal else None,
     )
 
 

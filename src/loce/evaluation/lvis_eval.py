@@ -581,6 +581,21 @@ def _pooled_precision(
     order = np.argsort(-scores, kind="mergesort")
     matched = pool.matched[:, chosen][:, order]
     ignored = pool.ignored[:, chosen][:, order]
+    return interpolated_precision(matched, ignored, num_gt, rec_thrs)
+
+
+def interpolated_precision(
+    matched: np.ndarray, ignored: np.ndarray, num_gt: int, rec_thrs: np.ndarray
+) -> np.ndarray:
+    """``[T, R]`` precision at each recall threshold of one ranked list, lvis-api's way.
+
+    Args:
+        matched: ``[T, D]`` bool, each detection (best score first) matched at each IoU
+            threshold.
+        ignored: ``[T, D]`` bool, ignored (counted neither as true nor as false positive).
+        num_gt: ground truth of the list, > 0.
+        rec_thrs: ``[R]`` recall thresholds.
+    """
     tp = np.cumsum(matched & ~ignored, axis=1, dtype=np.float64)
     fp = np.cumsum(~matched & ~ignored, axis=1, dtype=np.float64)
     recall = tp / num_gt
@@ -598,12 +613,15 @@ def _pooled_precision(
 _POOL_CHUNK_IMAGES = 2_000
 
 
-def _run_pooled(truth: GroundTruth, dt: Any, iou_type: str, pair_limit: int) -> dict[str, float]:
-    """AP-pooled of all categories and of each frequency group (area range "all" only).
+def area_all_eval(
+    truth: GroundTruth, dt: Any, iou_type: str, pair_limit: int,
+    iou_thrs: Sequence[float] | None = None,
+) -> Any:  # fmt: skip
+    """The engine's LVIS evaluation of ``dt`` at area range "all" only.
 
-    The engine matches a chunk of images at a time (matching is per image, so this is
-    exact), and each chunk's results are flattened to arrays before the next, which bounds
-    the memory of the engine's per-image result dicts.
+    Args:
+        pair_limit: detections kept per image and category (see :func:`_run_engine`).
+        iou_thrs: IoU thresholds; None keeps LVIS's ten.
     """
     ev = hotcoco.COCOeval(truth.coco, dt, iou_type, lvis_style=True)
     params = ev.params
@@ -611,6 +629,21 @@ def _run_pooled(truth: GroundTruth, dt: Any, iou_type: str, pair_limit: int) -> 
     labels = list(params.area_rng_lbl)
     params.area_rng = [params.area_rng[labels.index("all")]]
     params.area_rng_lbl = ["all"]
+    if iou_thrs is not None:
+        params.iou_thrs = list(iou_thrs)
+    ev.params = params
+    return ev
+
+
+def _run_pooled(truth: GroundTruth, dt: Any, iou_type: str, pair_limit: int) -> dict[str, float]:
+    """AP-pooled of all categories and of each frequency group (area range "all" only).
+
+    The engine matches a chunk of images at a time (matching is per image, so this is
+    exact), and each chunk's results are flattened to arrays before the next, which bounds
+    the memory of the engine's per-image result dicts.
+    """
+    ev = area_all_eval(truth, dt, iou_type, pair_limit)
+    params = ev.params
     num_thrs = len(params.iou_thrs)
     rec_thrs = np.asarray(params.rec_thrs, dtype=np.float64)
     cat_index = {int(c): k for k, c in enumerate(truth.category_ids)}

@@ -1,5 +1,5 @@
 """Plots for long-tail analysis: per-class AP against training frequency, mean scores,
-training images per class."""
+training images per class, error analysis (ΔAP by error type and group, confusions)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_ap_vs_frequency", "plot_images_per_class", "plot_mean_scores"]
+__all__ = ["plot_ap_vs_frequency", "plot_confusions", "plot_delta_ap", "plot_images_per_class",
+           "plot_mean_scores"]
 
 # The r/c/f bands are neutral greys, so that no run's colour can be mistaken for a group.
 _GROUP_SHADES = {"r": "#d9d9d9", "c": "#ececec", "f": "#d9d9d9"}
@@ -53,12 +54,18 @@ def _shade_groups(ax, spans: Sequence[tuple[str, float, float]], label_y: float)
                 color="#555555")
 
 
-def _figure(width: float = 7.0, height: float = 4.0):
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _figure(width: float = 7.0, height: float = 4.0):
+    plt = _pyplot()
     return plt, plt.subplots(figsize=(width, height))
 
 
@@ -182,3 +189,76 @@ def plot_images_per_class(
     ax.set_xlim(-0.5, len(order) - 0.5)
     return _finish(fig, plt, ax, out, "classes sorted by training images (head → tail)",
                    "training images (log scale)", title)
+# The main types only: the FP and FN oracles are an order larger and would flatten them.
+_DELTA_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")
+_GROUP_TITLES = {"all": "all classes", "r": "rare", "c": "common", "f": "frequent"}
+
+
+def plot_delta_ap(
+    runs: Mapping[str, Mapping[str, Any]],
+    out: str | os.PathLike,
+    title: str = "ΔAP by error type and group",
+) -> Path:
+    """ΔAP of each main error type, one panel per group (all, r, c, f), one bar per run.
+
+    Args:
+        runs: ``{run name: analysis}`` as ``loce.evaluation.error_analysis.analyze_errors``
+            returns (``"ap"`` and ``"delta_ap"`` as fractions, -1 when undefined).
+        out: PNG path to write.
+        title: figure title.
+    """
+    plt = _pyplot()
+    fig, axes = plt.subplots(2, 2, figsize=(11.0, 6.0), sharey=True)
+    width = 0.8 / max(len(runs), 1)
+    for ax, group in zip(axes.ravel(), ("all", "r", "c", "f")):
+        for k, (name, analysis) in enumerate(runs.items()):
+            values = [max(100.0 * float(analysis["delta_ap"][t][group]), 0.0)
+                      for t in _DELTA_TYPES]  # fmt: skip
+            base = float(analysis["ap"][group])
+            label = f"{name} (AP50 {100 * base:.1f})" if base >= 0 else f"{name} (no objects)"
+            xs = [i + (k - (len(runs) - 1) / 2) * width for i in range(len(_DELTA_TYPES))]
+            ax.bar(xs, values, width=width, label=label, zorder=3,
+                   color=SERIES_COLOURS[k % len(SERIES_COLOURS)])  # fmt: skip
+        ax.set_xticks(range(len(_DELTA_TYPES)), _DELTA_TYPES, fontsize=8)
+        ax.set_title(_GROUP_TITLES[group], fontsize=9)
+        ax.grid(alpha=0.3, axis="y", zorder=1)
+        ax.legend(fontsize=7, frameon=False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ΔAP (points)")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, plt, out)
+
+
+def plot_confusions(
+    runs: Mapping[str, Mapping[str, Any]],
+    out: str | os.PathLike,
+    title: str = "most frequent confusions",
+) -> Path:
+    """The most frequent (object class → detected class) confusions of each run, as
+    horizontal bars, one panel per run.
+
+    Args:
+        runs: ``{run name: analysis}`` with ``"confusions"``: ``"top_pairs"``.
+        out: PNG path to write.
+        title: figure title.
+    """
+    plt = _pyplot()
+    n = max(len(runs), 1)
+    rows = max((len(a["confusions"]["top_pairs"]) for a in runs.values()), default=1)
+    fig, axes = plt.subplots(1, n, figsize=(5.5 * n, 1.0 + 0.35 * max(rows, 1)), squeeze=False)
+    for k, (ax, (name, analysis)) in enumerate(zip(axes[0], runs.items())):
+        pairs = analysis["confusions"]["top_pairs"]
+        labels = [f"{p['object_name']} ({p['object_group']}) → {p['detected_as_name']} "
+                  f"({p['detected_as_group']})" for p in pairs]  # fmt: skip
+        counts = [p["count"] for p in pairs]
+        ax.barh(range(len(pairs)), counts, color=SERIES_COLOURS[k % len(SERIES_COLOURS)],
+                zorder=3)  # fmt: skip
+        ax.set_yticks(range(len(pairs)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("classification errors")
+        ax.set_title(name if pairs else f"{name}: no classification error", fontsize=9)
+        ax.grid(alpha=0.3, axis="x", zorder=1)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, plt, out)

@@ -29,12 +29,16 @@ time is the method (docs/methods.md §6.3).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
 from loce.losses._common import LossName
 
 __all__ = [
+    "fracal_logit_offsets",
+    "fracal_scores",
     "gumbel_scores",
     "objectness_sigmoid_scores",
     "scores_from_logits",
@@ -134,6 +138,64 @@ def gumbel_scores(logits: Tensor) -> Tensor:
     """
     z = _check(logits)
     return torch.cat([torch.zeros_like(z[:, :1]), torch.exp(-torch.exp(-z[:, 1:]))], dim=1)
+
+
+def fracal_logit_offsets(image_counts: Tensor, num_images: int) -> Tensor:
+    """FRACAL's frequency term: ``w_c = -log10(N_c / N_img) - log10(K)`` per foreground class.
+
+    The original adds ``-log10(p_c)``, ``p_c`` the fraction of training images containing
+    class ``c``, minus the same term for a uniform class distribution (``log10 K``), so that
+    a class as frequent as the uniform one is not shifted. A class without training images
+    counts as one image (``log10 0`` would be infinite; the original assumes every class
+    occurs).
+
+    Args:
+        image_counts: ``[K]`` training images containing each label 1..K.
+        num_images: training images ``N_img``.
+
+    Returns:
+        ``[K]`` float64 offsets added to the foreground logits.
+    """
+    counts = torch.as_tensor(image_counts, dtype=torch.float64).flatten().clamp(min=1.0)
+    k = counts.shape[0]
+    return -torch.log10(counts / float(num_images)) - math.log10(k)
+
+
+def fracal_scores(
+    logits: Tensor, logit_offsets: Tensor, fractal_dims: Tensor, lam: float
+) -> Tensor:
+    """FRACAL's calibrated softmax (Alexandridis et al., CVPR 2025) of a softmax classifier.
+
+    ``q = softmax([z_0, z_c + w_c])`` (frequency term, :func:`fracal_logit_offsets`), then
+    each class probability divided by ``D_c ** lam`` (``D_c`` the class's fractal dimension
+    of its box centres, background 1) and the row renormalised over all ``K + 1`` columns.
+    Classes spread uniformly over the image (``D`` near 2) lose to classes seen in few
+    places (``D`` near 1).
+
+    Args:
+        logits: ``[N, K + 1]`` float, background at column 0.
+        logit_offsets: ``[K]`` float ``w_c`` of labels 1..K.
+        fractal_dims: ``[K]`` float ``D_c >= 1`` of labels 1..K.
+        lam: exponent of the fractal term (the original's 2.0 on LVIS).
+
+    Returns:
+        ``[N, K + 1]`` float32 probabilities, rows summing to 1.
+
+    Raises:
+        ValueError: shapes that do not match.
+    """
+    z = _check(logits)
+    k = z.shape[1] - 1
+    if logit_offsets.shape != (k,) or fractal_dims.shape != (k,):
+        raise ValueError(
+            f"fracal_scores needs logits [N, K + 1] and logit_offsets, fractal_dims [K], got "
+            f"{list(z.shape)}, {list(logit_offsets.shape)} and {list(fractal_dims.shape)}"
+        )
+    shift = torch.cat([z.new_zeros(1), logit_offsets.to(device=z.device, dtype=z.dtype)])
+    p = torch.softmax(z + shift, dim=1)
+    divisor = torch.cat([z.new_ones(1), fractal_dims.to(device=z.device, dtype=z.dtype) ** lam])
+    p = p / divisor
+    return p / p.sum(dim=1, keepdim=True)
 
 
 def scores_from_logits(method: LossName, logits: Tensor, test_with_obj: bool = True) -> Tensor:

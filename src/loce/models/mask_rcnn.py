@@ -61,6 +61,7 @@ from loce.config.model import ModelConfig
 from loce.data.statistics import ClassStatistics
 from loce.errors import ConfigError
 from loce.losses import build_classification_loss_for
+from loce.losses.scoring import fracal_logit_offsets
 from loce.models.mmdet_compat import (
     FrozenStatsBatchNorm2d,
     MMDetAnchorGenerator,
@@ -445,7 +446,8 @@ def build_mask_rcnn(
         load_backbone: load ``cfg.backbone_weights``; pass False when a full checkpoint
             will be loaded next (inference, resuming), which needs no download.
         class_stats: per-class training statistics, required by ``roi.cls_loss`` EQL,
-            federated, ECM and Gumbel and by ``test.norcal_gamma``.
+            federated, ECM and Gumbel and by ``test.norcal_gamma``; with
+            ``fractal_dims`` by ``test.fracal_lambda``.
         seed: base seed of the random draws of the federated and Gumbel losses.
         loce: LOCE's settings (the ``loce`` config section) to build LOCE's RoI heads,
             :class:`~loce.models.loce_heads.LoceRoIHeads`, with the same modules,
@@ -478,6 +480,14 @@ def build_mask_rcnn(
                 "data.train_ann (the training annotations of the model)"
             )
         norcal_counts = class_stats.image_counts
+    fracal_lambda = cfg.test.fracal_lambda
+    if fracal_lambda is not None and (class_stats is None or class_stats.fractal_dims is None
+                                      or class_stats.num_classes != num_classes):  # fmt: skip
+        raise ConfigError(
+            "model.test.fracal_lambda needs the image count and the fractal dimension of every "
+            "class; build the model with loce.build.build_model, which computes them from "
+            "data.train_ann (the training annotations of the model)"
+        )
     backbone = _build_backbone(cfg)
     rpn = _build_rpn(cfg, backbone.out_channels)
     roi_heads = _build_roi_heads(cfg, num_classes, backbone.out_channels, cls_loss, loce)
@@ -502,6 +512,12 @@ def build_mask_rcnn(
         init_classifier(cls_score.weight, getattr(cls_score, "bias", None))
     if norcal_counts is not None:
         roi_heads.set_norcal(torch.as_tensor(norcal_counts), cfg.test.norcal_gamma)
+    if fracal_lambda is not None:
+        assert class_stats is not None and class_stats.fractal_dims is not None
+        roi_heads.set_fracal(
+            fracal_logit_offsets(torch.as_tensor(class_stats.image_counts), class_stats.num_images),
+            torch.as_tensor(class_stats.fractal_dims), fracal_lambda,
+        )  # fmt: skip
     if load_backbone:
         load_backbone_weights(backbone.body, cfg.backbone_weights, cfg.backbone)
     return model

@@ -28,7 +28,8 @@ the same inputs and random state.
 ``cls_loss`` is the pluggable classification step, any module of :mod:`loce.losses`; its
 width ``C'`` is ``K + 1`` (``K + 2`` for Seesaw), the box deltas always ``K + 1`` classes. At
 inference :meth:`StepwiseRoIHeads.class_scores` scores by the loss's own rule, or by NorCal
-(:func:`norcal_scores`) once :meth:`StepwiseRoIHeads.set_norcal` turned it on. ``cls_loss``
+(:func:`norcal_scores`) once :meth:`StepwiseRoIHeads.set_norcal` turned it on, or by FRACAL
+(:func:`loce.losses.scoring.fracal_scores`) once :meth:`StepwiseRoIHeads.set_fracal` did. ``cls_loss``
 is a submodule: its buffers (running statistics, constants) are in the state dict under
 ``roi_heads.cls_loss.*``; how each loss keeps them across ranks and checkpoints is
 docs/methods.md §1.7. NorCal's class counts are a non-persistent buffer, a choice made at
@@ -51,6 +52,7 @@ from torchvision.ops import boxes as box_ops
 from torchvision.ops import nms
 
 from loce.losses import CrossEntropyLoss, EquilibriumLoss
+from loce.losses.scoring import fracal_scores
 from loce.models.mmdet_compat import box_regression_loss_sum, project_masks_aligned
 from loce.models.precision import to_geometry
 
@@ -276,6 +278,10 @@ class StepwiseRoIHeads(RoIHeads):
         # False: inference skips the mask branch (box-only prediction and evaluation).
         self.infer_masks = True
         self.register_buffer("norcal_log_counts", None, persistent=False)
+        # FRACAL (set_fracal): off until set; its statistics come from the training set.
+        self.fracal_lambda: float | None = None
+        self.register_buffer("fracal_logit_offsets", None, persistent=False)
+        self.register_buffer("fracal_dims", None, persistent=False)
 
     def set_norcal(self, image_counts: Tensor | None, gamma: float | None) -> None:
         """Turn NorCal's post-hoc calibration on (or off with ``gamma=None``).
@@ -295,25 +301,68 @@ class StepwiseRoIHeads(RoIHeads):
             self.norcal_gamma = None
             self.norcal_log_counts = None
             return
+        (counts,) = self._calibration_vectors("NorCal", "gamma", gamma, {
+            "image counts": image_counts}, "the training image count of every class")
+        self.norcal_log_counts = counts.clamp(min=1.0).log().float()
+        self.norcal_gamma = float(gamma)
+
+    def _calibration_vectors(self, method: str, strength_name: str, strength: float,
+                             vectors: dict[str, Tensor | None], what: str) -> list[Tensor]:  # fmt: skip
+        """The checks a post-hoc calibration's settings share; the ``[K]`` vectors as float64
+        on the heads' device.
+
+        Raises:
+            ValueError: a classification loss that is not a softmax, a negative strength, a
+                vector missing or of the wrong shape.
+        """
         if not is_softmax_loss(self.cls_loss):
             raise ValueError(
-                f"NorCal calibrates softmax classifiers, but this model's classification loss "
+                f"{method} calibrates softmax classifiers, but this model's classification loss "
                 f"is {type(self.cls_loss).__name__}"
             )
-        if not gamma >= 0.0:
-            raise ValueError(f"NorCal gamma must be >= 0, got {gamma!r}")
-        if image_counts is None:
-            raise ValueError("NorCal needs the training image count of every class")
-        counts = torch.as_tensor(image_counts, dtype=torch.float64).flatten()
-        k = self._num_box_classes() - 1
-        if k > 0 and counts.shape != (k,):
-            raise ValueError(
-                f"NorCal image counts must have one entry per foreground class, shape [K] = "
-                f"[{k}], got shape {list(counts.shape)}"
-            )
+        if not strength >= 0.0:
+            raise ValueError(f"{method} {strength_name} must be >= 0, got {strength!r}")
+        if any(v is None for v in vectors.values()):
+            raise ValueError(f"{method} needs {what}")
         device = next((p.device for p in self.parameters()), torch.device("cpu"))
-        self.norcal_log_counts = counts.clamp(min=1.0).log().float().to(device)
-        self.norcal_gamma = float(gamma)
+        k = self._num_box_classes() - 1
+        out = []
+        for name, values in vectors.items():
+            v = torch.as_tensor(values, dtype=torch.float64).flatten()
+            if k > 0 and v.shape != (k,):
+                raise ValueError(
+                    f"{method} {name} must have one entry per foreground class, shape [K] = "
+                    f"[{k}], got shape {list(v.shape)}"
+                )
+            out.append(v.to(device))
+        return out
+
+    def set_fracal(self, logit_offsets: Tensor | None, fractal_dims: Tensor | None,
+                   lam: float | None) -> None:  # fmt: skip
+        """Turn FRACAL's post-hoc calibration on (or off with ``lam=None``).
+
+        Args:
+            logit_offsets: ``[K]`` frequency term of labels 1..K
+                (:func:`loce.losses.scoring.fracal_logit_offsets`).
+            fractal_dims: ``[K]`` fractal dimensions of labels 1..K
+                (:func:`loce.data.statistics.fractal_dimensions`).
+            lam: exponent of the fractal term ``>= 0``; ``None`` turns FRACAL off.
+
+        Raises:
+            ValueError: a classification loss that is not a softmax, a negative ``lam`` or
+                statistics of the wrong shape.
+        """
+        if lam is None:
+            self.fracal_lambda = None
+            self.fracal_logit_offsets = None
+            self.fracal_dims = None
+            return
+        offsets, dims = self._calibration_vectors("FRACAL", "lambda", lam, {
+            "frequency term": logit_offsets, "fractal dimensions": fractal_dims},
+            "the frequency term and fractal dimension of every class")  # fmt: skip
+        self.fracal_logit_offsets = offsets.float()
+        self.fracal_dims = dims.float()
+        self.fracal_lambda = float(lam)
 
     def _num_box_classes(self) -> int:
         """``K + 1``, read from the box regressor's width (0 when it cannot be read)."""
@@ -476,6 +525,9 @@ class StepwiseRoIHeads(RoIHeads):
         """
         if self.norcal_gamma is not None:
             return norcal_scores(class_logits, self.norcal_log_counts, self.norcal_gamma)
+        if self.fracal_lambda is not None:
+            return fracal_scores(class_logits, self.fracal_logit_offsets, self.fracal_dims,
+                                 self.fracal_lambda)  # fmt: skip
         scores = getattr(self.cls_loss, "scores", None)
         if callable(scores):
             return scores(class_logits)
