@@ -78,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
 
     n = predict_to_file(det.model, dataset, args.out, device=det.device,
                         with_masks=not args.no_masks, workers=cfg.data.workers,
+                        batch_size=cfg.eval.images_per_gpu,
                         on_image=on_image, forward=det.detect_batch)
     if args.dets_per_class is not None:
         from loce.evaluation.results_file import cap_results_file_per_class
