@@ -143,6 +143,9 @@ class TrainConfig:
     eval_at_end: bool = True
     # Write a metrics.jsonl line (and refresh the progress bar) every N iterations.
     log_every_iters: int = 20
+    # Value checks that read tensors on the host (labels in range, finite mean scores,
+    # boxes with area) run every N iterations, each a GPU sync; 1: every step (debugging).
+    check_every_iters: int = 50
     # Stop each epoch after this many iterations (null: the whole epoch). For smoke tests.
     max_iters_per_epoch: int | None = None
     # CPU threads per process (null: leave torch's default).
@@ -168,6 +171,7 @@ class TrainConfig:
         check(self.checkpoint_every_iters >= 0, f"{prefix}.checkpoint_every_iters", "must be >= 0")
         check(self.eval_every_epochs >= 0, f"{prefix}.eval_every_epochs", "must be >= 0")
         check(self.log_every_iters >= 1, f"{prefix}.log_every_iters", "must be >= 1")
+        check(self.check_every_iters >= 1, f"{prefix}.check_every_iters", "must be >= 1")
         check(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
               f"{prefix}.max_iters_per_epoch", "must be >= 1 or null")
         check(self.threads is None or self.threads >= 1, f"{prefix}.threads", "must be >= 1 or null")
