@@ -123,6 +123,8 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
                            workers=cfg.data.workers, generator_seed=cfg.train.seed)
 
     modes = [(m, m.training) for m in model.modules()]
+    train_masks = heads.train_masks
+    heads.train_masks = False  # the pass reads the box branch only
     model.train()
     for m in model.modules():
         if isinstance(m, _BatchNorm):
@@ -141,6 +143,7 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
                 images_seen += len(images)
             bar.close()
     finally:
+        heads.train_masks = train_masks
         for m, mode in modes:
             m.training = mode
     seconds = time.perf_counter() - start

@@ -334,6 +334,9 @@ class StepwiseRoIHeads(RoIHeads):
         self.norcal_gamma: float | None = None
         # False: inference skips the mask branch (box-only prediction and evaluation).
         self.infer_masks = True
+        # False: training skips the mask branch and its loss (LOCE's initialisation pass,
+        # which only fills the feature memory and the mean scores).
+        self.train_masks = True
         self.register_buffer("norcal_log_counts", None, persistent=False)
 
     def set_norcal(self, image_counts: Tensor | None, gamma: float | None) -> None:
@@ -757,7 +760,7 @@ class StepwiseRoIHeads(RoIHeads):
         if self.training:
             targets = self._check_targets(targets)
             losses, output = self.box_training_step(features, proposals, image_shapes, targets)
-            if self.has_mask():
+            if self.has_mask() and self.train_masks:
                 losses.update(self.mask_training_step(features, output, image_shapes, targets))
             return [], losses
         pooled = self.pool_box_features(features, proposals, image_shapes)
