@@ -57,8 +57,12 @@ class DataConfig:
     images_per_gpu: int = 2
     # Batches of images with the same aspect-ratio orientation (landscape/portrait).
     aspect_ratio_grouping: bool = True
-    # DataLoader worker processes per training process.
-    workers: int = 2
+    # DataLoader worker processes per process; null: the CPUs this process may use divided
+    # by the processes on the machine (LOCAL_WORLD_SIZE), at most 8.
+    workers: int | None = None
+    # Training images leave the DataLoader workers as "uint8" (normalised on the model's
+    # device; pixels quantised to 1/255 after the resize) or "float32" (4x the bytes).
+    train_image_dtype: Literal["uint8", "float32"] = "uint8"
 
     def validate(self, prefix: str = "data") -> None:
         check(len(self.train_scales) > 0, f"{prefix}.train_scales", "must list at least one size")
@@ -69,7 +73,8 @@ class DataConfig:
         check(0.0 <= self.flip_prob <= 1.0, f"{prefix}.flip_prob", f"must be in [0, 1], got {self.flip_prob}")
         check(self.repeat_threshold > 0, f"{prefix}.repeat_threshold", "must be positive")
         check(self.images_per_gpu >= 1, f"{prefix}.images_per_gpu", f"must be >= 1, got {self.images_per_gpu}")
-        check(self.workers >= 0, f"{prefix}.workers", f"must be >= 0, got {self.workers}")
+        check(self.workers is None or self.workers >= 0, f"{prefix}.workers",
+              f"must be >= 0 or null, got {self.workers}")
 
 
 @dataclass

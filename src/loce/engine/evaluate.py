@@ -290,7 +290,7 @@ def evaluate(model: nn.Module, cfg, out_dir: str | os.PathLike, *, device: torch
     shard = out / f"predictions.rank{rank}.json"
     predict_to_file(model, dataset, shard, device=device,
                     indices=range(rank, len(dataset), world), with_masks=with_masks,
-                    workers=cfg.data.workers, batch_size=cfg.eval.images_per_gpu,
+                    workers=build.data_workers(cfg), batch_size=cfg.eval.images_per_gpu,
                     progress=rank == 0)
     dist_utils.barrier()
     metrics: dict[str, Any] = {}

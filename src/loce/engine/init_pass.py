@@ -102,6 +102,7 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
     """
     from tqdm.auto import tqdm
 
+    from loce import build
     from loce.data.seeding import seeded_loader
     from loce.engine import distributed as dist_utils
     from loce.engine.device import autocast, to_device
@@ -120,7 +121,8 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
                                 cfg.data.images_per_gpu, rank, world)
     # the loader's private generator must not consume the global one
     loader = seeded_loader(dataset, batches, seed=cfg.train.seed, epoch=INIT_PASS_EPOCH,
-                           workers=cfg.data.workers, generator_seed=cfg.train.seed)
+                           workers=build.data_workers(cfg), generator_seed=cfg.train.seed,
+                           pin_memory=device.type == "cuda")
 
     modes = [(m, m.training) for m in model.modules()]
     train_masks = heads.train_masks

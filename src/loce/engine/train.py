@@ -427,7 +427,8 @@ class _Trainer:
         cfg = self.cfg
         batches = self._batches(epoch)
         skip = self.start_iter if epoch == self.start_epoch else 0
-        loader = build.train_loader(cfg, self.train_set, batches[skip:], epoch)
+        loader = build.train_loader(cfg, self.train_set, batches[skip:], epoch,
+                                    pin_memory=self.device.type == "cuda")
         ddp_model.train()
         bar = _progress(loader, total=len(batches), desc=f"epoch {epoch + 1}/{cfg.solver.epochs}",
                         enabled=self.main, initial=skip)
