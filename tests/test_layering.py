@@ -17,7 +17,7 @@ ROOT = Path(loce.__file__).parent
 #: of a lower rank. Parts of one rank do not import each other.
 RANKS = {
     "__version__": 0, "errors": 0,
-    "faults": 1, "memory": 1,
+    "checks": 1, "faults": 1, "memory": 1,
     "fileio": 2, "logs": 2,
     "config": 3,
     "data": 4,

@@ -42,11 +42,13 @@ __all__ = [
 
 
 def build_train_transforms(cfg: Config):
-    from loce.data.transforms import Compose, RandomHorizontalFlip, RandomShortSideResize
+    from loce.data.transforms import Compose, RandomHorizontalFlip, RandomShortSideResize, ToUint8
 
     steps = [RandomShortSideResize(cfg.data.train_scales, cfg.data.max_size)]
     if cfg.data.flip_prob > 0:
         steps.append(RandomHorizontalFlip(cfg.data.flip_prob))
+    if cfg.data.train_image_dtype == "uint8":
+        steps.append(ToUint8())
     return Compose(steps)
 
 
@@ -260,12 +262,30 @@ def epoch_batches(cfg: Config, dataset, epoch: int, rank: int, world: int) -> li
     return batches
 
 
-def train_loader(cfg: Config, dataset, batches: list[list[int]], epoch: int):
-    """A DataLoader over precomputed ``batches`` with per-item seeded augmentation."""
+def train_loader(cfg: Config, dataset, batches: list[list[int]], epoch: int, *,
+                 pin_memory: bool = False):
+    """A DataLoader over precomputed ``batches`` with per-item seeded augmentation
+    (``pin_memory``: page-locked batches, for asynchronous copies to a CUDA device)."""
     from loce.data.seeding import seeded_loader
 
     return seeded_loader(dataset, batches, seed=cfg.train.seed, epoch=epoch,
-                         workers=cfg.data.workers, generator_seed=cfg.train.seed * 7919 + epoch)
+                         workers=data_workers(cfg), generator_seed=cfg.train.seed * 7919 + epoch,
+                         pin_memory=pin_memory)
+
+
+def data_workers(cfg: Config) -> int:
+    """``data.workers``, or when null the CPUs this process may use divided by the processes
+    on this machine (``LOCAL_WORLD_SIZE``, set by torchrun), between 1 and 8."""
+    import os
+
+    if cfg.data.workers is not None:
+        return cfg.data.workers
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(8, cpus // local))
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ def test_defaults_are_the_original_values_and_off():
     assert not loce.enabled and cfg.train.trainable is None
     assert (loce.alpha, loce.bg_score, loce.init_score) == (0.9, 0.01, 0.01)
     assert (loce.memory_capacity, loce.classes_per_step, loce.features_per_class) == (80, 8, 4)
-    assert (loce.memory_dtype, loce.memory_device) == ("float16", "cpu")
+    assert (loce.memory_dtype, loce.memory_device) == ("float16", "auto")
     assert loce.init_pass and loce.images_per_class == 5 and loce.save_memory
 
 

@@ -10,7 +10,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from loce.data.lvis import LVISIndex, validate_lvis
-from loce.data.rle import rle_problem
+from loce.data.rle import encode_crop, rle_problem
 from loce.errors import DataError
 
 
@@ -52,3 +52,23 @@ def test_training_annotations_with_garbage_counts_are_refused():
         with pytest.raises(DataError, match=r"annotations\[0\] \(id 7\): 'counts' .*Fix: "
                            r"re-encode the mask"):
             LVISIndex.from_json(copy.deepcopy(_with_rle(counts)))
+
+
+def test_encode_crop_equals_pycocotools_on_the_whole_mask():
+    rng = np.random.default_rng(3)
+    cases = 0
+    for _ in range(300):
+        h, w = (int(v) for v in rng.integers(1, 40, 2))
+        y0, x0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+        y1, x1 = int(rng.integers(y0, h + 1)), int(rng.integers(x0, w + 1))
+        mask = np.zeros((h, w), dtype=bool)
+        mask[y0:y1, x0:x1] = rng.random((y1 - y0, x1 - x0)) < rng.random()
+        if rng.random() < 0.1:  # a mask that reaches the last pixel (no trailing zeros)
+            mask[-1, -1], y1, x1 = True, h, w
+        expected = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        got = encode_crop(mask[y0:y1, x0:x1], y0, x0, h, w)
+        assert got == {"size": [h, w], "counts": expected["counts"].decode("ascii")}
+        cases += int(mask[-1, -1])
+    assert cases > 10
+    empty = encode_crop(np.zeros((0, 0), dtype=bool), 0, 0, 3, 4)
+    assert mask_utils.decode({"size": [3, 4], "counts": empty["counts"]}).sum() == 0

@@ -211,3 +211,50 @@ def test_build_picks_the_test_pipeline():
     assert synthetic.data.test_resize == "torch"
     assert type(build.build_test_transforms(synthetic)) is Resize
     assert build.build_test_decoder(synthetic) == "pillow"
+
+
+def test_training_images_leave_the_workers_as_uint8_and_move_by_half_a_grey_level():
+    """data.train_image_dtype=uint8: the last training transform quantises; the model's
+    uint8 normalisation of it is within 0.5 / (255 * std) of the float path's."""
+    from loce import build
+    from loce.config import load_config
+    from loce.data.transforms import ToUint8
+    from loce.models.mask_rcnn import NormalizePadTransform
+
+    cfg = load_config("mask_rcnn_r18_fpn_normed_mask_synthetic", [])
+    assert cfg.data.train_image_dtype == "uint8"
+    assert isinstance(build.build_train_transforms(cfg).transforms[-1], ToUint8)
+    cfg = load_config("mask_rcnn_r18_fpn_normed_mask_synthetic", ["data.train_image_dtype=float32"])
+    assert not any(isinstance(t, ToUint8) for t in build.build_train_transforms(cfg).transforms)
+
+    g = torch.Generator().manual_seed(0)
+    image = torch.rand(3, 20, 30, generator=g)
+    image[0, 0, :4] = torch.tensor([0.0, 1.0, 0.5 / 255, 1.5 / 255])
+    q, target = ToUint8()(image, {"x": 1})
+    assert q.dtype == torch.uint8 and target == {"x": 1}
+    assert q[0, 0, :4].tolist() == [0, 255, 0, 2]  # round half to even, as torch.round
+    assert torch.equal(ToUint8()(q)[0], q)
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    norm = NormalizePadTransform(mean, std)
+    from_float, from_uint8 = norm.normalize(image), norm.normalize(q)
+    bound = 0.5 / (255 * torch.tensor(std))[:, None, None] + 1e-5
+    assert bool((from_float - from_uint8).abs().le(bound).all())
+    assert float((from_float - from_uint8).abs().max()) > 0.5 * 0.5 / (255 * 0.229)
+
+
+def test_default_workers_follow_the_cpus_per_process(monkeypatch):
+    import os
+
+    from loce import build
+    from loce.config import load_config
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(12)), raising=False)
+    cfg = load_config("mask_rcnn_r18_fpn_normed_mask_synthetic", ["data.workers=null"])
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert build.data_workers(cfg) == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert build.data_workers(cfg) == 8
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")
+    assert build.data_workers(cfg) == 1
+    cfg = load_config("mask_rcnn_r18_fpn_normed_mask_synthetic", ["data.workers=0"])
+    assert build.data_workers(cfg) == 0

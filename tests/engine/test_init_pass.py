@@ -48,7 +48,11 @@ def test_init_pass_fills_every_queue_and_warms_scores_without_graphs(
         return losses, out
 
     heads.box_training_step = recording_step
+    mask_calls = []
+    heads.mask_head.register_forward_hook(lambda *a: mask_calls.append(1))
     result = run_init_pass(model, cfg, dataset, torch.device("cpu"))
+    # the mask branch, unused by the pass, does not run; training restores it
+    assert not mask_calls and heads.train_masks is True
 
     classes = {c for labels in dataset.image_labels for c in labels}
     assert classes == set(range(1, dataset.num_classes + 1))

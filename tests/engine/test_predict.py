@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from loce.cli import main as cli_main
 
 
@@ -179,3 +181,54 @@ def test_long_names_at_the_right_edge_are_not_cut():
     columns = np.nonzero(label_rows.any(axis=(0, 2)))[0]
     # the filled label box ends inside the image and is wider than the box it names
     assert columns.max() <= 159 and columns.min() < 150 - 60
+
+
+def test_mask_crops_copy_only_the_covered_pixels():
+    import numpy as np
+    import torch
+
+    from loce.engine.evaluate import mask_crops
+
+    masks = torch.zeros(3, 1, 6, 8, dtype=torch.bool)
+    masks[0, 0, 1:3, 2:5] = True
+    masks[0, 0, 4, 7] = True  # a second blob widens the crop to rows 1..4, columns 2..7
+    probs = torch.zeros(3, 1, 6, 8)
+    probs[1, 0, 5, 0] = 0.5  # exactly at the threshold: foreground
+    crops = mask_crops(masks)
+    assert [(top, left, c.shape) for top, left, c in crops] == [(1, 2, (4, 6)), (6, 8, (0, 0)),
+                                                      (6, 8, (0, 0))]
+    assert np.array_equal(crops[0][2], masks[0, 0, 1:5, 2:8].numpy())
+    crops = mask_crops(probs)
+    assert crops[1][:2] == (5, 0) and crops[1][2].tolist() == [[True]]
+    assert mask_crops(masks[:0]) == []
+
+
+def test_prediction_in_batches_writes_the_same_results(tiny_dataset, tiny_checkpoint, tmp_path):
+    """eval.images_per_gpu images go through the model together; the results are those of
+    one image at a time up to the padding of the batch (which moves FPN borders slightly)."""
+    import torch
+
+    from loce import build
+    from loce.engine.checkpoint import load_trained_model
+    from loce.engine.evaluate import predict_to_file
+
+    model, cfg, _ = load_trained_model(
+        tiny_checkpoint, ["model.test.score_thresh=0.0", f"data.val_images={tiny_dataset}"])
+    dataset = build.build_val_dataset(cfg)
+    batches = []
+    model.backbone.register_forward_hook(lambda m, args, out: batches.append(args[0].shape[0]))
+    kw = {"device": torch.device("cpu"), "indices": range(5), "workers": 0, "progress": False}
+    predict_to_file(model, dataset, tmp_path / "one.json", batch_size=1, **kw)
+    assert batches == [1] * 5
+    batches.clear()
+    predict_to_file(model, dataset, tmp_path / "three.json", batch_size=3, **kw)
+    assert batches == [3, 2]
+    one = json.loads((tmp_path / "one.json").read_text())
+    three = json.loads((tmp_path / "three.json").read_text())
+    assert one and all("segmentation" in r for r in one)
+    assert [(r["image_id"], r["category_id"]) for r in one] == \
+        [(r["image_id"], r["category_id"]) for r in three]
+    same = sum(a["segmentation"] == b["segmentation"] for a, b in zip(one, three))
+    assert same >= 0.9 * len(one)
+    for a, b in zip(one, three):
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=0.5)

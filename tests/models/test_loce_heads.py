@@ -414,3 +414,13 @@ def test_build_model_with_loce_adds_only_the_scores():
     torch.manual_seed(0)
     build_model(cfg, 4, load_backbone=False)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_memory_device_auto_is_the_gpu_when_training_on_cuda_else_the_host():
+    from loce.models.loce_heads import memory_device_for
+
+    cuda, cpu, meta = torch.device("cuda", 1), torch.device("cpu"), torch.device("meta")
+    assert memory_device_for("auto", cuda) == cuda
+    assert memory_device_for("auto", cpu) == cpu and memory_device_for("auto", meta) == cpu
+    assert memory_device_for("cpu", cuda) == cpu
+    assert memory_device_for("model", cuda) == cuda and memory_device_for("model", meta) == meta

@@ -14,6 +14,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign, nms
 
+from loce.models import roi_heads as roi_heads_module
 from loce.models.predictors import MaskPredictor
 from loce.models.roi_heads import BoxRows, StepwiseRoIHeads, class_wise_nms
 
@@ -184,6 +185,59 @@ def test_class_wise_nms_matches_per_class_nms():
     assert sorted(keep.tolist()) == sorted(expected)
     assert torch.all(scores[keep][:-1] >= scores[keep][1:])
     assert class_wise_nms(boxes[:0], scores[:0], labels[:0], 0.5).numel() == 0
+
+
+def _per_class_nms(boxes, scores, labels, threshold):
+    """The reference: torchvision's NMS on each class, merged by decreasing score (stable)."""
+    kept = [idx[nms(boxes[idx], scores[idx], threshold)]
+            for idx in (torch.where(labels == c)[0] for c in torch.unique(labels))]
+    keep = torch.cat(kept)
+    return keep[torch.argsort(scores[keep], descending=True, stable=True)]
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.5, 0.7])
+@pytest.mark.parametrize("chunk", [1 << 20, 37])
+def test_class_wise_nms_equals_torchvision_per_class_with_ties(monkeypatch, threshold, chunk):
+    monkeypatch.setattr(roi_heads_module, "NMS_PAIR_CHUNK", chunk)
+    g = torch.Generator().manual_seed(11)
+    n = 600
+    # Boxes on a 0.5 px grid: many exact ties in IoU, and duplicates with equal scores.
+    xy = torch.randint(0, 80, (n, 2), generator=g).float() / 2
+    boxes = torch.cat([xy, xy + torch.randint(2, 40, (n, 2), generator=g).float() / 2], 1)
+    boxes[1::7] = boxes[0::7][: boxes[1::7].shape[0]]
+    scores = torch.randint(0, 50, (n,), generator=g).float() / 50
+    labels = torch.randint(0, 120, (n,), generator=g)
+    labels[1::7] = labels[0::7][: labels[1::7].shape[0]]
+    keep = class_wise_nms(boxes, scores, labels, threshold)
+    assert torch.equal(keep, _per_class_nms(boxes, scores, labels, threshold))
+
+
+def test_class_wise_nms_threshold_is_compared_as_torchvision_compares_it():
+    # IoU 1/3 is 0.33333334 in float32; a threshold of 0.33333334 (which float32 rounds to
+    # the same value) must keep the second box (torchvision compares in double).
+    boxes = torch.tensor([[0.0, 0.0, 2.0, 1.0], [1.0, 0.0, 3.0, 1.0], [0.0, 0.0, 2.0, 1.0]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    labels = torch.tensor([4, 4, 9])
+    for threshold in (0.3333333, 1 / 3, 0.33333334):
+        keep = class_wise_nms(boxes, scores, labels, threshold)
+        assert torch.equal(keep, _per_class_nms(boxes, scores, labels, threshold))
+    assert class_wise_nms(boxes, scores, labels, 0.3).tolist() == [0, 2]
+
+
+def test_class_wise_nms_host_syncs_do_not_grow_with_the_classes(monkeypatch):
+    """The syncs: the pair count, one per sweep, the output size; never one per class."""
+    calls = []
+    real_equal = torch.equal
+    monkeypatch.setattr(torch, "equal", lambda a, b: calls.append(1) or real_equal(a, b))
+    # 300 classes, each with three boxes in a chain: 0 suppresses 1, 1 would suppress 2.
+    base = torch.tensor([[0.0, 0.0, 10.0, 10.0], [2.0, 0.0, 12.0, 10.0], [4.0, 0.0, 14.0, 10.0]])
+    boxes = base.repeat(300, 1)
+    scores = torch.tensor([0.9, 0.8, 0.7]).repeat(300)
+    labels = torch.arange(300).repeat_interleave(3)
+    keep = class_wise_nms(boxes, scores, labels, 0.5)
+    assert len(calls) == 3  # sweeps: all kept -> 1, 2 dropped -> 1 dropped, 2 kept -> fixed
+    assert keep.shape[0] == 600  # boxes 0 and 2 of each class (IoU(0, 2) = 6/14 < 0.5)
+    assert torch.equal(keep, _per_class_nms(boxes, scores, labels, 0.5))
 
 
 class _RecordingLoss(nn.Module):

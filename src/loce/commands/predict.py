@@ -38,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from loce import build
     from loce.engine.checkpoint import check_category_table
     from loce.engine.evaluate import predict_to_file
     from loce.errors import ConfigError
@@ -79,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
                      score_threshold=args.vis_threshold)
 
     n = predict_to_file(det.model, dataset, args.out, device=det.device,
-                        with_masks=not args.no_masks, workers=cfg.data.workers,
+                        with_masks=not args.no_masks, workers=build.data_workers(cfg),
+                        batch_size=cfg.eval.images_per_gpu,
                         on_image=on_image, forward=det.detect_batch)
     if args.dets_per_class is not None:
         from loce.evaluation.results_file import cap_results_file_per_class

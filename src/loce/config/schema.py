@@ -62,8 +62,12 @@ class DataConfig:
     images_per_gpu: int = 2
     # Batches of images with the same aspect-ratio orientation (landscape/portrait).
     aspect_ratio_grouping: bool = True
-    # DataLoader worker processes per training process.
-    workers: int = 2
+    # DataLoader worker processes per process; null: the CPUs this process may use divided
+    # by the processes on the machine (LOCAL_WORLD_SIZE), at most 8.
+    workers: int | None = None
+    # Training images leave the DataLoader workers as "uint8" (normalised on the model's
+    # device; pixels quantised to 1/255 after the resize) or "float32" (4x the bytes).
+    train_image_dtype: Literal["uint8", "float32"] = "uint8"
 
     def validate(self, prefix: str = "data") -> None:
         check(len(self.train_scales) > 0, f"{prefix}.train_scales", "must list at least one size")
@@ -74,7 +78,8 @@ class DataConfig:
         check(0.0 <= self.flip_prob <= 1.0, f"{prefix}.flip_prob", f"must be in [0, 1], got {self.flip_prob}")
         check(self.repeat_threshold > 0, f"{prefix}.repeat_threshold", "must be positive")
         check(self.images_per_gpu >= 1, f"{prefix}.images_per_gpu", f"must be >= 1, got {self.images_per_gpu}")
-        check(self.workers >= 0, f"{prefix}.workers", f"must be >= 0, got {self.workers}")
+        check(self.workers is None or self.workers >= 0, f"{prefix}.workers",
+              f"must be >= 0 or null, got {self.workers}")
         t = list(self.frequency_thresholds)
         check(len(t) == 2 and 1 <= t[0] < t[1], f"{prefix}.frequency_thresholds",
               f"must be [rare_max, common_max] with 1 <= rare_max < common_max, got {t}")
@@ -151,6 +156,9 @@ class TrainConfig:
     eval_at_end: bool = True
     # Write a metrics.jsonl line (and refresh the progress bar) every N iterations.
     log_every_iters: int = 20
+    # Value checks that read tensors on the host (labels in range, finite mean scores,
+    # boxes with area) run every N iterations, each a GPU sync; 1: every step (debugging).
+    check_every_iters: int = 50
     # Stop each epoch after this many iterations (null: the whole epoch). For smoke tests.
     max_iters_per_epoch: int | None = None
     # CPU threads per process (null: leave torch's default).
@@ -180,6 +188,7 @@ class TrainConfig:
         check(self.checkpoint_every_iters >= 0, f"{prefix}.checkpoint_every_iters", "must be >= 0")
         check(self.eval_every_epochs >= 0, f"{prefix}.eval_every_epochs", "must be >= 0")
         check(self.log_every_iters >= 1, f"{prefix}.log_every_iters", "must be >= 1")
+        check(self.check_every_iters >= 1, f"{prefix}.check_every_iters", "must be >= 1")
         check(self.max_iters_per_epoch is None or self.max_iters_per_epoch >= 1,
               f"{prefix}.max_iters_per_epoch", "must be >= 1 or null")
         check(self.threads is None or self.threads >= 1, f"{prefix}.threads", "must be >= 1 or null")

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["rle_problem"]
+import numpy as np
+
+__all__ = ["encode_crop", "rle_problem"]
 
 
 def _decode_counts(counts: str) -> list[int] | str:
@@ -57,3 +59,38 @@ def rle_problem(counts: str | Sequence[int], height: int, width: int) -> str | N
         return (f"'counts' covers {total} pixels but 'size' {[height, width]} has "
                 f"{height * width}")
     return None
+
+
+def encode_crop(crop: np.ndarray, top: int, left: int, height: int, width: int) -> dict:
+    """The compressed RLE of a ``height x width`` mask that is zero outside ``crop``.
+
+    Equal to ``pycocotools.mask.encode`` of the whole mask, without building it: the run
+    lengths come from the crop's foreground pixels in column-major order.
+
+    Args:
+        crop: ``[h, w]`` bool, the mask's pixels ``[top, top + h) x [left, left + w)``.
+        top, left: the crop's position in the mask.
+        height, width: the mask's size.
+
+    Returns:
+        ``{"size": [height, width], "counts": str}``.
+    """
+    from pycocotools import mask as mask_utils
+
+    total = height * width
+    cols, rows = np.nonzero(crop.T)  # column-major: by column, then row
+    pos = (cols.astype(np.int64) + left) * height + rows + top
+    if pos.size == 0:
+        counts = [total]
+    else:
+        breaks = np.flatnonzero(np.diff(pos) != 1)
+        starts = np.concatenate([pos[:1], pos[breaks + 1]])
+        ends = np.concatenate([pos[breaks], pos[-1:]]) + 1
+        runs = np.empty(2 * starts.size + 1, dtype=np.int64)
+        runs[0] = starts[0]
+        runs[1::2] = ends - starts
+        runs[2:-1:2] = starts[1:] - ends[:-1]
+        runs[-1] = total - ends[-1]
+        counts = runs[:-1].tolist() if runs[-1] == 0 else runs.tolist()
+    rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    return {"size": [height, width], "counts": rle["counts"].decode("ascii")}

@@ -37,7 +37,7 @@ class EpochSeededDataset:
 
 
 def seeded_loader(dataset, batches: list[list[int]], *, seed: int, epoch: int, workers: int,
-                  generator_seed: int) -> torch.utils.data.DataLoader:
+                  generator_seed: int, pin_memory: bool = False) -> torch.utils.data.DataLoader:
     """A DataLoader over precomputed ``batches`` of ``dataset`` indices, augmentation seeded
     per item (:class:`EpochSeededDataset`).
 
@@ -53,4 +53,5 @@ def seeded_loader(dataset, batches: list[list[int]], *, seed: int, epoch: int, w
         collate_fn=collate_fn,
         generator=torch.Generator().manual_seed(generator_seed),
         persistent_workers=False,
+        pin_memory=pin_memory,
     )

@@ -32,11 +32,93 @@ METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "APr", "APc", "APf")
 
 __all__ = [
     "METRIC_KEYS",
+    "detections_to_host",
     "detections_to_results",
+    "host_detections_to_results",
+    "mask_crops",
     "evaluate",
     "merge_result_shards",
     "predict_to_file",
 ]
+
+
+def mask_crops(masks: torch.Tensor) -> list[tuple[int, int, np.ndarray]]:
+    """Each mask cut to the rows and columns it covers, then copied to the host at once.
+
+    Only the crops cross to the host (one copy for all), not ``n x H x W`` booleans.
+
+    Args:
+        masks: ``[n, 1, H, W]`` (or ``[n, H, W]``) bool, or float probabilities
+            (foreground ``>= 0.5``), on any device.
+
+    Returns:
+        n ``(top, left, crop [h, w] bool)``; an empty mask gives a ``[0, 0]`` crop.
+    """
+    n, height, width = masks.shape[0], masks.shape[-2], masks.shape[-1]
+    masks = masks.detach().reshape(n, height, width)
+    if masks.dtype != torch.bool:
+        masks = masks >= 0.5
+    if n == 0:
+        return []
+    rows, cols = masks.any(2), masks.any(1)  # [n, H], [n, W]
+    ys = torch.arange(height, device=masks.device)
+    xs = torch.arange(width, device=masks.device)
+    extent = torch.stack([
+        torch.where(rows, ys, height).amin(1), torch.where(rows, ys + 1, 0).amax(1),
+        torch.where(cols, xs, width).amin(1), torch.where(cols, xs + 1, 0).amax(1),
+    ], 1).cpu().tolist()
+    boxes = [(y0, max(y0, y1), x0, max(x0, x1)) for y0, y1, x0, x1 in extent]
+    pieces = [masks[i, y0:y1, x0:x1].reshape(-1) for i, (y0, y1, x0, x1) in enumerate(boxes)]
+    flat = torch.cat(pieces).cpu().numpy()
+    out, start = [], 0
+    for y0, y1, x0, x1 in boxes:
+        size = (y1 - y0) * (x1 - x0)
+        out.append((y0, x0, flat[start : start + size].reshape(y1 - y0, x1 - x0)))
+        start += size
+    return out
+
+
+def detections_to_host(det: dict[str, torch.Tensor], with_masks: bool = True) -> dict[str, Any]:
+    """The host copies :func:`host_detections_to_results` needs: numpy boxes, labels, scores
+    and, with masks, :func:`mask_crops` plus the mask size (``mask_size``)."""
+    out: dict[str, Any] = {
+        "boxes": det["boxes"].detach().float().cpu().numpy(),
+        "labels": det["labels"].detach().cpu().numpy(),
+        "scores": det["scores"].detach().float().cpu().numpy(),
+    }
+    if with_masks and "masks" in det:
+        out["crops"] = mask_crops(det["masks"])
+        out["mask_size"] = (int(det["masks"].shape[-2]), int(det["masks"].shape[-1]))
+    return out
+
+
+def host_detections_to_results(host: dict[str, Any], image_id: int,
+                               category_ids: Sequence[int]) -> list[dict[str, Any]]:
+    """LVIS result dicts from :func:`detections_to_host`'s copies (RLE encoding included;
+    touches no tensor, so it may run on another thread)."""
+    from loce.data.rle import encode_crop
+
+    boxes, labels, scores = host["boxes"], host["labels"], host["scores"]
+    n = len(scores)
+    if n == 0:
+        return []
+    xywh = boxes.copy()
+    xywh[:, 2:] -= xywh[:, :2]
+    cats = np.asarray(category_ids, dtype=np.int64)[labels - 1]
+    crops = host.get("crops")
+    out = []
+    for i in range(n):
+        r: dict[str, Any] = {
+            "image_id": int(image_id),
+            "category_id": int(cats[i]),
+            "bbox": [round(float(v), 3) for v in xywh[i]],
+            "score": float(scores[i]),
+        }
+        if crops is not None:
+            top, left, crop = crops[i]
+            r["segmentation"] = encode_crop(crop, top, left, *host["mask_size"])
+        out.append(r)
+    return out
 
 
 def detections_to_results(
@@ -54,38 +136,8 @@ def detections_to_results(
         category_ids: label ``i`` ↔ ``category_ids[i - 1]``.
         with_masks: encode masks as RLE when present.
     """
-    from pycocotools import mask as mask_utils
-
-    boxes = det["boxes"].detach().float().cpu().numpy()
-    labels = det["labels"].detach().cpu().numpy()
-    scores = det["scores"].detach().float().cpu().numpy()
-    n = len(scores)
-    if n == 0:
-        return []
-    xywh = boxes.copy()
-    xywh[:, 2:] -= xywh[:, :2]
-    cats = np.asarray(category_ids, dtype=np.int64)[labels - 1]
-    rles = None
-    if with_masks and "masks" in det:
-        masks = det["masks"].detach()
-        if masks.dtype != torch.bool:
-            masks = masks >= 0.5
-        masks = masks.reshape(n, masks.shape[-2], masks.shape[-1]).cpu().numpy()
-        rles = mask_utils.encode(np.asfortranarray(masks.transpose(1, 2, 0).astype(np.uint8)))
-    out = []
-    for i in range(n):
-        r: dict[str, Any] = {
-            "image_id": int(image_id),
-            "category_id": int(cats[i]),
-            "bbox": [round(float(v), 3) for v in xywh[i]],
-            "score": float(scores[i]),
-        }
-        if rles is not None:
-            rle = rles[i]
-            r["segmentation"] = {"size": [int(s) for s in rle["size"]],
-                                 "counts": rle["counts"].decode("ascii")}
-        out.append(r)
-    return out
+    return host_detections_to_results(detections_to_host(det, with_masks), image_id,
+                                      category_ids)
 
 
 class _ResultWriter:
@@ -128,6 +180,7 @@ def predict_to_file(
     indices: Sequence[int] | None = None,
     with_masks: bool = True,
     workers: int = 2,
+    batch_size: int = 1,
     progress: bool = True,
     on_image=None,
     forward=None,
@@ -143,6 +196,7 @@ def predict_to_file(
         indices: which items (default: all).
         with_masks: also write RLE masks.
         workers: DataLoader worker processes.
+        batch_size: images per forward pass (``eval.images_per_gpu``).
         progress: show a progress bar.
         on_image: optional callback ``(image_index, image, detection)`` (e.g. visualisation).
         forward: optional ``(images, original_sizes) -> detections`` used instead of calling
@@ -150,7 +204,14 @@ def predict_to_file(
 
     Returns:
         The number of result dicts written.
+
+    Only each mask's covered rows and columns are copied to the host
+    (:func:`detections_to_host`); RLE encoding and JSON writing run on a worker thread while
+    the next batch goes through the model.
     """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     from loce.data.samplers import collate_fn
@@ -166,27 +227,37 @@ def predict_to_file(
         heads.infer_masks = with_masks
     idx = list(range(len(dataset))) if indices is None else list(indices)
     loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(dataset, idx), batch_size=1, shuffle=False,
-        num_workers=workers, collate_fn=collate_fn,
+        torch.utils.data.Subset(dataset, idx), batch_size=batch_size, shuffle=False,
+        num_workers=workers, collate_fn=collate_fn, pin_memory=device.type == "cuda",
     )
     cat_ids = list(dataset.cat_ids)
+    # Encoded images in flight at most; the writer keeps the dataset's order.
+    max_pending = 4
+    pending: deque = deque()
+    encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loce-rle")
     try:
         with _ResultWriter(Path(out_path)) as writer:
-            for k, (images, targets) in enumerate(
-                tqdm(loader, total=len(idx), desc="inference",
-                     disable=not (progress and progress_bars()),
-                     leave=False, dynamic_ncols=True, mininterval=1.0)
-            ):
-                images = [im.to(device) for im in images]
+            done = 0
+            for images, targets in tqdm(loader, total=len(loader), desc="inference",
+                                        disable=not (progress and progress_bars()),
+                                        leave=False, dynamic_ncols=True, mininterval=1.0):
+                images = [im.to(device, non_blocking=True) for im in images]
                 sizes = [tuple(int(s) for s in t["orig_size"]) for t in targets]
                 dets = (forward(images, sizes) if forward is not None
                         else model(images, original_image_sizes=sizes))
                 for t, d, im in zip(targets, dets, images):
-                    writer.extend(detections_to_results(d, int(t["image_id"]), cat_ids,
-                                                        with_masks))
+                    host = detections_to_host(d, with_masks)
+                    pending.append(encoder.submit(host_detections_to_results, host,
+                                                  int(t["image_id"]), cat_ids))
                     if on_image is not None:
-                        on_image(idx[k], im, d)
+                        on_image(idx[done], im, d)
+                    done += 1
+                while len(pending) > max_pending:
+                    writer.extend(pending.popleft().result())
+            while pending:
+                writer.extend(pending.popleft().result())
     finally:
+        encoder.shutdown(wait=True, cancel_futures=True)
         model.train(was_training)
         if infer_masks is not None:
             heads.infer_masks = infer_masks
@@ -226,7 +297,8 @@ def evaluate(model: nn.Module, cfg, out_dir: str | os.PathLike, *, device: torch
     shard = out / f"predictions.rank{rank}.json"
     predict_to_file(model, dataset, shard, device=device,
                     indices=range(rank, len(dataset), world), with_masks=with_masks,
-                    workers=cfg.data.workers, progress=rank == 0)
+                    workers=build.data_workers(cfg), batch_size=cfg.eval.images_per_gpu,
+                    progress=rank == 0)
     shards = dist_utils.gather_files(
         shard, lambda r: out / f"predictions.rank{r}.received.json", what="results shard")
     if rank != 0:

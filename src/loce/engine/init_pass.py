@@ -102,6 +102,7 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
     """
     from tqdm.auto import tqdm
 
+    from loce import build
     from loce.data.seeding import seeded_loader
     from loce.engine import distributed as dist_utils
     from loce.engine.device import autocast, to_device
@@ -120,9 +121,12 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
                                 cfg.data.images_per_gpu, rank, world)
     # the loader's private generator must not consume the global one
     loader = seeded_loader(dataset, batches, seed=cfg.train.seed, epoch=INIT_PASS_EPOCH,
-                           workers=cfg.data.workers, generator_seed=cfg.train.seed)
+                           workers=build.data_workers(cfg), generator_seed=cfg.train.seed,
+                           pin_memory=device.type == "cuda")
 
     modes = [(m, m.training) for m in model.modules()]
+    train_masks = heads.train_masks
+    heads.train_masks = False  # the pass reads the box branch only
     model.train()
     for m in model.modules():
         if isinstance(m, _BatchNorm):
@@ -141,6 +145,7 @@ def run_init_pass(model: nn.Module, cfg, dataset, device: torch.device | str) ->
                 images_seen += len(images)
             bar.close()
     finally:
+        heads.train_masks = train_masks
         for m, mode in modes:
             m.training = mode
     seconds = time.perf_counter() - start

@@ -45,6 +45,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from loce.checks import input_checks
 from loce.config import Config, config_to_dict, save_config
 from loce.data.statistics import frequency_groups
 from loce.engine import distributed as dist_utils
@@ -141,9 +142,13 @@ def _reduce_losses(loss_dict: Mapping[str, torch.Tensor]) -> dict[str, float]:
     return {n: float(v) for n, v in zip(names, values.cpu())}
 
 
-def _any_rank(flag: bool, device: torch.device) -> bool:
-    """Whether ``flag`` is true on any rank (every rank must call)."""
-    value = torch.tensor([1.0 if flag else 0.0], device=device)
+def _any_rank(flag: bool | torch.Tensor, device: torch.device) -> bool:
+    """Whether ``flag`` (a bool, or a one-element tensor read once) is true on any rank
+    (every rank must call)."""
+    if isinstance(flag, torch.Tensor):
+        value = flag.detach().reshape(1).to(device, torch.float32)
+    else:
+        value = torch.tensor([1.0 if flag else 0.0], device=device)
     if dist_utils.is_distributed():
         torch.distributed.all_reduce(value)
     return bool(value.item() > 0)
@@ -182,7 +187,8 @@ def _keep_last_good(ckpt_dir: Path, global_iter: int, main: bool) -> str:
 def _check_finite(total: torch.Tensor, loss_dict: Mapping[str, torch.Tensor], epoch: int,
                   it: int, global_iter: int, ckpt_dir: Path, main: bool) -> None:
     """Raise on every rank when any rank's loss is not finite (so no rank hangs)."""
-    if _any_rank(not bool(torch.isfinite(total).item()), total.device):
+    # One host sync per step: the flag stays on the device until the ranks agree on it.
+    if _any_rank(~torch.isfinite(total.detach()), total.device):
         parts = ", ".join(f"{k}={float(v.detach()):.4g}" for k, v in sorted(loss_dict.items()))
         kept = _keep_last_good(ckpt_dir, global_iter, main)
         raise NonFiniteLossError(
@@ -450,7 +456,8 @@ class _Trainer:
         cfg = self.cfg
         batches = self._batches(epoch)
         skip = self.start_iter if epoch == self.start_epoch else 0
-        loader = build.train_loader(cfg, self.train_set, batches[skip:], epoch)
+        loader = build.train_loader(cfg, self.train_set, batches[skip:], epoch,
+                                    pin_memory=self.device.type == "cuda")
         ddp_model.train()
         bar = _progress(loader, total=len(batches), desc=f"epoch {epoch + 1}/{cfg.solver.epochs}",
                         enabled=self.main, initial=skip)
@@ -488,7 +495,9 @@ class _Trainer:
         """One SGD step on a batch; returns its losses."""
         cfg, optimizer, scaler = self.cfg, self.optimizer, self.scaler
         images, targets = to_device(images, targets, self.device)
-        with autocast(self.device, cfg.solver.amp):
+        # Value checks that read tensors on the host run every check_every_iters steps.
+        with autocast(self.device, cfg.solver.amp), \
+                input_checks(self.global_iter % cfg.train.check_every_iters == 0):
             loss_dict = ddp_model(images, targets)
         total = sum(loss_dict.values())
         _check_finite(total, loss_dict, epoch, it, self.global_iter, self.ckpt_dir, self.main)

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from loce.checks import checks_enabled
+
 __all__ = ["EquilibriumLoss", "equilibrium_loss"]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -65,7 +67,7 @@ def _check_inputs(
     # One host sync for all value checks: the bad-value paths below only run on failure.
     label_bad = ((labels < 0) | (labels >= c)).any()
     score_bad = (~(mean_scores > 0) | ~torch.isfinite(mean_scores)).any()
-    if bool(label_bad | score_bad.to(label_bad.device)):
+    if checks_enabled() and bool(label_bad | score_bad.to(label_bad.device)):
         if bool(label_bad):
             rows = torch.nonzero((labels < 0) | (labels >= c)).flatten()
             i = int(rows[0])

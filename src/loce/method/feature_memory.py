@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from loce.checks import checks_enabled
 from loce.errors import CheckpointError
 
 __all__ = ["FeatureMemory"]
@@ -181,7 +182,7 @@ class FeatureMemory(nn.Module):
             return
         k, q = self.num_classes, self.capacity
         bad = (labels < 1) | (labels > k)
-        if bool(bad.any()):
+        if checks_enabled() and bool(bad.any()):  # a host sync: every check_every_iters steps
             i = int(torch.nonzero(bad)[0])
             raise ValueError(
                 f"labels must be foreground classes in 1..{k}, found {int(labels[i])} at row {i}"
@@ -265,7 +266,7 @@ class FeatureMemory(nn.Module):
         draw_device = generator.device if generator is not None else self.device
 
         s = mean_scores.detach()[1:].to(draw_device, torch.float64)
-        if not bool((torch.isfinite(s) & (s >= 0)).all()):
+        if checks_enabled() and not bool((torch.isfinite(s) & (s >= 0)).all()):
             j = int(torch.nonzero(~(torch.isfinite(s) & (s >= 0)))[0]) + 1
             raise ValueError(
                 f"mean_scores must be finite and >= 0, found {float(mean_scores[j])} at class {j}"

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from loce.checks import checks_enabled
 from loce.errors import CheckpointError
 
 __all__ = ["MeanScoreTracker"]
@@ -157,16 +158,18 @@ class MeanScoreTracker(nn.Module):
         if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
             raise ValueError(f"labels must be an integer tensor (int64), got dtype {labels.dtype}")
         k = self.num_classes
-        bad = (labels < 1) | (labels > k)
-        if labels.numel() and bool(bad.any()):
-            i = int(torch.nonzero(bad)[0])
-            raise ValueError(
-                f"labels must be foreground classes in 1..{k} (background 0 is never observed), "
-                f"found {int(labels[i])} at position {i}"
-            )
-        if values.numel() and not bool(torch.isfinite(values).all()):
-            i = int(torch.nonzero(~torch.isfinite(values))[0])
-            raise ValueError(f"values must be finite, found {float(values[i])} at position {i}")
+        if checks_enabled() and labels.numel():
+            bad = (labels < 1) | (labels > k)
+            nonfinite = ~torch.isfinite(values)
+            if bool(bad.any() | nonfinite.any().to(bad.device)):  # one host sync when all is well
+                if bool(bad.any()):
+                    i = int(torch.nonzero(bad)[0])
+                    raise ValueError(
+                        f"labels must be foreground classes in 1..{k} (background 0 is never "
+                        f"observed), found {int(labels[i])} at position {i}"
+                    )
+                i = int(torch.nonzero(nonfinite)[0])
+                raise ValueError(f"values must be finite, found {float(values[i])} at position {i}")
 
         labels = labels.detach().to(self.scores.device, torch.int64)
         values = values.detach().to(self.scores.device, torch.float64)

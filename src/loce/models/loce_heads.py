@@ -79,9 +79,17 @@ MEMORY_DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
     "bfloat16": torch.bfloat16,
 }
-_MEMORY_DEVICES = ("cpu", "model")
+_MEMORY_DEVICES = ("auto", "cpu", "model")
 # Observation keys combine (image index, matched GT index) into one int64.
 _GT_KEY_STRIDE = 1 << 32
+
+
+def memory_device_for(setting: str, model_device: torch.device) -> torch.device:
+    """Where the feature memory goes: ``memory_device`` ("auto", "cpu" or "model") for a model
+    on ``model_device``; "auto" is the model's device when it is CUDA, else the host."""
+    if setting == "cpu" or (setting == "auto" and model_device.type != "cuda"):
+        return torch.device("cpu")
+    return model_device
 
 
 @dataclass
@@ -142,7 +150,8 @@ class LoceRoIHeads(StepwiseRoIHeads):
         use_feature_memory: jitter, store and append memory features; False: no memory rows.
         memory_capacity: features kept per class (80).
         memory_dtype: storage dtype: "float32", "float16" or "bfloat16".
-        memory_device: "cpu" (host memory) or "model" (the device of the pooled features).
+        memory_device: "auto" (the model's device when it is CUDA, else host memory), "cpu"
+            (host memory) or "model" (the device of the pooled features).
         classes_per_step: classes drawn from the memory per step (8).
         features_per_class: features drawn per drawn class (4).
         generator: optional ``torch.Generator`` for the jitter and the memory draws (its
@@ -168,7 +177,7 @@ class LoceRoIHeads(StepwiseRoIHeads):
         use_feature_memory: bool = True,
         memory_capacity: int = 80,
         memory_dtype: Literal["float32", "float16", "bfloat16"] = "float16",
-        memory_device: Literal["cpu", "model"] = "cpu",
+        memory_device: Literal["auto", "cpu", "model"] = "auto",
         classes_per_step: int = 8,
         features_per_class: int = 4,
         generator: torch.Generator | None = None,
@@ -218,11 +227,12 @@ class LoceRoIHeads(StepwiseRoIHeads):
 
         Args:
             device: the device the model computes on (used when ``memory_device`` is
-                "model"; "cpu" always allocates in host memory).
+                "model", or "auto" and ``device`` is a CUDA device; "cpu" always allocates in
+                host memory).
         """
         memory = self.__dict__["_feature_memory"]
         if memory is None:
-            where = torch.device("cpu") if self.memory_device == "cpu" else torch.device(device)
+            where = memory_device_for(self.memory_device, torch.device(device))
             memory = FeatureMemory(
                 self.num_classes,
                 self.memory_capacity,

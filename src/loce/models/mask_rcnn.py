@@ -56,6 +56,7 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from loce.checks import checks_enabled
 from loce.config.method import LoceConfig
 from loce.config.model import ModelConfig
 from loce.data.statistics import ClassStatistics
@@ -279,6 +280,8 @@ def _check_boxes(targets: list[dict[str, Tensor]]) -> None:
         if not isinstance(boxes, Tensor) or boxes.dim() != 2 or boxes.shape[-1] != 4:
             shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
             raise ValueError(f"targets[{i}]['boxes'] must be a [G, 4] tensor, got {shape}")
+        if not checks_enabled():
+            continue
         bad = (boxes[:, 2:] <= boxes[:, :2]).any(dim=1)
         if bad.any():
             j = int(torch.where(bad)[0][0])

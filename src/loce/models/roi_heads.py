@@ -49,7 +49,6 @@ from torchvision.models.detection.roi_heads import (
     project_masks_on_boxes,
 )
 from torchvision.ops import boxes as box_ops
-from torchvision.ops import nms
 
 from loce.losses import CrossEntropyLoss, EquilibriumLoss
 from loce.losses.scoring import fracal_scores
@@ -123,12 +122,69 @@ class BoxTrainingOutput:
     box_regression: Tensor
 
 
-def class_wise_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
-    """Exact per-class NMS, grouping boxes by class with one sort.
+def _threshold_in(dtype: torch.dtype, iou_threshold: float) -> float:
+    """The largest ``dtype`` value ``t`` with ``x > t`` exactly when ``x > iou_threshold``.
 
-    Keeps the same boxes as running :func:`torchvision.ops.nms` on each class separately
-    (torchvision's ``batched_nms`` for large inputs does that with one full scan of the
-    labels per class, which at 1203 classes dominates the run time).
+    torchvision's CPU kernel compares the IoU (in the boxes' dtype) with the threshold as a
+    double; a threshold that rounds up in float32 (0.3 -> 0.30000001) would flip an IoU equal
+    to the rounded value.
+    """
+    t = torch.tensor(iou_threshold, dtype=torch.float64).to(dtype)
+    if t.double() > iou_threshold:
+        t = torch.nextafter(t, torch.tensor(-1.0, dtype=dtype))
+    return float(t)
+
+
+#: Same-class box pairs whose IoU is computed at once (memory: ~24 bytes a pair).
+NMS_PAIR_CHUNK = 1 << 20
+
+
+def _suppression_edges(boxes: Tensor, block_end: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """Pairs ``(i, j)``, ``i < j`` in one class block, whose IoU is above ``threshold``.
+
+    Args:
+        boxes: ``[B, 4]`` sorted by class, then by decreasing score.
+        block_end: ``[B]`` int64 end (exclusive) of each box's class block.
+
+    Returns:
+        ``(src [E], dst [E])`` int64: box ``src`` (higher score) suppresses ``dst`` if kept.
+    """
+    num = boxes.shape[0]
+    position = torch.arange(num, device=boxes.device)
+    after = block_end - position - 1  # later boxes of the same class
+    first = torch.cumsum(after, 0) - after  # first pair of each box in the flat pair list
+    total = int(after.sum())  # host sync: the pair count sets the chunking
+    # The IoU exactly as torchvision's CPU kernel computes it, in the boxes' dtype.
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    src_parts, dst_parts = [], []
+    for start in range(0, total, NMS_PAIR_CHUNK):
+        flat = torch.arange(start, min(total, start + NMS_PAIR_CHUNK), device=boxes.device)
+        i = torch.searchsorted(first, flat, right=True) - 1
+        j = i + 1 + (flat - first[i])
+        a, b = boxes[i], boxes[j]
+        w = (torch.minimum(a[:, 2], b[:, 2]) - torch.maximum(a[:, 0], b[:, 0])).clamp(min=0)
+        h = (torch.minimum(a[:, 3], b[:, 3]) - torch.maximum(a[:, 1], b[:, 1])).clamp(min=0)
+        inter = w * h
+        hit = inter / (area[i] + area[j] - inter) > threshold
+        src_parts.append(i[hit])
+        dst_parts.append(j[hit])
+    if not src_parts:
+        empty = position[:0]
+        return empty, empty
+    return torch.cat(src_parts), torch.cat(dst_parts)
+
+
+def class_wise_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold: float) -> Tensor:
+    """Exact per-class NMS for all classes at once, without a loop over classes.
+
+    Keeps the same boxes as running :func:`torchvision.ops.nms` (CPU kernel) on each class
+    separately: the same float arithmetic for the IoU, the same order (decreasing score, ties
+    by index). Boxes are sorted by class, then score; the IoU of every same-class pair
+    ``(i, j)``, ``i`` ahead of ``j``, gives the suppression edges; greedy NMS is the unique
+    fixed point of ``keep[j] = no kept i suppresses j`` on that acyclic graph, reached from
+    "all kept" in (longest suppression chain + 1) vectorised sweeps. Host syncs: one for the
+    pair count, one per sweep (typically 2-4), one for the output size, whatever the number
+    of classes.
 
     Args:
         boxes: ``[B, 4]`` float ``(x1, y1, x2, y2)``.
@@ -138,23 +194,27 @@ def class_wise_nms(boxes: Tensor, scores: Tensor, labels: Tensor, iou_threshold:
             are dropped.
 
     Returns:
-        ``[B_kept]`` int64 indices into the inputs, by decreasing score.
+        ``[B_kept]`` int64 indices into the inputs, by decreasing score (ties by class, then
+        index).
     """
     if boxes.numel() == 0:
         return torch.empty((0,), dtype=torch.int64, device=boxes.device)
-    order = torch.argsort(labels, stable=True)
-    _, counts = torch.unique_consecutive(labels[order], return_counts=True)
-    kept = []
-    start = 0
-    for count in counts.tolist():
-        idx = order[start : start + count]
-        start += count
-        if count == 1:
-            kept.append(idx)
-        else:
-            kept.append(idx[nms(boxes[idx], scores[idx], iou_threshold)])
-    keep = torch.cat(kept)
-    return keep[torch.argsort(scores[keep], descending=True, stable=True)]
+    order = torch.argsort(scores, descending=True, stable=True)
+    order = order[torch.argsort(labels[order], stable=True)]
+    sorted_labels = labels[order]
+    _, counts = torch.unique_consecutive(sorted_labels, return_counts=True)
+    block_end = torch.repeat_interleave(torch.cumsum(counts, 0), counts)
+    src, dst = _suppression_edges(boxes[order], block_end, _threshold_in(boxes.dtype, iou_threshold))
+    keep = torch.ones(order.shape[0], dtype=torch.bool, device=boxes.device)
+    while True:
+        suppressed = torch.zeros(order.shape[0], dtype=torch.int32, device=boxes.device)
+        suppressed.index_add_(0, dst, keep[src].to(torch.int32))
+        swept = suppressed == 0
+        if torch.equal(swept, keep):
+            break
+        keep = swept
+    kept = order[keep]
+    return kept[torch.argsort(scores[kept], descending=True, stable=True)]
 
 
 def offset_class_wise_nms(
@@ -277,6 +337,9 @@ class StepwiseRoIHeads(RoIHeads):
         self.norcal_gamma: float | None = None
         # False: inference skips the mask branch (box-only prediction and evaluation).
         self.infer_masks = True
+        # False: training skips the mask branch and its loss (LOCE's initialisation pass,
+        # which only fills the feature memory and the mean scores).
+        self.train_masks = True
         self.register_buffer("norcal_log_counts", None, persistent=False)
         # FRACAL (set_fracal): off until set; its statistics come from the training set.
         self.fracal_lambda: float | None = None
@@ -759,7 +822,7 @@ class StepwiseRoIHeads(RoIHeads):
         if self.training:
             targets = self._check_targets(targets)
             losses, output = self.box_training_step(features, proposals, image_shapes, targets)
-            if self.has_mask():
+            if self.has_mask() and self.train_masks:
                 losses.update(self.mask_training_step(features, output, image_shapes, targets))
             return [], losses
         pooled = self.pool_box_features(features, proposals, image_shapes)
