@@ -52,8 +52,8 @@ def _resolve_weight_name(spec: str, backbone: str) -> str | None:
     return None
 
 
-def _fetch_torchvision_weights(name: str, key: str,
-                               what: str = "a torchvision ResNet state dict") -> dict[str, Tensor]:
+def _fetch_torchvision_weights(name: str, key: str, what: str = "a torchvision ResNet state dict",
+                               otherwise: str = "'none'") -> dict[str, Tensor]:
     try:
         weights = torchvision.models.get_weight(name)
     except (KeyError, ValueError, AttributeError):
@@ -68,7 +68,7 @@ def _fetch_torchvision_weights(name: str, key: str,
         filename = weights.url.rsplit("/", 1)[-1]
         raise LoceError(
             f"{key}: cannot download {name} from {weights.url} ({reason}); without network "
-            f"access set {key}=/path/to/{filename} ({what}) or 'none'"
+            f"access set {key}=/path/to/{filename} ({what}) or {otherwise}"
         ) from None
 
 
@@ -194,7 +194,8 @@ def load_detector_weights(model: nn.Module, spec: str,
     name = detector_weight_name(spec)
     if name is not None:
         source = name
-        loaded = _fetch_torchvision_weights(name, key, what=f"{_DETECTOR_FILE} state dict")
+        loaded = _fetch_torchvision_weights(name, key, what=f"{_DETECTOR_FILE} state dict",
+                                            otherwise="null (ImageNet backbone only)")
     else:
         source = spec
         expected = ("a torchvision weight name such as FasterRCNN_ResNet50_FPN_Weights.COCO_V1, "
