@@ -12,6 +12,7 @@ from engine_utils import tiny_overrides
 from loce.cli import main as cli_main
 from loce.config import load_config
 from loce.engine.train import train
+from loce.models import build_mask_rcnn
 
 CONFIG = "coco_init_faster_rcnn_r50_fpn_mstrain_1x_custom"
 
@@ -55,3 +56,9 @@ def test_stage_one_from_torchvision_weights_trains_and_tests(tiny_coco_boxes, tm
     assert cli_main(["test", str(out / "checkpoints/epoch_1.pth"), "--out", str(tested)]) == 0
     metrics = json.loads((tested / "metrics.json").read_text())
     assert set(metrics) == {"bbox"} and {"APr", "APc", "APf"} <= set(metrics["bbox"])
+
+    # A loce checkpoint starts a detector for another category set the same way.
+    cfg.model.detector_weights = str(out / "checkpoints/epoch_1.pth")
+    other = build_mask_rcnn(cfg.model, 3).state_dict()
+    assert torch.equal(other["roi_heads.box_head.fc6.weight"], trained["roi_heads.box_head.fc6.weight"])
+    assert other["roi_heads.box_predictor.cls_score.weight"].shape == (4, 1024)

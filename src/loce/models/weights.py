@@ -1,4 +1,5 @@
-"""Weights into a built model: backbone weights, checkpoints and their key rules.
+"""Weights into a built model: backbone weights, another detector's weights (torchvision's
+COCO models; the class-specific layers start fresh), checkpoints and their key rules.
 
 Every loader checks keys and shapes against the model and fails with one line naming the file
 and what does not fit. Module-name prefixes (``train.reinit``, ``train.trainable``) are
