@@ -462,7 +462,8 @@ class ModelConfig:
     # predictor's last convolution), which start fresh for this dataset's K classes;
     # backbone_weights is not read. A Mask R-CNN's weights may start a Faster R-CNN (the mask
     # branch is left out). The weights fit torchvision's parity settings (configs
-    # coco_init_*). Null: start from backbone_weights.
+    # coco_init_*). Not read when train.init_from or --resume loads a whole checkpoint.
+    # Null: start from backbone_weights.
     detector_weights: str | None = None
     # ResNet stages frozen from the input side: 1 = stem and layer1 (the original's
     # frozen_stages=1), 0 = stem only, -1 = nothing, up to 4 = the whole ResNet.
