@@ -322,8 +322,9 @@ def build_model(cfg: Config, num_classes: int, *, load_backbone: bool = True,
     ``class_stats`` or :func:`training_class_statistics`.
 
     Args:
-        load_backbone: load ``model.backbone_weights``; False when a whole checkpoint is
-            loaded next (inference, resuming, fine-tuning), which then needs no download.
+        load_backbone: load ``model.detector_weights`` (a whole detector, its class-specific
+            layers fresh) or else ``model.backbone_weights``; False when a whole checkpoint
+            is loaded next (inference, resuming, fine-tuning), which then needs no download.
         class_stats: :class:`loce.models.ClassStatistics` to use instead of those of
             ``data.train_ann``.
 

@@ -40,6 +40,7 @@ from loce.errors import ConfigError
 __all__ = [
     "BACKBONES",
     "CLS_LOSSES",
+    "DETECTOR_WEIGHTS",
     "ECMConfig",
     "EQLv2Config",
     "FederatedConfig",
@@ -51,6 +52,7 @@ __all__ = [
     "SeesawConfig",
     "TailThresholdConfig",
     "TestConfig",
+    "detector_weight_name",
 ]
 
 BackboneName = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
@@ -419,6 +421,23 @@ class ParityConfig:
 
 
 _WEIGHT_NAME = re.compile(r"^ResNet(\d+)_Weights\.\w+$")
+# A torchvision weight name ("<Builder>_Weights.<VERSION>"); a file such as my_Weights.pth is not.
+TORCHVISION_WEIGHT_NAME = re.compile(r"^\w+_Weights\.[A-Z][A-Z0-9_]*$")
+#: torchvision's COCO detectors whose architecture loce builds, and the detector each holds.
+#: (The v2 models have BatchNorm in the FPN, RPN and heads and a convolutional box head.)
+DETECTOR_WEIGHTS: dict[str, str] = {
+    "FasterRCNN_ResNet50_FPN_Weights.COCO_V1": "faster_rcnn",
+    "MaskRCNN_ResNet50_FPN_Weights.COCO_V1": "mask_rcnn",
+}
+
+
+def detector_weight_name(spec: str) -> str | None:
+    """The torchvision weight name meant by ``model.detector_weights`` (``DEFAULT`` resolved
+    to ``COCO_V1``), or None for a file path. The name is not checked here (see
+    :meth:`ModelConfig.validate`)."""
+    if not TORCHVISION_WEIGHT_NAME.match(spec):
+        return None
+    return spec.removesuffix(".DEFAULT") + ".COCO_V1" if spec.endswith(".DEFAULT") else spec
 
 
 @dataclass
@@ -435,13 +454,17 @@ class ModelConfig:
     # name such as "ResNet50_Weights.IMAGENET1K_V2", a local file holding a torchvision ResNet
     # state dict (the way to go without network access), or "none" (random initialisation).
     backbone_weights: str = "imagenet"
-    # Start from a detector trained on COCO: a torchvision weight name
-    # ("FasterRCNN_ResNet50_FPN_Weights.COCO_V1", "MaskRCNN_ResNet50_FPN_Weights.COCO_V1") or a
-    # local file holding such a model's state dict. Everything but the class-specific layers
-    # (box classifier and regressor, mask logits) is loaded; those start fresh for this
-    # dataset's K classes. Needs the torchvision parity settings (config
-    # coco_init_faster_rcnn_r50_fpn_1x_custom). Null: start from backbone_weights.
-    coco_weights: str | None = None
+    # Start from a whole detector instead: one of torchvision's COCO models by weight name,
+    # "FasterRCNN_ResNet50_FPN_Weights.COCO_V1" or "MaskRCNN_ResNet50_FPN_Weights.COCO_V1"
+    # (downloaded on first use), or a local file holding a torchvision Faster/Mask R-CNN
+    # state dict of this model's architecture (such as the downloaded .pth). Every tensor is
+    # loaded except the class-specific layers (box classifier and regressor, the mask
+    # predictor's last convolution), which start fresh for this dataset's K classes;
+    # backbone_weights is not read. A Mask R-CNN's weights may start a Faster R-CNN (the mask
+    # branch is left out). The weights fit torchvision's parity settings (configs
+    # coco_init_*). Not read when train.init_from or --resume loads a whole checkpoint.
+    # Null: start from backbone_weights.
+    detector_weights: str | None = None
     # ResNet stages frozen from the input side: 1 = stem and layer1 (the original's
     # frozen_stages=1), 0 = stem only, -1 = nothing, up to 4 = the whole ResNet.
     frozen_stages: int = 1
@@ -495,6 +518,29 @@ class ModelConfig:
             check(match.group(1) == depth, f"{prefix}.backbone_weights",
                   f"names ResNet-{match.group(1)} weights but {prefix}.backbone is "
                   f"{self.backbone!r}; use ResNet{depth}_Weights.IMAGENET1K_V1 or 'imagenet'")
+        if self.detector_weights is not None:
+            self._validate_detector_weights(f"{prefix}.detector_weights")
+
+    def _validate_detector_weights(self, key: str) -> None:
+        spec = str(self.detector_weights)
+        check(bool(spec.strip()), key,
+              "must be a torchvision weight name, a file path or null, got ''")
+        name = detector_weight_name(spec)
+        if name is None:
+            return
+        valid = " or ".join(DETECTOR_WEIGHTS)
+        if name not in DETECTOR_WEIGHTS:
+            why = ("is torchvision's v2 architecture (BatchNorm in the FPN, RPN and heads, a "
+                   "convolutional box head), which loce does not build" if "_V2_" in name
+                   else "is not a torchvision Faster/Mask R-CNN ResNet-50-FPN weight name")
+            raise ConfigError(f"{key}: {spec!r} {why}; use {valid}, or a local file")
+        check(self.backbone == "resnet50", key,
+              f"names a ResNet-50-FPN detector ({name}) but model.backbone is "
+              f"{self.backbone!r}; set model.backbone=resnet50")
+        check(DETECTOR_WEIGHTS[name] == "mask_rcnn" or self.detector == "faster_rcnn", key,
+              f"names a Faster R-CNN ({name}), which has no mask branch for model.detector "
+              "'mask_rcnn'; use MaskRCNN_ResNet50_FPN_Weights.COCO_V1, or "
+              "model.detector=faster_rcnn")
 
 
 def _validate_tree(obj: object, prefix: str) -> None:

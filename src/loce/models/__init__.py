@@ -29,6 +29,7 @@ from loce.models.roi_heads import (
     StepwiseRoIHeads,
     norcal_scores,
 )
+from loce.models.weights import load_detector_weights
 
 __all__ = [
     "BoxPredictor",
@@ -48,4 +49,5 @@ __all__ = [
     "RoISamples",
     "build_mask_rcnn",
     "load_backbone_weights",
+    "load_detector_weights",
 ]

@@ -80,7 +80,7 @@ from loce.models.precision import (
 )
 from loce.models.predictors import BoxPredictor, MaskPredictor, NormedMaskPredictor
 from loce.models.roi_heads import StepwiseRoIHeads
-from loce.models.weights import load_backbone_weights
+from loce.models.weights import load_backbone_weights, load_detector_weights
 
 __all__ = [
     "ClassStatistics",
@@ -446,8 +446,10 @@ def build_mask_rcnn(
         num_classes: K, the number of *foreground* classes (dataset categories); the box
             classifier gets the classification loss's width (K + 1, K + 2 for Seesaw), the
             box regressor and the mask predictor K + 1 outputs, background at index 0.
-        load_backbone: load ``cfg.backbone_weights``; pass False when a full checkpoint
-            will be loaded next (inference, resuming), which needs no download.
+        load_backbone: load the initial weights the config names, ``cfg.detector_weights``
+            (a whole detector; its class-specific layers start fresh) or else
+            ``cfg.backbone_weights``; pass False when a full checkpoint will be loaded next
+            (inference, resuming), which needs no download.
         class_stats: per-class training statistics, required by ``roi.cls_loss`` EQL,
             federated, ECM and Gumbel and by ``test.norcal_gamma``; with
             ``fractal_dims`` by ``test.fracal_lambda``.
@@ -521,6 +523,8 @@ def build_mask_rcnn(
             fracal_logit_offsets(torch.as_tensor(class_stats.image_counts), class_stats.num_images),
             torch.as_tensor(class_stats.fractal_dims), fracal_lambda,
         )  # fmt: skip
-    if load_backbone:
+    if load_backbone and cfg.detector_weights is not None:
+        load_detector_weights(model, cfg.detector_weights)
+    elif load_backbone:
         load_backbone_weights(backbone.body, cfg.backbone_weights, cfg.backbone)
     return model

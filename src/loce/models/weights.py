@@ -1,4 +1,5 @@
-"""Weights into a built model: backbone weights, checkpoints and their key rules.
+"""Weights into a built model: backbone weights, another detector's weights (torchvision's
+COCO models; the class-specific layers start fresh), checkpoints and their key rules.
 
 Every loader checks keys and shapes against the model and fails with one line naming the file
 and what does not fit. Module-name prefixes (``train.reinit``, ``train.trainable``) are
@@ -7,6 +8,7 @@ matched here too, so that both options give the same hint for a misspelt prefix.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,8 +23,10 @@ from loce.errors import CheckpointError, ConfigError, LoceError
 from loce.fileio import load_torch
 
 __all__ = [
+    "CLASS_SPECIFIC_LAYERS",
     "describe_key_mismatch",
     "load_backbone_weights",
+    "load_detector_weights",
     "load_initial_weights",
     "load_model_weights",
     "matches_prefix",
@@ -31,6 +35,8 @@ __all__ = [
     "non_finite_entries",
     "unknown_prefix_error",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------- backbone weights
@@ -47,7 +53,8 @@ def _resolve_weight_name(spec: str, backbone: str) -> str | None:
     return None
 
 
-def _fetch_torchvision_weights(name: str, key: str) -> dict[str, Tensor]:
+def _fetch_torchvision_weights(name: str, key: str, what: str = "a torchvision ResNet state dict",
+                               otherwise: str = "'none'") -> dict[str, Tensor]:
     try:
         weights = torchvision.models.get_weight(name)
     except (KeyError, ValueError, AttributeError):
@@ -62,16 +69,19 @@ def _fetch_torchvision_weights(name: str, key: str) -> dict[str, Tensor]:
         filename = weights.url.rsplit("/", 1)[-1]
         raise LoceError(
             f"{key}: cannot download {name} from {weights.url} ({reason}); without network "
-            f"access set {key}=/path/to/{filename} (a torchvision ResNet state dict) or 'none'"
+            f"access set {key}=/path/to/{filename} ({what}) or {otherwise}"
         ) from None
 
 
-def _read_state_dict(path: Path, key: str) -> dict[str, Tensor]:
+def _read_state_dict(path: Path, key: str, expected: str | None = None,
+                     what: str = "a torchvision ResNet's") -> dict[str, Tensor]:
+    """The tensors of a state-dict file (unwrapped from ``state_dict``/``model``, without a
+    ``module.`` prefix); ``expected`` replaces the list of accepted values in the error for a
+    missing file."""
     if not path.is_file():
-        raise ConfigError(
-            f"{key}: no such file {str(path)!r}; expected 'none', 'imagenet', a torchvision "
-            "weight name such as ResNet50_Weights.IMAGENET1K_V1, or a ResNet state-dict file"
-        )
+        expected = expected or ("'none', 'imagenet', a torchvision weight name such as "
+                                "ResNet50_Weights.IMAGENET1K_V1, or a ResNet state-dict file")
+        raise ConfigError(f"{key}: no such file {str(path)!r}; expected {expected}")
     data = load_torch(path, what=f"{key} file")
     if isinstance(data, Mapping):
         for wrapper in ("state_dict", "model"):
@@ -81,8 +91,7 @@ def _read_state_dict(path: Path, key: str) -> dict[str, Tensor]:
                 break
     if not isinstance(data, Mapping) or not all(isinstance(v, Tensor) for v in data.values()):
         raise CheckpointError(
-            f"{path}: expected a state dict of tensors (a torchvision ResNet's), "
-            f"got {type(data).__name__}"
+            f"{path}: expected a state dict of tensors ({what}), got {type(data).__name__}"
         )
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in data.items()}
 
@@ -126,6 +135,109 @@ def load_backbone_weights(
                 f"{tuple(own[k].shape)}; check model.backbone or {key}"
             )
     body.load_state_dict(state, strict=True)
+
+
+# ---------------------------------------------------------------------- detector weights
+
+#: Layers whose shape depends on the number of classes: a detector trained on other
+#: categories (torchvision's COCO models: 91) gives every tensor but these.
+CLASS_SPECIFIC_LAYERS = ("roi_heads.box_predictor", "roi_heads.mask_predictor.mask_fcn_logits")
+_MASK_BRANCH = ("roi_heads.mask_head", "roi_heads.mask_predictor")
+# Module names of torchvision state dicts written before torchvision 0.13 (its COCO_V1 files):
+# the RPN's conv and the mask head's convolutions moved into Conv2dNormActivation blocks.
+_LEGACY_KEYS = (
+    (re.compile(r"^rpn\.head\.conv\.(weight|bias)$"), r"rpn.head.conv.0.0.\1"),
+    (re.compile(r"^roi_heads\.mask_head\.mask_fcn(\d+)\.(weight|bias)$"),
+     lambda m: f"roi_heads.mask_head.{int(m.group(1)) - 1}.0.{m.group(2)}"),
+)
+_DETECTOR_FILE = "a torchvision Faster/Mask R-CNN's"
+
+
+def _current_key(key: str) -> str:
+    for pattern, replacement in _LEGACY_KEYS:
+        key, n = pattern.subn(replacement, key)
+        if n:
+            break
+    return key
+
+
+def load_detector_weights(model: nn.Module, spec: str,
+                          key: str = "model.detector_weights") -> list[str]:
+    """Initialise a detector from another one's weights, for this model's classes.
+
+    Every tensor of ``model`` is loaded from ``spec`` except those of
+    :data:`CLASS_SPECIFIC_LAYERS` (box classifier and regressor, the mask predictor's last
+    convolution), which keep this model's fresh initialisation for its K classes, and the
+    method's state (LOCE's mean scores, the classification loss's buffers). A file with a
+    mask branch may initialise a model without one (the branch is left out); BatchNorm's
+    ``num_batches_tracked`` is not read.
+
+    Args:
+        model: a Faster/Mask R-CNN built by :func:`loce.models.build_mask_rcnn`, whose module
+            names are torchvision's.
+        spec: a torchvision weight name (``FasterRCNN_ResNet50_FPN_Weights.COCO_V1``,
+            ``MaskRCNN_ResNet50_FPN_Weights.COCO_V1``; downloaded) or a file holding such a
+            state dict (torchvision's module names, current or before 0.13; optionally under
+            ``state_dict``/``model``, such as a loce checkpoint of another dataset).
+        key: the config key named in error messages.
+
+    Returns:
+        The names of the re-initialised tensors of ``model``.
+
+    Raises:
+        ConfigError: a missing file or an unknown weight name.
+        CheckpointError: an unreadable file, or one that is not this architecture's (keys
+            missing or unexpected, a shape that differs; one line naming the file).
+        LoceError: a download that failed (one line naming the file to use instead).
+    """
+    from loce.config.model import detector_weight_name
+
+    name = detector_weight_name(spec)
+    if name is not None:
+        source = name
+        loaded = _fetch_torchvision_weights(name, key, what=f"{_DETECTOR_FILE} state dict",
+                                            otherwise="null (ImageNet backbone only)")
+    else:
+        source = spec
+        expected = ("a torchvision weight name such as FasterRCNN_ResNet50_FPN_Weights.COCO_V1, "
+                    "or a torchvision Faster/Mask R-CNN state-dict file")
+        loaded = _read_state_dict(Path(spec), key, expected, what=_DETECTOR_FILE)
+    own = model.state_dict()
+    has_mask = any(matches_prefix(k, p) for k in own for p in _MASK_BRANCH)
+
+    def skipped(k: str) -> bool:
+        return (k.endswith("num_batches_tracked") or bool(_METHOD_STATE.search(k))
+                or any(matches_prefix(k, p) for p in CLASS_SPECIFIC_LAYERS)
+                or (not has_mask and any(matches_prefix(k, p) for p in _MASK_BRANCH)))
+
+    state = {_current_key(k): v for k, v in loaded.items()}
+    state = {k: v for k, v in state.items() if not skipped(k)}
+    needed = {k for k in own if not skipped(k)}
+    missing, unexpected = sorted(needed - set(state)), sorted(set(state) - needed)
+    if missing and all(any(matches_prefix(k, p) for p in _MASK_BRANCH) for k in missing):
+        raise CheckpointError(
+            f"{source} has no mask branch (a Faster R-CNN's weights?); use a Mask R-CNN's, "
+            "e.g. MaskRCNN_ResNet50_FPN_Weights.COCO_V1, or model.detector=faster_rcnn"
+        )
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} is not {_DETECTOR_FILE} state dict of this model's architecture: "
+            f"{describe_key_mismatch(missing, unexpected)} keys; check {key} and model.backbone"
+        )
+    for k, v in state.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise CheckpointError(
+                f"{source}: {k} has shape {tuple(v.shape)} in the file but {tuple(own[k].shape)} "
+                "in the model; the model section must build the file's architecture (torchvision's "
+                "COCO detectors: fpn_channels 256, roi.representation_size 1024, mask defaults)"
+            )
+    load_model_weights(model, state, source, strict=False)
+    fresh = sorted(k for k in own if any(matches_prefix(k, p) for p in CLASS_SPECIFIC_LAYERS))
+    logger.info("%s: %d tensors from %s; fresh for this dataset's classes: %s", key, len(state),
+                source, ", ".join(f"{k} {list(own[k].shape)}" for k in fresh))
+    if not has_mask and any(matches_prefix(k, p) for k in loaded for p in _MASK_BRANCH):
+        logger.info("%s: the file's mask branch is not used (model.detector faster_rcnn)", key)
+    return fresh
 
 
 # ---------------------------------------------------------------------- checkpoints
