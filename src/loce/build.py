@@ -201,23 +201,30 @@ def training_class_statistics(cfg: Config, dataset=None, *, fractal: bool | None
     Raises:
         ConfigError: ``data.train_ann`` cannot be read or is not an annotation file.
     """
+    from pathlib import Path
+
     from loce.data.statistics import class_statistics
     from loce.errors import ConfigError, DataError
 
     if fractal is None:
         fractal = cfg.model.test.fracal_lambda is not None
     if dataset is None:
-        # Same filtering as the training set; no image is opened (the root must only exist).
-        try:
-            dataset = _annotation_only_dataset(cfg)
-        except DataError as err:
+        path = Path(cfg.data.train_ann)
+        reason = None if path.is_file() else f"data.train_ann={path} does not exist"
+        if reason is None:
+            # Same filtering as the training set; no image is opened (the root must only exist).
+            try:
+                dataset = _annotation_only_dataset(cfg)
+            except DataError as err:
+                reason = f"data.train_ann cannot be used: {str(err).rstrip('.')}"
+        if reason is not None:
             lacking = f"; {lacking}" if lacking else ""
             raise ConfigError(
                 f"{_statistics_users(cfg) or 'this model'} needs per-class statistics of the "
-                f"training annotations{lacking}, but data.train_ann cannot be used: {err} Fix: "
-                "set data.train_ann to the annotation file the model is (or was) trained on, "
-                "e.g. --set data.train_ann=/path/to/lvis_v1_train.json"
-            ) from None
+                f"training annotations{lacking}, and {reason}. Fix: set data.train_ann to the "
+                "annotation file the model is (or was) trained on, e.g. "
+                "--set data.train_ann=/path/to/lvis_v1_train.json"
+            )
     return class_statistics(dataset, fractal=fractal)
 
 
