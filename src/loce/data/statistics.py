@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -128,9 +128,12 @@ class ClassStatistics:
         dims = numbers("fractal_dims", float, optional=True)
         if dims is not None and not all(math.isfinite(d) for d in dims):
             raise ValueError(f"{where}: 'fractal_dims' must be finite numbers")
-        return cls(image_counts=numbers("image_counts", int),
-                   instance_counts=numbers("instance_counts", int), num_images=num_images,
-                   source=str(data.get("source") or where), fractal_dims=dims)
+        # Checked under ``where`` (so that a message names what holds them), then given the
+        # annotation file they were counted from.
+        stats = cls(image_counts=numbers("image_counts", int),
+                    instance_counts=numbers("instance_counts", int), num_images=num_images,
+                    source=where, fractal_dims=dims)
+        return replace(stats, source=str(data.get("source") or where))
 
 
 FRACTAL_MAX_GRID = 64
