@@ -183,3 +183,18 @@ def test_malformed_stored_statistics_are_refused(tiny_checkpoint, tiny_dataset, 
     fixed = f"data.train_ann={tiny_dataset / 'annotations/train.json'}"
     model, _, _ = load_trained_model(tmp_path / "short.pth", [NORCAL, fixed])
     assert model.roi_heads.norcal_log_counts.shape == (12,)
+
+
+def test_stored_counts_without_fractal_dimensions_serve_norcal_but_not_fracal(tiny_checkpoint,
+                                                                             tmp_path):
+    state = load_checkpoint_file(tiny_checkpoint)
+    counts = state["class_statistics"]["image_counts"]
+    state["class_statistics"]["fractal_dims"] = None
+    state["config"]["data"]["train_ann"] = str(tmp_path / "gone.json")
+    torch.save(state, tmp_path / "counts.pth")
+    model, _, _ = load_trained_model(tmp_path / "counts.pth", [NORCAL])
+    torch.testing.assert_close(model.roi_heads.norcal_log_counts,
+                               torch.tensor(counts, dtype=torch.float32).log())
+    with pytest.raises(ConfigError, match=r"counts\.pth stores them without fractal dimensions, "
+                                          r"and data\.train_ann=.*gone\.json does not exist"):
+        load_trained_model(tmp_path / "counts.pth", [FRACAL])
