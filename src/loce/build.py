@@ -8,8 +8,9 @@ state :mod:`loce.engine.method_state`.
 Class statistics. EQL, the federated loss, ECM, Gumbel (GOL) and NorCal are built from
 per-class statistics of the *training* annotations (docs/methods.md §1.2). They are an
 argument of :func:`build_model`: the engine passes those of the training set it built
-(:func:`training_class_statistics` with the dataset); without them the model builder reads
-``data.train_ann`` itself (inference, e.g. ``loce predict --set model.test.norcal_gamma=0.5``).
+(:func:`training_class_statistics` with the dataset) and writes them into every checkpoint;
+inference takes them from the checkpoint (:func:`loce.engine.checkpoint.load_trained_model`),
+and without any the model builder reads ``data.train_ann`` itself.
 """
 
 from __future__ import annotations
@@ -182,45 +183,64 @@ def _annotation_only_dataset(cfg: Config):
 
 def needs_class_statistics(cfg: Config) -> bool:
     """Whether the model of ``cfg`` is built from per-class training statistics."""
-    from loce.losses import needs_class_statistics as loss_needs_statistics
-
-    test = cfg.model.test
-    return (loss_needs_statistics(cfg.model.roi.cls_loss) or test.norcal_gamma is not None
-            or test.fracal_lambda is not None)  # fmt: skip
+    return bool(_statistics_users(cfg))
 
 
-def training_class_statistics(cfg: Config, dataset=None):
+def training_class_statistics(cfg: Config, dataset=None, *, fractal: bool | None = None,
+                              lacking: str | None = None):
     """The class statistics of the training set (:func:`loce.data.statistics.class_statistics`).
 
     Args:
         dataset: the training set built from ``cfg`` (the engine passes the one it trains
             on); None reads ``data.train_ann`` (no image is opened).
+        fractal: also compute the fractal dimensions; None: when ``model.test.fracal_lambda``
+            is set.
+        lacking: why no stored statistics could be used instead (e.g. "ckpt.pth stores none"),
+            for the message when ``data.train_ann`` cannot be read.
 
     Raises:
         ConfigError: ``data.train_ann`` cannot be read or is not an annotation file.
     """
+    from pathlib import Path
+
     from loce.data.statistics import class_statistics
     from loce.errors import ConfigError, DataError
 
+    if fractal is None:
+        fractal = cfg.model.test.fracal_lambda is not None
     if dataset is None:
-        why = []
-        if cfg.model.roi.cls_loss != "cross_entropy":
-            why.append(f"model.roi.cls_loss={cfg.model.roi.cls_loss!r}")
-        if cfg.model.test.norcal_gamma is not None:
-            why.append(f"model.test.norcal_gamma={cfg.model.test.norcal_gamma}")
-        if cfg.model.test.fracal_lambda is not None:
-            why.append(f"model.test.fracal_lambda={cfg.model.test.fracal_lambda}")
-        # Same filtering as the training set; no image is opened (the root must only exist).
-        try:
-            dataset = _annotation_only_dataset(cfg)
-        except DataError as err:
+        path = Path(cfg.data.train_ann)
+        reason = None if path.is_file() else f"data.train_ann={path} does not exist"
+        if reason is None:
+            # Same filtering as the training set; no image is opened (the root must only exist).
+            try:
+                dataset = _annotation_only_dataset(cfg)
+            except DataError as err:
+                reason = f"data.train_ann cannot be used: {str(err).rstrip('.')}"
+        if reason is not None:
+            lacking = f"; {lacking}" if lacking else ""
             raise ConfigError(
-                f"{' and '.join(why) or 'this model'} needs per-class statistics of the "
-                f"training annotations, but data.train_ann cannot be used: {err} Fix: set "
-                "data.train_ann to the annotation file the model is (or was) trained on, e.g. "
+                f"{_statistics_users(cfg) or 'this model'} needs per-class statistics of the "
+                f"training annotations{lacking}, and {reason}. Fix: set data.train_ann to the "
+                "annotation file the model is (or was) trained on, e.g. "
                 "--set data.train_ann=/path/to/lvis_v1_train.json"
-            ) from None
-    return class_statistics(dataset, fractal=cfg.model.test.fracal_lambda is not None)
+            )
+    return class_statistics(dataset, fractal=fractal)
+
+
+def _statistics_users(cfg: Config) -> str:
+    """The settings of ``cfg`` that need class statistics, e.g.
+    ``"model.test.fracal_lambda=2.0"`` ("" when none)."""
+    from loce.losses import needs_class_statistics as loss_needs_statistics
+
+    why = []
+    if loss_needs_statistics(cfg.model.roi.cls_loss):
+        why.append(f"model.roi.cls_loss={cfg.model.roi.cls_loss!r}")
+    if cfg.model.test.norcal_gamma is not None:
+        why.append(f"model.test.norcal_gamma={cfg.model.test.norcal_gamma}")
+    if cfg.model.test.fracal_lambda is not None:
+        why.append(f"model.test.fracal_lambda={cfg.model.test.fracal_lambda}")
+    return " and ".join(why)
 
 
 def build_val_dataset(cfg: Config):

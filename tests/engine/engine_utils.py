@@ -97,3 +97,32 @@ def spawn_ranks(fn, args: tuple, world: int = 2, timeout: float = 300) -> None:
                 if p.is_alive():
                     p.kill()
             raise AssertionError(f"{world} processes not done after {timeout:.0f} s: a rank hung")
+
+
+def json_class_statistics(path: Path) -> dict:
+    """The class statistics of an LVIS training file, counted here from its json: per class
+    (categories in id order) the images and instances of its non-crowd boxes, the images with
+    one at least, and the fractal dimensions of the box centres divided by the image size."""
+    import json
+
+    import numpy as np
+
+    from loce.data.statistics import fractal_dimensions
+
+    data = json.loads(Path(path).read_text())
+    size = {img["id"]: (img["width"], img["height"]) for img in data["images"]}
+    cat_ids = sorted(c["id"] for c in data["categories"])
+    label = {c: i + 1 for i, c in enumerate(cat_ids)}
+    anns = [a for a in data["annotations"] if not a.get("iscrowd")]
+    images_of: dict[int, set] = {c: set() for c in cat_ids}
+    for a in anns:
+        images_of[a["category_id"]].add(a["image_id"])
+    cx = np.asarray([(a["bbox"][0] + a["bbox"][2] / 2) / size[a["image_id"]][0] for a in anns])
+    cy = np.asarray([(a["bbox"][1] + a["bbox"][3] / 2) / size[a["image_id"]][1] for a in anns])
+    labels = np.asarray([label[a["category_id"]] for a in anns])
+    return {
+        "image_counts": [len(images_of[c]) for c in cat_ids],
+        "instance_counts": [sum(a["category_id"] == c for a in anns) for c in cat_ids],
+        "num_images": len({a["image_id"] for a in anns}),
+        "fractal_dims": fractal_dimensions(cx, cy, labels, len(cat_ids)).tolist(),
+    }

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -80,6 +83,58 @@ class ClassStatistics:
         """``[K]`` image frequencies ``f_c = image_count_c / num_images``."""
         return [c / self.num_images for c in self.image_counts]
 
+    def to_dict(self) -> dict[str, Any]:
+        """The statistics as plain lists, numbers and strings (what a checkpoint stores, so
+        that it loads with ``weights_only=True``); :meth:`from_dict` reads them back."""
+        return {
+            "image_counts": [int(v) for v in self.image_counts],
+            "instance_counts": [int(v) for v in self.instance_counts],
+            "num_images": int(self.num_images),
+            "fractal_dims": (None if self.fractal_dims is None
+                             else [float(v) for v in self.fractal_dims]),
+            "source": str(self.source),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> ClassStatistics:
+        """The statistics written by :meth:`to_dict`, checked.
+
+        Args:
+            data: the stored dict.
+            where: what holds it (e.g. ``"ckpt.pth: class_statistics"``), for messages; the
+                result's ``source`` says where the statistics were counted.
+
+        Raises:
+            ValueError: a missing or mistyped entry, or values that do not fit together,
+                naming ``where`` and the entry.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"{where} is a {type(data).__name__}, expected a dict")
+
+        def numbers(key: str, kind: type, optional: bool = False):
+            values = data.get(key)
+            if values is None and optional:
+                return None
+            ok = (kind,) if kind is int else (int, float)
+            if not isinstance(values, list | tuple) or not all(
+                    isinstance(v, ok) and not isinstance(v, bool) for v in values):
+                raise ValueError(f"{where}: {key!r} must be a list of {kind.__name__}s, found "
+                                 f"{str(values)[:60]}")
+            return tuple(kind(v) for v in values)
+
+        num_images = data.get("num_images")
+        if not isinstance(num_images, int) or isinstance(num_images, bool):
+            raise ValueError(f"{where}: 'num_images' must be an int, found {num_images!r}")
+        dims = numbers("fractal_dims", float, optional=True)
+        if dims is not None and not all(math.isfinite(d) for d in dims):
+            raise ValueError(f"{where}: 'fractal_dims' must be finite numbers")
+        # Checked under ``where`` (so that a message names what holds them), then given the
+        # annotation file they were counted from.
+        stats = cls(image_counts=numbers("image_counts", int),
+                    instance_counts=numbers("instance_counts", int), num_images=num_images,
+                    source=where, fractal_dims=dims)
+        return replace(stats, source=str(data.get("source") or where))
+
 
 FRACTAL_MAX_GRID = 64
 """Largest box-counting grid of :func:`fractal_dimensions` (64 x 64 cells, as FRACAL)."""
@@ -118,9 +173,10 @@ def fractal_dimensions(
         col = np.searchsorted(edges, cx, side="right") - 1
         row = np.searchsorted(edges, cy, side="right") - 1
         inside = (col >= 0) & (col < g) & (row >= 0) & (row < g)
-        cell = (labels[inside] * g + row[inside]) * g + col[inside]
-        occupied = np.unique(cell) // (g * g)
-        boxes[g - 1] = np.bincount(occupied, minlength=k + 1)[1:]
+        # Mark the occupied (class, cell) pairs, then count each class's marks.
+        occupied = np.zeros((k + 1) * g * g, dtype=bool)
+        occupied[(labels[inside] * g + row[inside]) * g + col[inside]] = True
+        boxes[g - 1] = occupied.reshape(k + 1, g * g).sum(axis=1)[1:]
     dims = np.ones(k, dtype=np.float64)
     log_g = np.log(grids.astype(np.float64))
     for c in np.flatnonzero(counts >= 4):
@@ -133,11 +189,10 @@ def fractal_dimensions(
     return dims
 
 
-def _fractal_dimensions_of(dataset) -> tuple[float, ...]:
-    """:func:`fractal_dimensions` of the annotations a training set uses."""
+def _fractal_dimensions_of(dataset, ann: np.ndarray) -> tuple[float, ...]:
+    """:func:`fractal_dimensions` of the annotations a training set uses (``ann``: their
+    ``[A]`` rows in the index)."""
     index = dataset.index
-    rows = [dataset.annotation_rows(i) for i in range(len(dataset))]
-    ann = np.concatenate(rows) if rows else np.zeros(0, np.int64)
     box = np.asarray(index.ann_bbox, dtype=np.float64)[ann]
     image = np.asarray(index.ann_image_rows)[ann]
     width = np.asarray(index.widths, dtype=np.float64)[image]
@@ -182,7 +237,7 @@ def class_statistics(dataset, *, fractal: bool = False):
         instance_counts=tuple(int(v) for v in instance_counts),
         num_images=max(num_images, 1),
         source=str(getattr(dataset.index, "source", "the training set")),
-        fractal_dims=_fractal_dimensions_of(dataset) if fractal else None,
+        fractal_dims=_fractal_dimensions_of(dataset, ann) if fractal else None,
     )
 
 

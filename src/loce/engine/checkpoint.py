@@ -8,6 +8,12 @@ A training checkpoint is a dict with
   done; ``global_iter``: iterations done in total;
 - ``rng``: Python, NumPy and torch (CPU and CUDA) generator states;
 - ``config``: the resolved config as a plain dict;
+- ``num_classes``, ``category_ids``, ``category_names``: the category table, label order;
+- ``class_statistics``: the per-class statistics of the training annotations
+  (:meth:`loce.data.statistics.ClassStatistics.to_dict`: image and instance counts,
+  ``num_images``, fractal dimensions, the annotation file), which the losses built from them,
+  NorCal and FRACAL read when the model is built for inference
+  (:func:`load_trained_model`); checkpoints of earlier versions and converted ones have none;
 - ``loce_version``.
 
 Everything in it is a tensor or a plain value (dict, list, tuple, str, int, float, bool, None),
@@ -40,6 +46,7 @@ from loce.fileio import atomic_write_text, ensure_directory, load_torch, save_to
 from loce.models.weights import load_model_weights, non_finite_entries
 
 __all__ = [
+    "CLASS_STATISTICS",
     "LEGACY_GLOBALS",
     "capture_rng_state",
     "check_category_table",
@@ -49,14 +56,18 @@ __all__ = [
     "load_checkpoint_file",
     "load_model_weights",
     "load_trained_model",
+    "model_class_statistics",
     "non_finite_entries",
     "optimizer_tensors",
     "restore_rng_state",
     "save_checkpoint",
     "set_last_checkpoint",
+    "stored_class_statistics",
 ]
 
 LAST = "last_checkpoint"
+#: The checkpoint entry that holds the training set's class statistics (plain values).
+CLASS_STATISTICS = "class_statistics"
 # What `--resume` reads from a checkpoint, with the type each must have.
 RESUME_KEYS: dict[str, type | tuple[type, ...]] = {
     "model": Mapping,
@@ -230,6 +241,9 @@ def load_trained_model(checkpoint: str | os.PathLike, overrides: Sequence[str] =
                        config: str | None = None):
     """A trained model for inference, from a checkpoint written by ``loce train``.
 
+    A model built from class statistics (NorCal, FRACAL, EQL, ...) takes those stored in the
+    checkpoint (:func:`model_class_statistics`), so no training annotations are needed.
+
     Args:
         checkpoint: the checkpoint file.
         overrides: ``key=value`` changes to the config (e.g. ``model.test.norcal_gamma=0.5``).
@@ -241,7 +255,9 @@ def load_trained_model(checkpoint: str | os.PathLike, overrides: Sequence[str] =
 
     Raises:
         CheckpointError: a checkpoint without a stored config (and no ``config``), without
-            its category table, or whose weights do not fit.
+            its category table, with malformed class statistics, or whose weights do not fit.
+        ConfigError: class statistics that are needed, neither stored nor readable from
+            ``data.train_ann``.
     """
     from loce.build import build_model
     from loce.config import config_from_dict, load_config
@@ -254,9 +270,72 @@ def load_trained_model(checkpoint: str | os.PathLike, overrides: Sequence[str] =
     else:
         raise CheckpointError(f"{checkpoint} stores no config; pass --config")
     _check_category_table(state, str(checkpoint))
-    model = build_model(cfg, num_classes=len(state["category_ids"]), load_backbone=False)
+    class_stats = model_class_statistics(state, cfg, str(checkpoint), overrides)
+    model = build_model(cfg, num_classes=len(state["category_ids"]), load_backbone=False,
+                        class_stats=class_stats)
     load_model_weights(model, state, str(checkpoint))
     return model.eval(), cfg, state
+
+
+def stored_class_statistics(state: Mapping[str, Any], source: str):
+    """The class statistics a checkpoint stores (:data:`CLASS_STATISTICS`), or None.
+
+    Raises:
+        CheckpointError: an entry that is malformed or has not one value per category of
+            ``category_ids``.
+    """
+    from loce.data.statistics import ClassStatistics
+
+    data = state.get(CLASS_STATISTICS)
+    if data is None:
+        return None
+    try:
+        stats = ClassStatistics.from_dict(data, f"{source}: {CLASS_STATISTICS}")
+    except ValueError as err:
+        raise CheckpointError(f"{err}; was it written by `loce train`? Pass the training "
+                              "annotations instead with --set data.train_ann=FILE") from None
+    ids = state.get("category_ids")
+    if isinstance(ids, list | tuple) and stats.num_classes != len(ids):
+        raise CheckpointError(
+            f"{source}: {CLASS_STATISTICS} counts {stats.num_classes} classes but category_ids "
+            f"lists {len(ids)}; pass the training annotations instead with "
+            "--set data.train_ann=FILE"
+        )
+    return stats
+
+
+def model_class_statistics(state: Mapping[str, Any], cfg, source: str,
+                           overrides: Sequence[str] = ()):
+    """The class statistics to build the model of ``cfg`` with, for inference; None when it
+    needs none.
+
+    Those stored in the checkpoint, unless ``overrides`` set ``data.train_ann`` (then that
+    file's) or they lack what ``cfg`` needs (fractal dimensions for FRACAL); otherwise, as
+    for checkpoints of earlier versions and converted ones, those of ``data.train_ann``.
+
+    Raises:
+        CheckpointError: a malformed stored entry.
+        ConfigError: none stored and ``data.train_ann`` unreadable: one line naming the
+            checkpoint and ``--set data.train_ann=...``.
+    """
+    from loce.build import needs_class_statistics, training_class_statistics
+
+    if not needs_class_statistics(cfg):
+        return None
+    if any(item.partition("=")[0].strip() == "data.train_ann" for item in overrides):
+        return training_class_statistics(cfg)
+    stats = stored_class_statistics(state, source)
+    if stats is not None and (cfg.model.test.fracal_lambda is None
+                              or stats.fractal_dims is not None):
+        return stats
+    if stats is not None:
+        lacking = f"{source} stores them without fractal dimensions"
+    elif "converted_from" in state:
+        lacking = (f"{source} stores none (converted by `loce convert`, which has no training "
+                   "annotations)")
+    else:
+        lacking = f"{source} stores none (written by an earlier version of loce)"
+    return training_class_statistics(cfg, lacking=lacking)
 
 
 def _check_category_table(state: Mapping[str, Any], source: str) -> None:

@@ -50,6 +50,7 @@ from loce.config import Config, config_to_dict, save_config
 from loce.data.statistics import frequency_groups
 from loce.engine import distributed as dist_utils
 from loce.engine.checkpoint import (
+    CLASS_STATISTICS,
     capture_rng_state,
     check_resumable,
     checkpoint_global_iter,
@@ -334,10 +335,15 @@ class _Trainer:
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         self.train_set = train_set = build.build_train_dataset(cfg)
         self._check_inputs()
-        class_stats = (build.training_class_statistics(cfg, train_set)
-                       if build.needs_class_statistics(cfg) else None)
+        # Counted once from the set trained on, fractal dimensions included, and written into
+        # every checkpoint (by rank 0), so that NorCal and FRACAL at inference need no
+        # training annotations (docs/methods.md §1.2).
+        needed = build.needs_class_statistics(cfg)
+        self.class_stats = (build.training_class_statistics(cfg, train_set, fractal=True)
+                            if needed or self.main else None)
         self.model = model = build.build_model(
-            cfg, num_classes=train_set.num_classes, class_stats=class_stats,
+            cfg, num_classes=train_set.num_classes,
+            class_stats=self.class_stats if needed else None,
             load_backbone=not (resuming or cfg.train.init_from)).to(self.device)
         if cfg.train.init_from and not resuming:
             data = load_checkpoint_file(cfg.train.init_from)
@@ -591,6 +597,7 @@ class _Trainer:
             "num_classes": train_set.num_classes,
             "category_ids": list(train_set.cat_ids),
             "category_names": [c["name"] for c in train_set.categories],
+            CLASS_STATISTICS: self.class_stats.to_dict(),
         }
         save_checkpoint(state, self.ckpt_dir, name)
 
