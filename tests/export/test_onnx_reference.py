@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision.ops import box_iou
 
 import mmdet_reference as ref_data
 from loce.inference import Detector
@@ -52,7 +53,7 @@ def test_reference_weights_round_trip(reference_model, exported):
     ours = Detector.from_onnx(exported.path)(image)
     assert len(ref) >= 100
     matched, required, agreement = assert_same_detections(ours, ref, top_k=100)
-    boxes_iou = torch.diag(__import__("torchvision").ops.box_iou(ref.boxes[:100], ours.boxes[:100]))
+    boxes_iou = torch.diag(box_iou(ref.boxes[:100], ours.boxes[:100]))
     print(f"R50 K=8 {image.shape[1]}x{image.shape[0]}: top-100 {matched}/{required} matched, "
           f"masks {agreement:.4%} of pixels agree; same order for "
           f"{int((boxes_iou > 0.99).sum())}/100, max |dscore| "
