@@ -25,10 +25,11 @@ RANKS = {
     "models": 6,
     "build": 7,
     "engine": 8,
-    "convert": 9, "inference": 9,
-    "cli": 10, "commands": 10,
-    "demo": 11,
-    "__main__": 12, "__init__": 12,
+    "convert": 9, "export": 9,
+    "inference": 10,
+    "cli": 11, "commands": 11,
+    "demo": 12,
+    "__main__": 13, "__init__": 13,
 }
 
 

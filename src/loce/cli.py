@@ -24,6 +24,7 @@ COMMANDS: dict[str, str] = {
     "eval": "loce.commands.eval",
     "analyze": "loce.commands.analyze",
     "convert": "loce.commands.convert",
+    "export": "loce.commands.export",
     "configs": "loce.commands.configs",
     "demo": "loce.demo",
 }

@@ -38,7 +38,7 @@ from torch import Tensor
 from loce.data.image_io import MAX_PIXELS, describe_input, read_image, to_rgb_array
 from loce.errors import DataError
 
-__all__ = ["MAX_PIXELS", "DetectionResult", "Detector", "read_image", "to_rgb_array"]
+__all__ = ["MAX_PIXELS", "DetectionResult", "Detector", "OnnxDetector", "read_image", "to_rgb_array"]
 
 
 @dataclass
@@ -166,6 +166,26 @@ class Detector:
         return cls(model, cfg, state["category_ids"], state.get("category_names"),
                    device=device, with_masks=with_masks)
 
+    @classmethod
+    def from_onnx(cls, path: str | os.PathLike, *, providers: Sequence[str] | None = None,
+                  threads: int | None = None) -> OnnxDetector:
+        """Load a file written by ``loce export``; it runs through onnxruntime.
+
+        The returned :class:`OnnxDetector` is called like a :class:`Detector` and returns
+        the same :class:`DetectionResult` objects; its test settings (resize, score
+        threshold, detections per image, masks) are those the file was exported with.
+
+        Args:
+            path: the ``.onnx`` file.
+            providers: onnxruntime execution providers (default: the CPU).
+            threads: onnxruntime's intra-op threads (default: its own choice).
+
+        Raises:
+            LoceError: onnxruntime is not installed (``pip install 'loce[onnx]'``).
+            CheckpointError: a file onnxruntime cannot load, or not written by loce.
+        """
+        return OnnxDetector(path, providers=providers, threads=threads)
+
     # ------------------------------------------------------------------ running the model
 
     @torch.no_grad()
@@ -270,3 +290,53 @@ class Detector:
         if out_path is not None:
             save_picture(picture, out_path)
         return picture
+
+
+class OnnxDetector(Detector):
+    """A file written by ``loce export``, run by onnxruntime (:meth:`Detector.from_onnx`).
+
+    Images go into the graph decoded and unresized (it resizes, normalises and pads
+    itself); everything else, results, drawing and ``loce predict``'s output files, is the
+    :class:`Detector`'s. ``model`` and ``cfg`` are None.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, providers: Sequence[str] | None = None,
+                 threads: int | None = None) -> None:
+        from loce.export.onnx import OnnxRunner
+
+        self.runner = OnnxRunner(path, providers=providers, threads=threads)
+        self.device = torch.device("cpu")
+        self.model = None
+        self.cfg = None
+        self.category_ids = list(self.runner.category_ids)
+        self.category_names = list(self.runner.category_names)
+        self.with_masks = self.runner.with_masks
+        self.transforms = None  # the graph resizes
+        self.decoder = "pillow"  # as data.test_resize: torch, which the graph implements
+
+    @torch.no_grad()
+    def detect_batch(self, images: Sequence[Tensor],
+                     original_sizes: Sequence[tuple[int, int]]) -> list[dict[str, Tensor]]:
+        """Run the graph on each image (``[3, H, W]`` float in ``[0, 1]`` or uint8, not
+        resized; ``original_sizes`` must be their sizes). Returns :meth:`Detector.detect_batch`'s
+        dicts on the CPU (``masks [n, 1, H, W]`` bool)."""
+        out = []
+        for image, size in zip(images, original_sizes):
+            if tuple(image.shape[-2:]) != tuple(size):
+                raise ValueError(f"an exported detector takes unresized images: got "
+                                 f"{list(image.shape)} for the original size {tuple(size)}")
+            if image.dtype != torch.uint8:
+                image = image.mul(255).round_().clamp_(0, 255).to(torch.uint8)
+            pixels = image.cpu().permute(1, 2, 0).contiguous().numpy()
+            raw = self.runner.run(pixels)
+            det = {k: torch.from_numpy(v) for k, v in raw.items()}
+            if "masks" in det:
+                det["masks"] = det["masks"][:, None]
+            out.append(det)
+        return out
+
+    def prepare(self, image: Any) -> tuple[Tensor, tuple[int, int], str | None]:
+        """``(image [3, H, W] uint8, (H, W), note)``: decoded, not resized."""
+        rgb, note = to_rgb_array(image, self.decoder)
+        tensor = torch.from_numpy(rgb).permute(2, 0, 1)
+        return tensor, (int(tensor.shape[1]), int(tensor.shape[2])), note

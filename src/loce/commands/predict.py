@@ -10,8 +10,12 @@ HELP = "Run a trained detector on a folder of images or an annotated set; write 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True,
-                        help="a checkpoint written by `loce train` or `loce convert`")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--checkpoint",
+                       help="a checkpoint written by `loce train` or `loce convert`")
+    model.add_argument("--onnx", metavar="MODEL.onnx",
+                       help="a file written by `loce export`, run by onnxruntime on the CPU "
+                            "(its own test settings; --config, --set, --amp do not apply)")
     parser.add_argument("--config", default=None,
                         help="config (default: the one stored in the checkpoint)")
     src = parser.add_mutually_exclusive_group(required=True)
@@ -53,10 +57,18 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(args.out, what="results file")
     if args.visualize is not None:
         ensure_directory(args.visualize, what="--visualize folder")
-    det = Detector.from_checkpoint(args.checkpoint, device=args.device,
-                                   with_masks=not args.no_masks,
-                                   overrides=[*amp_overrides(args), *args.overrides],
-                                   config=args.config)
+    if args.onnx is not None:
+        if args.config is not None or args.overrides or args.amp is not None:
+            raise ConfigError("--config, --set and --amp apply to --checkpoint; an ONNX file "
+                              "keeps the settings it was exported with (re-export to change them)")
+        det = Detector.from_onnx(args.onnx)
+        if args.no_masks:
+            det.with_masks = False
+    else:
+        det = Detector.from_checkpoint(args.checkpoint, device=args.device,
+                                       with_masks=not args.no_masks,
+                                       overrides=[*amp_overrides(args), *args.overrides],
+                                       config=args.config)
     cat_ids, cfg = det.category_ids, det.cfg
     if args.images is not None:
         from loce.engine.predict import ImageFolder
@@ -65,6 +77,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         from loce.data.lvis.dataset import LVISDataset
 
+        if args.image_root is None and cfg is None:
+            raise ConfigError("--gt with --onnx needs --image-root (an ONNX file stores no "
+                              "data paths)")
         root = args.image_root or cfg.data.val_images
         dataset = LVISDataset(args.gt, root, train=False, with_masks=False, transforms=det.transforms,
                               decoder=det.decoder)
@@ -80,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
                      score_threshold=args.vis_threshold)
 
     n = predict_to_file(det.model, dataset, args.out, device=det.device,
-                        with_masks=not args.no_masks, workers=build.data_workers(cfg),
-                        batch_size=cfg.eval.images_per_gpu,
+                        with_masks=det.with_masks,
+                        workers=build.data_workers(cfg) if cfg is not None else 0,
+                        batch_size=cfg.eval.images_per_gpu if cfg is not None else 1,
                         on_image=on_image, forward=det.detect_batch)
     if args.dets_per_class is not None:
         from loce.evaluation.results_file import cap_results_file_per_class

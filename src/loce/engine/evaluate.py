@@ -172,7 +172,7 @@ class _ResultWriter:
 
 @torch.no_grad()
 def predict_to_file(
-    model: nn.Module,
+    model: nn.Module | None,
     dataset,
     out_path: str | os.PathLike,
     *,
@@ -189,7 +189,8 @@ def predict_to_file(
 
     Args:
         model: a detector in the torchvision contract (``model(images,
-            original_image_sizes=...)`` → per-image dicts in the original frame).
+            original_image_sizes=...)`` → per-image dicts in the original frame), or None
+            when ``forward`` runs something else (an ONNX file).
         dataset: an :class:`~loce.data.lvis.LVISDataset` with test-time transforms.
         out_path: the JSON list file to write (atomically).
         device: where to run.
@@ -217,8 +218,9 @@ def predict_to_file(
     from loce.data.samplers import collate_fn
     from loce.logs import progress_bars
 
-    was_training = model.training
-    model.eval()
+    was_training = model.training if model is not None else False
+    if model is not None:
+        model.eval()
     # Without masks in the output, skip the mask branch (at 300 detections per image it is
     # most of the inference time).
     heads = getattr(getattr(model, "module", model), "roi_heads", None)
@@ -258,7 +260,8 @@ def predict_to_file(
                 writer.extend(pending.popleft().result())
     finally:
         encoder.shutdown(wait=True, cancel_futures=True)
-        model.train(was_training)
+        if model is not None:
+            model.train(was_training)
         if infer_masks is not None:
             heads.infer_masks = infer_masks
     return writer.count

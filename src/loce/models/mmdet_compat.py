@@ -209,18 +209,18 @@ class MMDetMultiScaleRoIAlign(MultiScaleRoIAlign):
             raise KeyError(f"feature maps {missing} not found; available: {list(x)}")
         feats = [x[name] for name in self.featmap_names]
         concat = torch.cat(boxes, dim=0)
-        batch_idx = torch.cat(
-            [torch.full((len(b), 1), i, dtype=concat.dtype, device=concat.device)
-             for i, b in enumerate(boxes)],
-            dim=0,
-        )
+        # Written with tensor sizes (``b[:, :1]``, ``rois[:, :1]``), not Python counts, so
+        # that a traced graph (ONNX export, loce.export) keeps the RoI count dynamic.
+        batch_idx = torch.cat([torch.zeros_like(b[:, :1]) + i for i, b in enumerate(boxes)], dim=0)
         rois = torch.cat([batch_idx, concat], dim=1)
         levels = self.roi_levels(concat)
         num_channels = feats[0].shape[1]
-        result = feats[0].new_zeros((len(rois), num_channels, *self.output_size))
+        result = torch.zeros_like(rois[:, :1, None, None]).to(feats[0].dtype).expand(
+            -1, num_channels, *self.output_size).contiguous()
+        tracing = torch.jit.is_tracing()
         for level, (feat, stride) in enumerate(zip(feats, self.featmap_strides)):
             idx = torch.where(levels == level)[0]
-            if idx.numel() == 0:
+            if not tracing and idx.numel() == 0:
                 continue
             pooled = roi_align(
                 feat,
@@ -230,7 +230,11 @@ class MMDetMultiScaleRoIAlign(MultiScaleRoIAlign):
                 sampling_ratio=self.sampling_ratio,
                 aligned=self.aligned,
             )
-            result[idx] = pooled.to(result.dtype)
+            if tracing:  # a scatter keeps the RoI count dynamic in the graph
+                rows = idx[:, None, None, None].expand_as(pooled)
+                result = result.scatter(0, rows, pooled.to(result.dtype))
+            else:
+                result[idx] = pooled.to(result.dtype)
         return result
 
     def __repr__(self) -> str:

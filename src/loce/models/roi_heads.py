@@ -337,6 +337,9 @@ class StepwiseRoIHeads(RoIHeads):
         self.norcal_gamma: float | None = None
         # False: inference skips the mask branch (box-only prediction and evaluation).
         self.infer_masks = True
+        #: Candidate (proposal, class) pairs a traced graph takes into NMS
+        #: (:meth:`_traced_detections_one_image`); set by the exporter.
+        self.traced_candidates = 4 * self.detections_per_img
         # False: training skips the mask branch and its loss (LOCE's initialisation pass,
         # which only fills the feature memory and the mean scores).
         self.train_masks = True
@@ -668,6 +671,9 @@ class StepwiseRoIHeads(RoIHeads):
             image_shape: ``(h, w)``.
             scale_factor: ``[4]`` float32, original frame -> input frame.
         """
+        if torch.jit.is_tracing():
+            return self._traced_detections_one_image(scores, deltas, proposals, image_shape,
+                                                     scale_factor)
         fg = scores[:, 1:]
         cand = torch.where(fg.reshape(-1) > self.score_thresh)[0]  # flat (proposal, class)
         cand_scores = fg.reshape(-1)[cand]
@@ -700,6 +706,60 @@ class StepwiseRoIHeads(RoIHeads):
                 break
             take = min(cand.numel(), 4 * take)
         keep = keep[:limit]
+        return boxes[keep], top_scores[keep], labels[keep]
+
+    def _traced_detections_one_image(
+        self, scores: Tensor, deltas: Tensor, proposals: Tensor, image_shape: tuple[Tensor, Tensor],
+        scale_factor: Tensor,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`_detections_one_image` as a traced graph computes it (ONNX export).
+
+        No host reads and no loop whose length depends on the data: the
+        :attr:`traced_candidates` highest-scoring (proposal, class) pairs above the threshold
+        are decoded, clipped and size-filtered, and one NMS over the boxes shifted by
+        ``(label - 1) * (max coordinate + 1)`` (``torchvision.ops.nms``, ONNX's
+        ``NonMaxSuppression``) keeps the same boxes as a class-wise NMS. With ``nms="mmcv"``
+        this is :func:`offset_class_wise_nms` in the original frame, as eager inference
+        computes it; with ``nms="exact"`` the shift is made in the input frame (float32
+        rounding of the shifted boxes can flip a pair within a ulp of the IoU threshold).
+        The top ``detections_per_img`` equal eager inference's whenever at least that many
+        of the taken pairs survive NMS (eager inference then takes no more pairs either).
+
+        Args:
+            scores: ``[P, C]`` class scores (column 0 background, ignored).
+            deltas: ``[P, C, 4]``.
+            proposals: ``[P, 4]``.
+            image_shape: ``(h, w)``, traced sizes.
+            scale_factor: ``[4]`` float32, original frame -> input frame.
+        """
+        fg = scores[:, 1:]
+        num_fg = fg.shape[1]
+        flat_scores = fg.reshape(-1)
+        cand = torch.where(flat_scores > self.score_thresh)[0]
+        cand_scores = flat_scores[cand]
+        factor = scale_factor.to(dtype=proposals.dtype)
+
+        def decode(flat: Tensor) -> tuple[Tensor, Tensor]:
+            prop_idx = torch.div(flat, num_fg, rounding_mode="floor")
+            labels = flat % num_fg + 1
+            boxes = self.box_coder.decode_single(deltas[prop_idx, labels], proposals[prop_idx])
+            return box_ops.clip_boxes_to_image(boxes, image_shape), labels
+
+        frame = factor if self.nms == "mmcv" else torch.ones_like(factor)
+        # The largest coordinate of all candidates (0 when there are none: clipped boxes
+        # have no negative coordinate, so the appended 0 changes no maximum).
+        all_boxes = (decode(cand)[0] / frame).reshape(-1)
+        max_coordinate = torch.cat([all_boxes, all_boxes.new_zeros(1)]).max()
+        count = torch._shape_as_tensor(cand_scores)[:1]
+        cap = torch.full_like(count, self.traced_candidates)
+        top_scores, top = torch.topk(cand_scores, torch.minimum(count, cap)[0], sorted=True)
+        boxes, labels = decode(cand[top])
+        if self.det_min_size > 0:
+            ok = box_ops.remove_small_boxes(boxes, min_size=self.det_min_size)
+            boxes, top_scores, labels = boxes[ok], top_scores[ok], labels[ok]
+        offsets = (labels - 1).to(boxes.dtype) * (max_coordinate + 1)
+        keep = box_ops.nms(boxes / frame + offsets[:, None], top_scores, self.nms_thresh)
+        keep = keep[: self.detections_per_img]
         return boxes[keep], top_scores[keep], labels[keep]
 
     # ------------------------------------------------------------------ mask branch

@@ -1,0 +1,1 @@
+"""Export of trained detectors to ONNX (:func:`loce.export.onnx.export_onnx`)."""
