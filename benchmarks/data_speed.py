@@ -54,12 +54,13 @@ MMDET_SCALES = [(1333, s) for s in (640, 672, 704, 736, 768, 800)]
 # -------------------------------------------------------------------------- the files
 
 
-def make_images(ann_file: Path, root: Path, seed: int = 0) -> int:
-    """A JPEG of each listed image's size and ``file_name`` under ``root``; returns the count."""
+def make_images(ann_file: Path, root: Path, seed: int = 0, limit: int | None = None) -> int:
+    """A JPEG of each listed image's size and ``file_name`` under ``root`` (the first ``limit``
+    images only, when given); returns the count."""
     import numpy as np
     from PIL import Image
 
-    images = json.loads(ann_file.read_text())["images"]
+    images = json.loads(ann_file.read_text())["images"][:limit]
     rng = np.random.default_rng(seed)
     for info in images:
         h, w = int(info["height"]), int(info["width"])
