@@ -252,14 +252,21 @@ def _case_main(args: argparse.Namespace) -> int:
     torch.set_num_threads(1)  # one thread per process, as in DataLoader workers
     if args.case == "mmdet":
         rows = run_mmdet(args.images, args.workers, args.epochs)
+        import mmcv
+        import mmdet
+
+        versions = f"MMDetection {mmdet.__version__}, mmcv {mmcv.__version__}"
     else:
         rows = run_loce(args.images, args.case, args.workers, args.epochs)
-    print(json.dumps(rows))
+        import loce
+
+        versions = f"loce {loce.__version__}"
+    print(json.dumps({"rows": rows, "versions": f"{versions}, torch {torch.__version__}"}))
     return 0
 
 
 def _run_case(python: str, case: str, images: Path, workers: int,
-              epochs: int) -> list[dict[str, float]] | str:  # fmt: skip
+              epochs: int) -> dict[str, Any] | str:  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])}  # fmt: skip
     proc = subprocess.run([python, __file__, "--case", case, "--images", str(images),
@@ -333,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         return _case_main(args)
     start = time.perf_counter()
     notes: list[str] = []
+    versions: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="loce_data_speed_") as tmp:
         images = Path(tmp)
         count = make_images(ANN, images)
@@ -344,10 +352,12 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.rounds):
             for workers in args.workers:
                 for python, case in cases:
-                    rows = _run_case(python, case, images, workers, args.epochs)
-                    if isinstance(rows, str):
-                        notes.append(f"{LABELS[case]} with {workers} worker(s) failed: {rows}")
+                    got = _run_case(python, case, images, workers, args.epochs)
+                    if isinstance(got, str):
+                        notes.append(f"{LABELS[case]} with {workers} worker(s) failed: {got}")
                         continue
+                    rows = got["rows"]
+                    versions[case] = got["versions"]
                     results.setdefault((case, workers), []).append(rows)
                     last = rows[-1]
                     print(f"{LABELS[case]:<13} workers={workers} epoch {last['epoch']}: "
@@ -355,6 +365,11 @@ def main(argv: list[str] | None = None) -> int:
                           f"{last['wall_s']:.1f} s", flush=True)  # fmt: skip
     if not args.mmdet_python:
         notes.append("mmdet: not run (no --mmdet-python)")
+    notes += [f"{LABELS[case]}: {v}" for case, v in versions.items()]
+    if "mmdet" in versions:
+        notes.append("mmdet: mmcv without compiled ops; `mmcv.ops`, imported by "
+                     "`mmdet.structures.mask`, replaced by a module whose functions raise "
+                     "(none was called)")
     results = {k: v for k, v in results.items() if len(v) == args.rounds}
     header = [
         f"# DataLoader throughput ({count} LVIS v0.5 val images with their polygons, "
@@ -363,7 +378,9 @@ def main(argv: list[str] | None = None) -> int:
         f" on {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
         f"{args.rounds} round(s), {BATCH} images per batch, medians. "
         "CPU s: user + system of the process and its workers. Epoch 1 includes starting the "
-        "workers; later epochs reuse them (persistent).", "",
+        "workers; later epochs reuse them (persistent). Wall time follows the machine's "
+        "other load (this one may be shared); CPU seconds per image are the steadier "
+        "figure.", "",
     ]  # fmt: skip
     body = _table(results)
     if ("uint8", args.workers[0]) in results:

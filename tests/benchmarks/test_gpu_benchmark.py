@@ -37,8 +37,9 @@ def test_cpu_smoke_runs_every_case(tmp_path):
         ("loce", "fp32"), ("loce", "bf16"), ("ce", "fp32")]
     for loce in result["stage2"][:2]:
         assert loce["feature_memory_full"] and loce["feature_memory_device"] == "cpu"
-        # 48 classes x 16 features x 64 channels x 7 x 7 in float16
-        assert loce["feature_memory_gb"] * 1e9 == 48 * 16 * 64 * 49 * 2
+        # 48 classes x 16 features: 64 x 7 x 7 float32 features (the synthetic config's
+        # memory_dtype) and 4 float32 targets each, and an int64 pointer and count per class
+        assert round(loce["feature_memory_gb"] * 1e9) == 48 * 16 * (64 * 49 + 4) * 4 + 48 * 2 * 8
     # CPU autocast: the box geometry stays float32 under bf16
     bf16 = result["stage2"][1]["box_dtypes"]
     assert bf16 == {"anchors": ["torch.float32"], "proposals": ["torch.float32"]}
