@@ -282,15 +282,18 @@ def epoch_batches(cfg: Config, dataset, epoch: int, rank: int, world: int) -> li
     return batches
 
 
-def train_loader(cfg: Config, dataset, batches: list[list[int]], epoch: int, *,
-                 pin_memory: bool = False):
-    """A DataLoader over precomputed ``batches`` with per-item seeded augmentation
-    (``pin_memory``: page-locked batches, for asynchronous copies to a CUDA device)."""
-    from loce.data.seeding import seeded_loader
+def train_loader(cfg: Config, dataset, rank: int, world: int, *, pin_memory: bool = False):
+    """The run's one training DataLoader: this rank's :func:`epoch_batches` with per-item
+    seeded augmentation; ``loader.batch_sampler.set_epoch(epoch, skip)`` before each epoch.
 
-    return seeded_loader(dataset, batches, seed=cfg.train.seed, epoch=epoch,
-                         workers=data_workers(cfg), generator_seed=cfg.train.seed * 7919 + epoch,
-                         pin_memory=pin_memory)
+    Its workers (``data.workers``) persist across epochs. ``pin_memory``: page-locked
+    batches, for asynchronous copies to a CUDA device.
+    """
+    from loce.data.seeding import epoch_loader
+
+    return epoch_loader(dataset, lambda epoch: epoch_batches(cfg, dataset, epoch, rank, world),
+                        seed=cfg.train.seed, workers=data_workers(cfg),
+                        generator_seed=cfg.train.seed * 7919, pin_memory=pin_memory)
 
 
 def data_workers(cfg: Config) -> int:

@@ -436,14 +436,19 @@ class _Trainer:
     # ------------------------------------------------------------------ the run
 
     def run(self) -> TrainResult:
+        from loce import build
+
         cfg = self.cfg
         before_training(self.model, cfg, self.train_set, self.device,
                         resumed=self.global_iter > 0)
         ddp_model = self._wrap()
         groups = frequency_groups(self.train_set)
         metrics: dict[str, Any] = {}
+        # One loader for every epoch: its workers persist; they stop when `run` returns.
+        loader = build.train_loader(cfg, self.train_set, self.rank, self.world,
+                                    pin_memory=self.device.type == "cuda")
         for epoch in range(self.start_epoch, cfg.solver.epochs):
-            self._train_epoch(ddp_model, epoch, groups)
+            self._train_epoch(ddp_model, loader, epoch, groups)
             self.checkpoint(f"epoch_{epoch + 1}.pth", epoch + 1, 0)
             last_epoch = epoch + 1 == cfg.solver.epochs
             every = cfg.train.eval_every_epochs
@@ -456,16 +461,13 @@ class _Trainer:
         return TrainResult(metrics=metrics, model=self.model, output_dir=self.out,
                            global_iter=self.global_iter)
 
-    def _train_epoch(self, ddp_model: nn.Module, epoch: int, groups) -> None:
-        from loce import build
-
+    def _train_epoch(self, ddp_model: nn.Module, loader, epoch: int, groups) -> None:
         cfg = self.cfg
-        batches = self._batches(epoch)
         skip = self.start_iter if epoch == self.start_epoch else 0
-        loader = build.train_loader(cfg, self.train_set, batches[skip:], epoch,
-                                    pin_memory=self.device.type == "cuda")
+        loader.batch_sampler.set_epoch(epoch, skip)
+        num_batches = self.epoch_lengths[epoch]
         ddp_model.train()
-        bar = _progress(loader, total=len(batches), desc=f"epoch {epoch + 1}/{cfg.solver.epochs}",
+        bar = _progress(loader, total=num_batches, desc=f"epoch {epoch + 1}/{cfg.solver.epochs}",
                         enabled=self.main, initial=skip)
         t_last = t_epoch = time.perf_counter()
         c_epoch = _cpu_seconds()
@@ -477,13 +479,13 @@ class _Trainer:
             loss_dict = self._step(ddp_model, images, targets, epoch, it)
             for k, v in loss_dict.items():
                 sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
-            if (it + 1) % cfg.train.log_every_iters == 0 or it + 1 == len(batches):
+            if (it + 1) % cfg.train.log_every_iters == 0 or it + 1 == num_batches:
                 now = time.perf_counter()
-                self._log_iteration(loss_dict, epoch, it, len(batches), lr,
+                self._log_iteration(loss_dict, epoch, it, num_batches, lr,
                                     (now - t_last) / (it - last_logged), bar, groups)
                 t_last, last_logged = now, it
             every = cfg.train.checkpoint_every_iters
-            if every and self.global_iter % every == 0 and it + 1 < len(batches):
+            if every and self.global_iter % every == 0 and it + 1 < num_batches:
                 self.checkpoint(f"iter_{self.global_iter}.pth", epoch, it + 1)
         bar.close()
         seconds = time.perf_counter() - t_epoch
