@@ -162,16 +162,36 @@ def test_k1203_recipe_converts_loads_strictly_and_round_trips():
                        mmdet_state["roi_head.bbox_head.fc_cls.weight"][1203])
 
 
-def test_bf16_autocast_keeps_the_boxes(parity_run, loce_state, image_dir):
-    """Inference under CPU bfloat16 autocast (``model.test.amp: bf16``, the rules of CUDA
-    autocast) finds fp32's top-100 boxes again with a median IoU >= 0.97: anchors, proposals,
-    decoding and NMS stay in float32 (with bfloat16 anchors the median was about 0.90)."""
+def _detect_without_masks(cfg, state, image_dir):
+    from loce.models import build_mask_rcnn
+
+    model = build_mask_rcnn(cfg.model, K, load_backbone=False)
+    model.load_state_dict(state, strict=True)
+    model.eval().roi_heads.infer_masks = False
+    image, target = ref_data.image_folder(cfg, image_dir)[0]
+    with torch.no_grad():
+        return model([image], original_image_sizes=[tuple(int(v) for v in target["orig_size"])])[0]
+
+
+def test_bf16_autocast_keeps_the_boxes(loce_state, image_dir):
+    """Inference under CPU bfloat16 autocast (``model.test.amp: bf16``, the dtype rules of CUDA
+    autocast) finds fp32's top-100 boxes again (same label) with a median IoU >= 0.97, because
+    anchors, proposals, decoding and NMS stay in float32.
+
+    bfloat16 convolutions are emulated on CPUs without native support (about 100x fp32's
+    time here), so both runs use a 200-px test scale, 200 proposals and no masks: 34 s. A box's
+    error from bfloat16 coordinates is relative to its size, so the scale does not hide it:
+    with the geometry left in bfloat16 (as before) the same run gives a median of 0.954 and
+    67 % above 0.9; with float32 geometry 0.984 and 86 %.
+    """
     from torchvision.ops import box_iou
 
-    cfg = ref_data.reference_config(["model.test.amp=bf16"])
-    run = ref_data.run_reference_image(cfg, loce_state, image_dir)
-    ref, det = parity_run["det"], run["det"]
-    assert det["boxes"].dtype == torch.float32 and run["proposals"][0].dtype == torch.float32
+    small = ["data.test_scale=200", "model.rpn.post_nms_top_n_test=200"]
+    ref = _detect_without_masks(ref_data.reference_config(small), loce_state, image_dir)
+    det = _detect_without_masks(ref_data.reference_config([*small, "model.test.amp=bf16"]),
+                                loce_state, image_dir)
+    assert det["boxes"].dtype == torch.float32 and det["scores"].dtype == torch.float32
+    assert len(ref["boxes"]) >= 100
     top = torch.argsort(ref["scores"], descending=True)[:100]
     iou = box_iou(ref["boxes"][top], det["boxes"])
     iou[ref["labels"][top][:, None] != det["labels"][None, :]] = 0.0
