@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_mask_rcnn import K, random_batch, small_config
+from test_mask_rcnn import K, small_config
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import project_masks_on_boxes
@@ -131,6 +131,21 @@ def test_amp_context():
         amp_context("cpu", "int8")
 
 
+def _small_batch():
+    """Two images of 64-96 px with two boxes each: bfloat16 convolutions are emulated on CPUs
+    without native support (about 100x fp32's time), so the autocast runs stay small."""
+    g = torch.Generator().manual_seed(0)
+    images, targets = [], []
+    for h, w in ((64, 96), (80, 64)):
+        images.append(torch.rand(3, h, w, generator=g))
+        boxes = torch.tensor([[4.0, 6.0, 40.0, 50.0], [20.0, 10.0, 60.0, 60.0]])
+        masks = torch.zeros(2, h, w, dtype=torch.uint8)
+        for j, b in enumerate(boxes.long()):
+            masks[j, b[1] : b[3], b[0] : b[2]] = 1
+        targets.append({"boxes": boxes, "labels": torch.tensor([1, 3]), "masks": masks})
+    return images, targets
+
+
 def _geometry_probe(model):
     """Forward hooks recording the dtypes of every piece of box geometry."""
     seen: dict[str, torch.dtype] = {}
@@ -180,7 +195,7 @@ def test_training_step_under_bf16_autocast(parity):
     torch.manual_seed(0)
     model = build_mask_rcnn(cfg, K, load_backbone=False).train()
     seen = _geometry_probe(model)
-    images, targets = random_batch()
+    images, targets = _small_batch()
     with torch.autocast("cpu", dtype=BF16):
         losses = model(images, targets)
     assert seen["layer2"] == BF16 and seen["head_input"] == BF16  # activations stay bf16
@@ -197,9 +212,9 @@ def test_inference_amp_from_the_config():
     model = build_mask_rcnn(cfg, K, load_backbone=False).eval()
     assert model.inference_amp == "bf16"
     seen = _geometry_probe(model)
-    images, _ = random_batch()
+    images, _ = _small_batch()
     with torch.no_grad():
-        out = model(images, original_image_sizes=[(320, 384), (256, 320)])
+        out = model(images, original_image_sizes=[(128, 192), (160, 128)])
     assert seen["layer2"] == BF16 and seen["proposals"] == torch.float32
     for det in out:
         assert det["boxes"].dtype == torch.float32 and det["scores"].dtype == torch.float32

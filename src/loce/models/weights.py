@@ -121,20 +121,33 @@ def load_backbone_weights(
     state = _fetch_torchvision_weights(name, key) if name is not None else _read_state_dict(Path(spec), key)
     state = {k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")}
     own = body.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
+    _check_layout(
+        state, own, set(own),
+        lambda keys: f"{source}: not a {backbone} state dict: {keys} keys; check model.backbone "
+                     f"or {key}",
+        lambda k, got, want: f"{source}: {k} has shape {got} but the {backbone} backbone "
+                             f"expects {want}; check model.backbone or {key}",
+    )
+    body.load_state_dict(state, strict=True)
+
+
+def _check_layout(state: dict, own: dict, needed: set[str], keys_message, shape_message) -> None:
+    """Raise a :class:`CheckpointError` when ``state`` lacks a key of ``needed``, has one
+    outside it, or holds a tensor whose shape differs from ``own``'s.
+
+    Args:
+        state: the file's tensors by (current) key.
+        own: the model's state dict.
+        needed: the keys the file must hold.
+        keys_message: ``f(description of the key mismatch) -> message``.
+        shape_message: ``f(key, file shape, model shape) -> message``.
+    """
+    missing, unexpected = sorted(needed - set(state)), sorted(set(state) - needed)
     if missing or unexpected:
-        raise CheckpointError(
-            f"{source}: not a {backbone} state dict: {describe_key_mismatch(missing, unexpected)} "
-            f"keys; check model.backbone or {key}"
-        )
+        raise CheckpointError(keys_message(describe_key_mismatch(missing, unexpected)))
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointError(
-                f"{source}: {k} has shape {tuple(v.shape)} but the {backbone} backbone expects "
-                f"{tuple(own[k].shape)}; check model.backbone or {key}"
-            )
-    body.load_state_dict(state, strict=True)
+            raise CheckpointError(shape_message(k, tuple(v.shape), tuple(own[k].shape)))
 
 
 # ---------------------------------------------------------------------- detector weights
@@ -213,24 +226,21 @@ def load_detector_weights(model: nn.Module, spec: str,
     state = {_current_key(k): v for k, v in loaded.items()}
     state = {k: v for k, v in state.items() if not skipped(k)}
     needed = {k for k in own if not skipped(k)}
-    missing, unexpected = sorted(needed - set(state)), sorted(set(state) - needed)
+    missing = sorted(needed - set(state))
     if missing and all(any(matches_prefix(k, p) for p in _MASK_BRANCH) for k in missing):
         raise CheckpointError(
             f"{source} has no mask branch (a Faster R-CNN's weights?); use a Mask R-CNN's, "
             "e.g. MaskRCNN_ResNet50_FPN_Weights.COCO_V1, or model.detector=faster_rcnn"
         )
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{source} is not {_DETECTOR_FILE} state dict of this model's architecture: "
-            f"{describe_key_mismatch(missing, unexpected)} keys; check {key} and model.backbone"
-        )
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointError(
-                f"{source}: {k} has shape {tuple(v.shape)} in the file but {tuple(own[k].shape)} "
-                "in the model; the model section must build the file's architecture (torchvision's "
-                "COCO detectors: fpn_channels 256, roi.representation_size 1024, mask defaults)"
-            )
+    _check_layout(
+        state, own, needed,
+        lambda keys: f"{source} is not {_DETECTOR_FILE} state dict of this model's "
+                     f"architecture: {keys} keys; check {key} and model.backbone",
+        lambda k, got, want: f"{source}: {k} has shape {got} in the file but {want} in the "
+                             "model; the model section must build the file's architecture "
+                             "(torchvision's COCO detectors: fpn_channels 256, "
+                             "roi.representation_size 1024, mask defaults)",
+    )
     load_model_weights(model, state, source, strict=False)
     fresh = sorted(k for k in own if any(matches_prefix(k, p) for p in CLASS_SPECIFIC_LAYERS))
     logger.info("%s: %d tensors from %s; fresh for this dataset's classes: %s", key, len(state),
