@@ -275,3 +275,19 @@ def test_load_torch_builds_tensors_and_plain_values_only(tmp_path):
     with pytest.raises(CheckpointError, match="refused"):
         load_torch(tmp_path / "array.pth")
     assert not marker.exists()
+
+
+def test_atomic_writes_get_the_umask_permissions_of_a_plain_open(tmp_path):
+    """mkstemp's temporary file is 0600; the written file must not be (a checkpoint or a
+    results file on a shared disk is read by others)."""
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        written = atomic_write_text(tmp_path / "a.txt", "x")
+        assert stat.S_IMODE(written.stat().st_mode) == 0o644
+        os.umask(0o077)
+        assert stat.S_IMODE(atomic_write_text(tmp_path / "b.txt", "x").stat().st_mode) == 0o600
+    finally:
+        os.umask(previous)

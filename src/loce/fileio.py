@@ -109,6 +109,13 @@ def _free_space(folder: Path) -> int | None:
         return None
 
 
+def _creation_mode() -> int:
+    """``0o666 & ~umask``: the permissions of a file created with ``open(path, "w")``."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", *, what: str = "file",
                  encoding: str | None = "utf-8", fsync: bool = True) -> Iterator[IO[Any]]:
@@ -138,6 +145,9 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", *, what: str = "file"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+        # mkstemp creates 0600; the result gets the mode open() would give (0666 & ~umask), so
+        # that checkpoints and results are readable by whoever may read the folder.
+        os.chmod(tmp, _creation_mode())
         f = os.fdopen(fd, mode, encoding=None if "b" in mode else encoding)
         yield f
         f.flush()
