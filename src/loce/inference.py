@@ -217,8 +217,6 @@ class Detector:
     def prepare(self, image: Any) -> tuple[Tensor, tuple[int, int], str | None]:
         """``(model input [3, h, w] float, original (H, W), note)`` for one input."""
         rgb, note = to_rgb_array(image, self.decoder)
-        if not rgb.flags.writeable:  # a caller's read-only array: torch would warn, not copy
-            rgb = rgb.copy()
         tensor = torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
         size = (int(tensor.shape[1]), int(tensor.shape[2]))
         resized, _ = self.transforms(tensor, {"orig_size": torch.tensor(size)})

@@ -70,3 +70,22 @@ def test_image_folder_decoder(tmp_path):
 
     with pytest.raises(DataError, match=r"image id 1: .*bad.png"):
         folder[0]
+
+
+def test_a_read_only_array_comes_back_writable():
+    """np.asarray(PIL image) is read-only; torch.from_numpy of it warns."""
+    import warnings
+
+    import numpy as np
+    import torch
+
+    from loce.data.image_io import to_rgb_array
+
+    frozen = np.zeros((4, 5, 3), dtype=np.uint8)
+    frozen.flags.writeable = False
+    rgb, note = to_rgb_array(frozen)
+    assert rgb.flags.writeable and note is None
+    assert not frozen.flags.writeable  # the caller's array is left as it was
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.from_numpy(rgb)

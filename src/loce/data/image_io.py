@@ -274,4 +274,6 @@ def _from_array(arr: np.ndarray, where: str, *, channels_last: bool) -> tuple[np
         arr, note = np.repeat(arr, 3, axis=2), "grey image converted to RGB"
     elif arr.shape[2] == 4:
         arr, note = arr[..., :3], "RGBA image converted to RGB (alpha dropped)"
-    return np.ascontiguousarray(arr), note
+    arr = np.ascontiguousarray(arr)
+    # np.asarray(PIL image) is read-only: torch.from_numpy would warn and share it
+    return (arr if arr.flags.writeable else arr.copy()), note
