@@ -70,20 +70,28 @@ def test_disk_full_names_file_reason_and_size(tmp_path, monkeypatch):
     assert path.read_text() == "old" and _leftovers(tmp_path) == []
 
 
-def test_file_size_limit_in_a_subprocess(tmp_path):
-    """A real EFBIG: the limit (RLIMIT_FSIZE) is set in a child; Python ignores SIGXFSZ."""
+def _write_under_size_limit(limit: int, function: str, arguments: str) -> subprocess.CompletedProcess:
+    """Call ``loce.fileio.<function>(<arguments>)`` in a child whose RLIMIT_FSIZE is ``limit``
+    bytes (a real EFBIG; Python ignores SIGXFSZ); a FileWriteError is printed, exit status 2."""
     script = textwrap.dedent(f"""
         import resource, sys
-        from loce.fileio import FileWriteError, atomic_write_text
-        resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
+        from loce.fileio import FileWriteError, {function}
+        resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
         try:
-            atomic_write_text({str(tmp_path / "big.json")!r}, "x" * 200000, what="results file")
+            {function}({arguments})
         except FileWriteError as err:
             print(err)
             sys.exit(2)
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60)
+    return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_file_size_limit_in_a_subprocess(tmp_path):
+    """A real EFBIG: the limit (RLIMIT_FSIZE) is set in a child; Python ignores SIGXFSZ."""
+    proc = _write_under_size_limit(
+        65536, "atomic_write_text",
+        f'{str(tmp_path / "big.json")!r}, "x" * 200000, what="results file"')
     assert proc.returncode == 2, proc.stderr
     assert "big.json: cannot write the results file (File too large)" in proc.stdout
     assert "ulimit -f" in proc.stdout and "0.1 MiB" in proc.stdout
@@ -153,19 +161,10 @@ def test_torch_save_under_a_file_size_limit_in_a_subprocess(tmp_path):
     """torch's zip writer turns the EFBIG into a RuntimeError: it is still one line, the old
     file stays and no temporary file is left."""
     (tmp_path / "ckpt.pth").write_text("old")
-    script = textwrap.dedent(f"""
-        import resource, sys
-        import torch
-        from loce.fileio import FileWriteError, save_torch_atomic
-        resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
-        try:  # 4 MiB of float32 zeros
-            save_torch_atomic({{"x": torch.zeros(2**20)}}, {str(tmp_path / "ckpt.pth")!r})
-        except FileWriteError as err:
-            print(err)
-            sys.exit(2)
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120)
+    # 4 MiB of float32 zeros under a 1 MiB limit
+    proc = _write_under_size_limit(
+        2**20, "save_torch_atomic",
+        f'{{"x": __import__("torch").zeros(2**20)}}, {str(tmp_path / "ckpt.pth")!r}')
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == (f"{tmp_path / 'ckpt.pth'}: cannot write the checkpoint (File too "
                            "large); the file-size limit (ulimit -f) of 1.0 MiB is too small for "

@@ -339,7 +339,9 @@ class _Trainer:
         # every checkpoint (by rank 0), so that NorCal and FRACAL at inference need no
         # training annotations (docs/methods.md §1.2).
         needed = build.needs_class_statistics(cfg)
-        self.class_stats = (build.training_class_statistics(cfg, train_set, fractal=True)
+        # Fractal dimensions only where they are stored (rank 0) or used (FRACAL).
+        self.class_stats = (build.training_class_statistics(cfg, train_set,
+                                                            fractal=True if self.main else None)
                             if needed or self.main else None)
         self.model = model = build.build_model(
             cfg, num_classes=train_set.num_classes,
