@@ -10,9 +10,10 @@ On the default synthetic long-tailed dataset (``loce synth``), for each training
    Seesaw, federated loss, ECM, Gumbel (GOL) and LOCE, each with its bundled synthetic
    config. Sigmoid, normalised and K + 2 classifiers start afresh (``train.reinit``);
    softmax ones continue from the stage-1 classifier;
-3. NorCal is post-hoc: the CE fine-tune evaluated with ``model.test.norcal_gamma``, gamma
-   chosen on training images (a class-balanced subset, up to 5 images per class) from a grid,
-   as its authors recommend, never on the validation set.
+3. NorCal and FRACAL are post-hoc: the CE fine-tune evaluated with
+   ``model.test.norcal_gamma`` (``model.test.fracal_lambda``), gamma (lambda) chosen on
+   training images (a class-balanced subset, up to 5 images per class) from a grid, as
+   NorCal's authors recommend, never on the validation set.
 
 Diagnostics (``--methods`` with their labels; not part of the default run): CE with the
 classifier started afresh like the sigmoid methods (what the restart costs by itself), LOCE
@@ -27,6 +28,8 @@ Box and mask AP, APr, APc and APf are summarised as mean and spread over seeds. 
     python benchmarks/longtail.py --methods CE LOCE        # a subset (stage 1 always runs)
     python benchmarks/longtail.py --report-only            # tables and plot from finished runs
     python benchmarks/longtail.py --report-only --diagnose 0   # + 300-detection re-evaluation
+    python benchmarks/longtail.py --methods "FRACAL on CE" --out runs/lt_fracal \\
+        --merge benchmarks/results/longtail.json --tag "loce 0.2"  # one method added later
 
 Every run resumes and a finished run is reused, so an interrupted study continues where it
 stopped. Run times are measured from each run directory's files (config written at the start,
@@ -60,13 +63,16 @@ AR_KEYS = ("AR", "ARr", "ARc", "ARf")  # recall at 300 detections: a diagnostic
 TYPES = ("bbox", "segm")
 REINIT = "train.reinit=[roi_heads.box_predictor.cls_score]"
 NORCAL_GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# FRACAL's lambda (the exponent of its fractal term; the frequency term is always on): 2.0 is
+# the original's value on LVIS.
+FRACAL_LAMBDAS = (0.0, 0.5, 1.0, 2.0, 3.0)
 
 
 @dataclass(frozen=True)
 class Method:
     label: str
     run: str  # run directory name inside the seed directory
-    config: str | None  # None: post-hoc on the CE fine-tune
+    config: str | None  # None: post-hoc on the CE fine-tune (POST_HOC[run])
     overrides: tuple[str, ...] = field(default_factory=tuple)
     paper: str = ""
 
@@ -85,6 +91,7 @@ METHODS = (
     Method("ECM", "ecm", _synthetic("ecm"), paper="Cho & Krähenbühl, ECCV 2022"),
     Method("Gumbel (GOL)", "gumbel", _synthetic("gumbel"), paper="Alexandridis et al., ECCV 2022"),
     Method("NorCal on CE", "norcal", None, paper="Pan et al., NeurIPS 2021"),
+    Method("FRACAL on CE", "fracal", None, paper="Alexandridis et al., CVPR 2025"),
     Method("LOCE", "loce", LOCE, paper="Feng et al., ICCV 2021"),
 )
 # Diagnostics, run only when named in --methods: what the classifier restart of the sigmoid
@@ -149,29 +156,47 @@ def _evaluate_checkpoint(checkpoint: Path, out_dir: Path, overrides: list[str]) 
         return evaluate(model, cfg, out_dir, device=torch.device("cpu"))
 
 
-def run_norcal(seed_dir: Path, data: Path, base: list[str]) -> dict[str, Any]:
-    """NorCal on the seed's CE fine-tune: gamma chosen on training images, then validated."""
-    run_dir = seed_dir / "norcal"
+@dataclass(frozen=True)
+class PostHoc:
+    """A test-time calibration of the CE fine-tune, its parameter chosen on training images."""
+
+    run: str  # run directory name inside the seed directory
+    key: str  # the config key of its parameter
+    grid: tuple[float, ...]
+    name: str  # of the parameter, in the metrics file and the report
+
+
+POST_HOC = {
+    "norcal": PostHoc("norcal", "model.test.norcal_gamma", NORCAL_GAMMAS, "norcal_gamma"),
+    "fracal": PostHoc("fracal", "model.test.fracal_lambda", FRACAL_LAMBDAS, "fracal_lambda"),
+}
+
+
+def run_post_hoc(seed_dir: Path, data: Path, base: list[str], spec: PostHoc) -> dict[str, Any]:
+    """``spec`` on the seed's CE fine-tune: its parameter chosen on a class-balanced subset of
+    the training images (box AP, ties to the smaller value), then validated."""
+    run_dir = seed_dir / spec.run
     metrics_file = run_dir / "metrics.json"
     if metrics_file.is_file():
-        print(f"[study] norcal: already done ({run_dir})")
+        print(f"[study] {spec.run}: already done ({run_dir})")
         return json.loads(metrics_file.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text("post-hoc: the CE fine-tune with model.test.norcal_gamma\n")
+    (run_dir / "config.yaml").write_text(f"post-hoc: the CE fine-tune with {spec.key}\n")
     ckpt = final_checkpoint(seed_dir / "control")
     subset = _class_balanced_subset(data / "annotations" / "train.json",
                                     seed_dir.parent / "norcal_train_subset.json", per_class=5)
     selection = {}
-    for gamma in NORCAL_GAMMAS:
-        m = _evaluate_checkpoint(ckpt, run_dir / f"train_gamma_{gamma}",
+    for value in spec.grid:
+        m = _evaluate_checkpoint(ckpt, run_dir / f"train_{spec.name.split('_')[1]}_{value}",
                                  [*base, f"data.val_ann={subset}", f"data.val_images={data}",
-                                  "eval.iou_types=[bbox]", f"model.test.norcal_gamma={gamma}"])
-        selection[gamma] = m["bbox"]["AP"]
-        print(f"[study] norcal: gamma {gamma}: training-subset box AP {100 * selection[gamma]:.1f}")
-    gamma = max(selection, key=lambda g: (selection[g], -g))
-    metrics = _evaluate_checkpoint(ckpt, run_dir / "val", [*base, f"model.test.norcal_gamma={gamma}"])
-    metrics = {**metrics, "norcal_gamma": gamma,
-               "norcal_selection_train_box_AP": {str(g): ap for g, ap in selection.items()}}
+                                  "eval.iou_types=[bbox]", f"{spec.key}={value}"])
+        selection[value] = m["bbox"]["AP"]
+        print(f"[study] {spec.run}: {spec.name} {value}: training-subset box AP "
+              f"{100 * selection[value]:.1f}")
+    value = max(selection, key=lambda v: (selection[v], -v))
+    metrics = _evaluate_checkpoint(ckpt, run_dir / "val", [*base, f"{spec.key}={value}"])
+    metrics = {**metrics, spec.name: value,
+               f"{spec.name}_selection_train_box_AP": {str(v): ap for v, ap in selection.items()}}
     tmp = run_dir / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2))
     tmp.replace(metrics_file)
@@ -196,10 +221,11 @@ def run_diagnostic(seed: int, out: Path, data: Path, extra: list[str],
         if not (run_dir / "metrics.json").is_file():
             continue
         overrides = [*base, *DIAG]
-        if run == "norcal":
-            gamma = json.loads((run_dir / "metrics.json").read_text())["norcal_gamma"]
+        if run in POST_HOC:
+            spec = POST_HOC[run]
+            value = json.loads((run_dir / "metrics.json").read_text())[spec.name]
             ckpt = final_checkpoint(seed_dir / "control")
-            overrides.append(f"model.test.norcal_gamma={gamma}")
+            overrides.append(f"{spec.key}={value}")
         else:
             ckpt = final_checkpoint(run_dir)
         t0 = time.perf_counter()
@@ -217,7 +243,7 @@ def run_seed(seed: int, methods: list[Method], out: Path, data: Path,
     for m in methods:
         try:
             if m.config is None:
-                results[m.label] = run_norcal(seed_dir, data, base)
+                results[m.label] = run_post_hoc(seed_dir, data, base, POST_HOC[m.run])
             else:
                 results[m.label] = run_stage(m.run, m.config, seed_dir, [*base, *init, *m.overrides])
         except Exception:  # one failed method must not lose the others' runs
@@ -242,26 +268,53 @@ def collect(out: Path, seeds: list[int]) -> dict[str, dict[int, dict[str, Any]]]
             if diag.is_file():
                 d = json.loads(diag.read_text())["bbox"]
                 entry["bbox_300dets"] = {k: 100 * float(d[k]) for k in (*KEYS, *AR_KEYS)}
-            if "norcal_gamma" in m:
-                entry["norcal_gamma"] = m["norcal_gamma"]
-                entry["norcal_selection"] = m["norcal_selection_train_box_AP"]
+            for spec in POST_HOC.values():
+                if spec.name in m:
+                    entry[spec.name] = m[spec.name]
+                    entry[f"{spec.name}_selection"] = m[f"{spec.name}_selection_train_box_AP"]
             found.setdefault(label, {})[seed] = entry
     return found
 
 
+def merge_previous(found: dict[str, dict[int, dict[str, Any]]], previous: Path, tag: str
+                   ) -> tuple[dict[str, dict[int, dict[str, Any]]], dict[str, str]]:
+    """The runs of an earlier report (its ``per_seed``) with those of ``found`` added: a label
+    both have is kept for the earlier run and gets `` [tag]`` for the new one. Returns the
+    merged runs and, for each new label, the CE label it is compared with (the new CE's)."""
+    earlier = json.loads(previous.read_text())["per_seed"]
+    merged = {lab: {int(s): e for s, e in per.items()} for lab, per in earlier.items()}
+    renamed = {lab: f"{lab} [{tag}]" if lab in merged else lab for lab in found}
+    for lab, per in found.items():
+        merged[renamed[lab]] = per
+    return merged, {renamed[lab]: renamed.get("CE", "CE") for lab in found}
+
+
+def _ordered(found: dict[str, Any]) -> list[str]:
+    """The labels of ``found`` in the study's order, each followed by its tagged reruns."""
+    order = ["stage 1", *[m.label for m in (*METHODS, *DIAGNOSTICS)]]
+    return sorted(found, key=lambda lab: (order.index(lab.split(" [")[0]), lab))
+
+
 def report(found: dict[str, dict[int, dict[str, Any]]], seeds: list[int], report_dir: Path,
-           plot_path: Path, extra: list[str]) -> str:
-    labels = [lab for lab in ["stage 1", *[m.label for m in (*METHODS, *DIAGNOSTICS)]] if lab in found]
+           plot_path: Path, extra: list[str], baseline: dict[str, str] | None = None) -> str:
+    """Tables (returned and written as ``longtail.md``), ``longtail.json`` and the plot.
+
+    ``baseline`` names the CE run each label's difference is taken against (default "CE");
+    labels with a `` [tag]`` are reruns (:func:`merge_previous`), not part of the plot or of
+    the study's minutes.
+    """
+    baseline = baseline or {}
+    labels = _ordered(found)
     summary = {lab: {t: {k: _summary([found[lab][s][t][k] for s in found[lab]])
                          for k in (*KEYS, *AR_KEYS)} for t in TYPES} for lab in labels}
     delta = {}
-    if "CE" in found:
-        for lab in labels:
-            common = [s for s in found[lab] if s in found["CE"]]
-            if lab in ("CE", "stage 1") or not common:
-                continue
-            delta[lab] = {t: {k: _summary([found[lab][s][t][k] - found["CE"][s][t][k]
-                                           for s in common]) for k in KEYS} for t in TYPES}
+    for lab in labels:
+        ce = found.get(baseline.get(lab, "CE"), {})
+        common = [s for s in found[lab] if s in ce]
+        if lab.split(" [")[0] in ("CE", "stage 1") or not common:
+            continue
+        delta[lab] = {t: {k: _summary([found[lab][s][t][k] - ce[s][t][k]
+                                       for s in common]) for k in KEYS} for t in TYPES}
     minutes = {lab: [found[lab][s]["minutes"] for s in found[lab] if found[lab][s]["minutes"]]
                for lab in labels}
     mean_minutes = {lab: statistics.fmean(v) for lab, v in minutes.items() if v}
@@ -304,9 +357,11 @@ def report(found: dict[str, dict[int, dict[str, Any]]], seeds: list[int], report
             if rows:
                 cells = [cell(_summary([r[k] for r in rows])) for k in (*KEYS, "ARr")]
                 lines.append(f"| {lab} | {len(rows)} | " + " | ".join(cells) + " |")
-    if "NorCal on CE" in found:
-        picks = ", ".join(f"seed {s}: {e['norcal_gamma']}" for s, e in found["NorCal on CE"].items())
-        lines += ["", f"NorCal gamma chosen on training images (grid {list(NORCAL_GAMMAS)}): {picks}."]
+    for lab, spec in (("NorCal on CE", POST_HOC["norcal"]), ("FRACAL on CE", POST_HOC["fracal"])):
+        if lab in found:
+            picks = ", ".join(f"seed {s}: {e[spec.name]}" for s, e in found[lab].items())
+            lines += ["", f"{lab.split()[0]} {spec.name.split('_')[1]} chosen on training images "
+                      f"(grid {list(spec.grid)}): {picks}."]
     def minute(lab: str, s: int) -> str:
         m = found[lab].get(s, {}).get("minutes")
         return f"{m:.1f}" if m else "—"
@@ -377,6 +432,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="also re-evaluate the finished runs of these seeds (default: all "
                              "--seeds; only --methods when given) with 300 detections per "
                              "image, boxes only")
+    parser.add_argument("--merge", default=None, metavar="LONGTAIL_JSON",
+                        help="report these runs together with an earlier report's (its run "
+                             "directories need not exist); a method both have is shown twice, "
+                             "this run's as 'LABEL [TAG]' and compared with this run's CE")
+    parser.add_argument("--tag", default="rerun", help="the suffix of --merge (default rerun)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     from loce.logs import setup_console
@@ -388,8 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             parser.error(f"unknown method(s) {unknown}; choose from {list(BY_LABEL)}")
         methods = [BY_LABEL[m] for m in args.methods]
-        if BY_LABEL["NorCal on CE"] in methods and BY_LABEL["CE"] not in methods:
-            methods.insert(0, BY_LABEL["CE"])  # NorCal calibrates the CE fine-tune
+        if any(m.config is None for m in methods) and BY_LABEL["CE"] not in methods:
+            methods.insert(0, BY_LABEL["CE"])  # NorCal and FRACAL calibrate the CE fine-tune
     else:
         methods = list(METHODS)
     out, data = Path(args.out), Path(args.data)
@@ -402,8 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.diagnose is not None:
         for seed in args.diagnose or args.seeds:
             run_diagnostic(seed, out, data, args.overrides, methods if args.methods else None)
-    table = report(collect(out, args.seeds), args.seeds, Path(args.report), Path(args.plot),
-                   args.overrides)
+    found, baseline = collect(out, args.seeds), None
+    if args.merge:
+        found, baseline = merge_previous(found, Path(args.merge), args.tag)
+    table = report(found, args.seeds, Path(args.report), Path(args.plot), args.overrides,
+                   baseline)
     print(table)
     print(f"wrote {Path(args.report) / 'longtail.json'}, {Path(args.report) / 'longtail.md'} "
           f"and {args.plot}")
