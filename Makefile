@@ -19,12 +19,16 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 
+# One pytest-xdist worker per core; a test module's tests stay in one worker (--dist
+# loadscope), so its module-scoped fixtures are built once.
+PYTEST := $(BIN)/python -m pytest -q -n auto --dist loadscope
+
 test: lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST) --durations=15
 
 # The edit-test loop: skips the multi-process (gloo) tests and those marked slow.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not distributed and not slow"
+	$(PYTEST) -m "not distributed and not slow"
 
 demo: $(STAMP)
 	$(BIN)/loce demo --out runs/demo --data data/synthetic
