@@ -5,6 +5,7 @@ prediction time, and two gloo processes (EQLv2's state identical, Seesaw's per r
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -22,6 +23,7 @@ from loce.config import load_config
 from loce.data.statistics import class_statistics
 from loce.engine.checkpoint import load_checkpoint_file
 from loce.engine.freeze import check_reinit_trainable, configure_trainable
+from loce.engine.method_state import LOSS_DRAWS_KEY
 from loce.engine.train import train
 from loce.errors import CheckpointError, ConfigError
 from loce.models.weights import load_initial_weights
@@ -196,6 +198,50 @@ def test_resume_restores_the_loss_state(tiny_dataset, tmp_path, name):
         assert not torch.equal(after_one[f"roi_heads.cls_loss.{n}"], expected[n]), n
     if name == "seesaw":
         assert expected["cum_samples"].sum() > after_one["roi_heads.cls_loss.cum_samples"].sum()
+
+
+# Settings under which each loss really draws on the tiny preset (K = 12): federated keeps
+# M = 7 classes, background's slot included, so 7 - |U| negatives are drawn from the others;
+# Gumbel's threshold 0.2 makes the 7 classes seen in fewer than 5 of the 24 training images
+# tail, so background rows drop some of them.
+DRAWING_LOSSES = {
+    "federated": {"model.roi.federated.num_sampled": 7},
+    "gumbel": {"model.roi.gumbel.freq_threshold": 0.2},
+}
+
+
+@pytest.mark.parametrize("name", sorted(DRAWING_LOSSES))
+def test_resume_continues_the_loss_draws_exactly(tiny_dataset, tmp_path, caplog, name):
+    """Stop after epoch 1 of 2 (its checkpoint copied to a fresh run) and --resume: the weights
+    at the end are those of the uninterrupted run, bit for bit, because each rank's generator
+    of the loss's draws continues from the checkpoint instead of restarting from the seed."""
+    extra = {"model.roi.cls_loss": name, "solver.epochs": 2, "solver.steps": "[]",
+             "train.max_iters_per_epoch": 2, **DRAWING_LOSSES[name]}
+    ref = train(_cfg(tiny_dataset, tmp_path / "ref", **extra))
+    ckpt = load_checkpoint_file(tmp_path / "ref/checkpoints/epoch_1.pth")
+    assert list(ckpt["rng"][0][LOSS_DRAWS_KEY]) == ["cpu"]
+    run = tmp_path / "resumed"
+    (run / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "ref/checkpoints/epoch_1.pth", run / "checkpoints/epoch_1.pth")
+    (run / "checkpoints/last_checkpoint").write_text("epoch_1.pth\n")
+    resumed = train(_cfg(tiny_dataset, run, **extra), resume=True)
+    assert resumed.global_iter == 4
+    expected, got = ref.model.state_dict(), resumed.model.state_dict()
+    assert got.keys() == expected.keys()
+    assert [k for k in expected if not torch.equal(got[k], expected[k])] == []
+    # ... and the draws of epoch 2 were not those of epoch 1 replayed: a run that restarts
+    # the loss's stream at the resume (what a checkpoint without the state gives) ends apart.
+    del ckpt["rng"][0][LOSS_DRAWS_KEY]
+    fresh = tmp_path / "fresh"
+    (fresh / "checkpoints").mkdir(parents=True)
+    torch.save(ckpt, fresh / "checkpoints/epoch_1.pth")
+    (fresh / "checkpoints/last_checkpoint").write_text("epoch_1.pth\n")
+    with caplog.at_level(logging.WARNING, logger="loce"):
+        restarted = train(_cfg(tiny_dataset, fresh, **extra), resume=True).model.state_dict()
+    loss_class = {"federated": "FederatedLoss", "gumbel": "GumbelLoss"}[name]
+    assert f"holds no state for the random draws of {loss_class} (an older checkpoint)" \
+        in caplog.text
+    assert any(not torch.equal(restarted[k], expected[k]) for k in expected)
 
 
 # ---------------------------------------------------------------------------- NorCal

@@ -164,7 +164,7 @@ def test_build_for_a_config_takes_its_section_statistic_and_seed(name):
     for key, value in dataclasses.asdict(section).items() if section is not None else ():
         assert getattr(loss, key) == value, key
     if spec.takes_seed:
-        assert loss._rng.seed == 7
+        assert loss.draws.seed == 7
     assert needs_class_statistics(name) == (spec.statistic is not None)
     if spec.statistic is not None:
         with pytest.raises(ConfigError, match=rf"cls_loss='{name}' is built from the "):

@@ -11,6 +11,11 @@ Each rank draws its box jitter and its memory classes and slots from its own
 ``W`` ranks draw ``W`` independent sets of classes per step; its state goes into the
 checkpoint's per-rank random state (:func:`draws_state`, :func:`restore_draws_state`).
 
+The classification loss's own draws (federated's negative classes, Gumbel's drops) come from
+its :class:`~loce.losses.RankGenerator`, seeded with ``seed + rank``; its states go into the
+same per-rank entry (:func:`loss_draws_state`, :func:`restore_loss_draws_state`), so a resumed
+run continues those streams too.
+
 A resume decides together: the ranks exchange whether they found their memory file, and when
 one did not, every rank refills its memory with the initialisation pass (a collective pass:
 one rank alone would leave the others waiting in their collectives); a memory file that cannot
@@ -33,25 +38,31 @@ from loce.engine import distributed as dist_utils
 from loce.engine.init_pass import run_init_pass
 from loce.errors import CheckpointError
 from loce.fileio import atomic_write_json, ensure_directory, load_torch, save_torch_atomic
+from loce.losses import ClassificationLoss, RankGenerator
 from loce.models.loce_heads import LoceRoIHeads
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DRAWS_KEY",
+    "LOSS_DRAWS_KEY",
     "before_training",
     "draws_seed",
     "draws_state",
     "load_rank_state",
+    "loss_draws_state",
     "method_scalars",
     "prune_rank_state",
     "restore_draws_state",
+    "restore_loss_draws_state",
     "save_rank_state",
     "seed_rank_draws",
 ]
 
 # Key of the draws generator's state in each rank's entry of a checkpoint's ``rng`` list.
 DRAWS_KEY = "loce_draws"
+# Key of the classification loss's draws generators (a {device: state} dict) in the same entry.
+LOSS_DRAWS_KEY = "loss_draws"
 # Mixed into the seed so that the draws' stream is not the stream of any other generator
 # seeded from train.seed alone ("LOCE" in ASCII).
 _DRAWS_TAG = 0x4C4F4345
@@ -197,6 +208,59 @@ def restore_draws_state(model: nn.Module, saved: Mapping[str, Any], source: str)
                        heads.generator.device.type, expected)
         return False
     heads.generator.set_state(state.cpu())
+    return True
+
+
+def _loss_draws(model: nn.Module) -> tuple[str, RankGenerator] | None:
+    """The classification loss's name and generators, or None for a loss that draws nothing."""
+    loss = getattr(getattr(model, "roi_heads", None), "cls_loss", None)
+    if not isinstance(loss, ClassificationLoss) or loss.draws is None:
+        return None
+    return type(loss).__name__, loss.draws
+
+
+def loss_draws_state(model: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    """``{LOSS_DRAWS_KEY: {device: state}}`` for this rank's entry of a checkpoint's random
+    state: the classification loss's generators (:meth:`RankGenerator.get_state`, uint8 CPU
+    tensors). Empty for a loss that draws nothing."""
+    found = _loss_draws(model)
+    return {} if found is None else {LOSS_DRAWS_KEY: found[1].get_state()}
+
+
+def restore_loss_draws_state(model: nn.Module, saved: Mapping[str, Any], source: str) -> bool:
+    """Give the classification loss's generators their states from this rank's entry of
+    ``rng``; each continues from it at its next draw.
+
+    A checkpoint without them (written before they were saved), or one whose state belongs to
+    a generator this process cannot have (a CUDA one resumed without CUDA), keeps the freshly
+    seeded generators, with a warning: the run goes on, but not exactly as the one that wrote
+    the checkpoint.
+
+    Returns:
+        Whether the states were taken.
+
+    Raises:
+        CheckpointError: an entry that is not a mapping of device names to 1-D uint8 tensors.
+    """
+    found = _loss_draws(model)
+    if found is None:
+        return False
+    name, draws = found
+    state = saved.get(LOSS_DRAWS_KEY) if isinstance(saved, Mapping) else None
+    if state is None:
+        logger.warning("%s holds no state for the random draws of %s (an older checkpoint); "
+                       "they continue from a fresh seed, so the resumed run is not exact",
+                       source, name)
+        return False
+    try:
+        draws.set_state(state)
+    except TypeError as err:
+        raise CheckpointError(f"{source}: rng {LOSS_DRAWS_KEY!r}: {err}; delete "
+                              "last_checkpoint to start over") from None
+    except ValueError as err:
+        logger.warning("%s: the random draws of %s continue from a fresh seed, so the resumed "
+                       "run is not exact: %s", source, name, err)
+        return False
     return True
 
 

@@ -16,8 +16,9 @@ It writes into ``cfg.train.output_dir``:
 
 Exact resume: the data order of an epoch is a function of (seed, epoch), each image's random
 augmentation a function of (seed, epoch, index), and the checkpoint holds every RNG state of
-every rank (LOCE's per-rank draws generator among them, see :mod:`loce.engine.method_state`), so
-``--resume`` after a kill reproduces the losses of an uninterrupted run. Every rank's
+every rank (LOCE's per-rank draws generator and the classification loss's among them, see
+:mod:`loce.engine.method_state`), so ``--resume`` after a kill reproduces the losses of an
+uninterrupted run. Every rank's
 per-rank files (LOCE's feature memory) are durable before rank 0 moves ``last_checkpoint``,
 and older ones are deleted only after it moved, so a kill at any moment leaves a pointer to a
 complete checkpoint.
@@ -69,9 +70,11 @@ from loce.engine.method_state import (
     before_training,
     draws_state,
     load_rank_state,
+    loss_draws_state,
     method_scalars,
     prune_rank_state,
     restore_draws_state,
+    restore_loss_draws_state,
     save_rank_state,
     seed_rank_draws,
 )
@@ -411,6 +414,7 @@ class _Trainer:
         self.global_iter = int(state["global_iter"])
         rng = _restore_rng(state["rng"], self.rank, str(last))
         restore_draws_state(self.model, rng, str(last))
+        restore_loss_draws_state(self.model, rng, str(last))
         load_rank_state(self.model, cfg, self.ckpt_dir, last.name, self.rank)
         # Per-rank files of other checkpoints are left by a kill between the pointer move and
         # their deletion; the pointer names `last`, so they are of no use.
@@ -576,7 +580,8 @@ class _Trainer:
         dist_utils.average_batchnorm_statistics(model)
         _check_finite_state(model, self.optimizer, self.device, epoch, it_in_epoch,
                             self.global_iter, self.ckpt_dir, self.main)
-        rng = dist_utils.all_gather_object({**capture_rng_state(), **draws_state(model)})
+        rng = dist_utils.all_gather_object({**capture_rng_state(), **draws_state(model),
+                                            **loss_draws_state(model)})
         save_rank_state(model, cfg, self.ckpt_dir, name, self.rank)
         dist_utils.barrier()
         fault_point("checkpoint:after-rank-state")

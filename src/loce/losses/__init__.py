@@ -6,7 +6,7 @@ Every loss takes logits ``[N, C']`` with background at column 0 and labels ``[N]
 builds the one a model config names.
 """
 
-from loce.losses._common import ClassificationLoss
+from loce.losses._common import ClassificationLoss, RankGenerator
 from loce.losses.cross_entropy import CrossEntropyLoss, cross_entropy_loss
 from loce.losses.ecm import ECMLoss, ecm_constants, ecm_loss
 from loce.losses.eql import EQLLoss, eql_loss, tail_classes
@@ -46,6 +46,7 @@ __all__ = [
     "GumbelLoss",
     "LossName",
     "LossSpec",
+    "RankGenerator",
     "SeesawLoss",
     "build_classification_loss",
     "build_classification_loss_for",

@@ -15,8 +15,9 @@ for shapes or dtypes that do not match, or a label outside ``0..K``, naming the 
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -29,6 +30,8 @@ from loce.config.model import ClsLossName as LossName
 from loce.errors import CheckpointError
 
 __all__ = ["LOSS_NAMES", "ClassificationLoss", "LossName", "RankGenerator", "TailSetLoss"]
+
+logger = logging.getLogger(__name__)
 
 _INT_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
 
@@ -183,12 +186,19 @@ def all_reduce_sum(tensor: Tensor) -> Tensor:
     return buf.to(tensor.device)
 
 
+def _device_key(device: torch.device) -> str:
+    """``"cpu"`` for any CPU device (one CPU generator serves them all), else ``str(device)``."""
+    return "cpu" if device.type == "cpu" else str(device)
+
+
 class RankGenerator:
     """Seeded ``torch.Generator`` per device, offset by the rank so each rank draws its own.
 
     Created lazily at the first draw: the process group may start after the loss is built.
-    The generator state is not saved in checkpoints, so a resumed run restarts the stream
-    from the seed (as the original code, whose draws use an unseeded global RNG).
+    The training engine saves each rank's generator states in the checkpoint
+    (:meth:`get_state`) and gives them back on ``--resume`` (:meth:`set_state`), so a resumed
+    run continues the stream where the checkpoint left it (the original code draws from the
+    unseeded global RNG and cannot resume its draws).
 
     Args:
         seed: base seed; rank ``r`` uses ``seed + r``.
@@ -197,18 +207,82 @@ class RankGenerator:
     def __init__(self, seed: int) -> None:
         self.seed = int(seed)
         self._generators: dict[str, torch.Generator] = {}
+        # States given by set_state for generators not created yet, by device.
+        self._pending: dict[str, Tensor] = {}
 
     def get(self, device: torch.device) -> torch.Generator:
-        key = str(device)
+        """The generator of ``device``: created at the first call, seeded with ``seed + rank``,
+        or with the state :meth:`set_state` gave for that device.
+
+        When :meth:`set_state` gave states for other devices only (a checkpoint written on the
+        CPU, resumed on a GPU), the generator starts from the seed, with a warning.
+        """
+        key = _device_key(device)
         if key not in self._generators:
             g = torch.Generator(device=device)
             g.manual_seed(self.seed + rank())
+            state = self._pending.pop(key, None)
+            if state is not None:
+                g.set_state(state)
+            elif self._pending:
+                logger.warning("the random draws on %s start from the seed: the state restored "
+                               "for them is of a generator on %s, so the resumed run is not "
+                               "exact", key, ", ".join(sorted(self._pending)))
             self._generators[key] = g
         return self._generators[key]
 
+    def get_state(self) -> dict[str, Tensor]:
+        """``{device: state}`` of every generator, each state a 1-D uint8 CPU tensor (16 bytes
+        for a CUDA generator, 5056 for a CPU one); a state given by :meth:`set_state` and not
+        used yet is returned as it was given. Empty before the first draw."""
+        states = {key: state.clone() for key, state in self._pending.items()}
+        states.update({key: g.get_state() for key, g in self._generators.items()})
+        return states
+
+    def set_state(self, states: Mapping[str, Tensor]) -> None:
+        """Continue the streams of :meth:`get_state`: each generator, created now or at its
+        first draw, starts from the state saved for its device.
+
+        All or nothing: on an error no state is taken.
+
+        Args:
+            states: ``{device: state}``, as :meth:`get_state` returns it.
+
+        Raises:
+            TypeError: ``states`` is not a mapping of device names to 1-D uint8 tensors.
+            ValueError: a device this process cannot create a generator on, or a state whose
+                size is not that of a generator of its device (written by another kind of
+                generator).
+        """
+        if not isinstance(states, Mapping):
+            raise TypeError(f"the states must be a mapping of device to tensor, found "
+                            f"{type(states).__name__}")
+        checked: dict[str, Tensor] = {}
+        for key, state in states.items():
+            if not torch.is_tensor(state) or state.dtype != torch.uint8 or state.dim() != 1:
+                raise TypeError(f"the state for device {key!r} must be a 1-D uint8 tensor, "
+                                f"found {type(state).__name__}")
+            try:
+                size = torch.Generator(device=torch.device(key)).get_state().numel()
+                key = _device_key(torch.device(key))
+            except (RuntimeError, TypeError) as err:  # no such device here (e.g. no CUDA)
+                first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                raise ValueError(f"this process cannot create a generator on device {key!r} "
+                                 f"({type(err).__name__}: {first_line})") from None
+            if state.numel() != size:
+                raise ValueError(f"the state for device {key!r} has {state.numel()} bytes, a "
+                                 f"generator there has {size}")
+            checked[key] = state.detach().cpu().clone()
+        for key, state in checked.items():
+            if key in self._generators:
+                self._generators[key].set_state(state)
+            else:
+                self._pending[key] = state
+
     def reset(self) -> None:
-        """Forget the generators: the next draw starts again from the seed."""
+        """Forget the generators and any state given: the next draw starts from the seed."""
         self._generators.clear()
+        self._pending.clear()
 
 
 class ClassificationLoss(nn.Module):
@@ -220,9 +294,17 @@ class ClassificationLoss(nn.Module):
     moves with the model and is saved in ``state_dict``; loading a state built for another
     ``K`` raises :class:`loce.errors.CheckpointError` naming the key.
 
+    A loss that draws at random (federated, Gumbel) draws from its :attr:`draws`; the training
+    engine finds it there, whatever the loss, to save and restore its state with each rank's
+    random state in the checkpoint.
+
     Args:
         num_classes: ``K``, the number of foreground classes.
         loss_weight: factor applied to the returned loss.
+
+    Attributes:
+        draws: the :class:`RankGenerator` of the loss's random draws, or ``None`` for a loss
+            that draws nothing.
     """
 
     #: Predictor columns beyond ``K``: 1 for ``K + 1`` (background/objectness at column 0).
@@ -236,6 +318,7 @@ class ClassificationLoss(nn.Module):
             raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
         self.num_classes = int(num_classes)
         self.loss_weight = float(loss_weight)
+        self.draws: RankGenerator | None = None
 
     @classmethod
     def num_logits(cls, num_classes: int) -> int:

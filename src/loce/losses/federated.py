@@ -23,8 +23,10 @@ taken (the original's ``torch.multinomial`` fails there, docs/methods.md §5.5 "
 State: none that changes. The weights ``w`` are a constant buffer (``class_weights``), saved
 in the checkpoint and recomputable from the training annotations. The draw is local to each
 rank and not synchronised, as in the original (harmless: every rank's subset is an unbiased
-draw). The draws come from a ``torch.Generator`` seeded with ``seed + rank`` (the original uses
-the unseeded global RNG); its state is not checkpointed, so a resumed run restarts the stream.
+draw). The draws come from a CPU ``torch.Generator`` seeded with ``seed + rank``
+(:attr:`FederatedLoss.draws`; the original uses the unseeded global RNG); the training engine
+saves its state with each rank's random state in the checkpoint, so a resumed run continues
+the stream and draws what the uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
@@ -129,10 +131,12 @@ class FederatedLoss(ClassificationLoss):
 
     Attributes:
         class_weights: ``[K]`` float32 buffer ``image_count ** beta``.
+        draws: the generators of the class draws (the CPU one is used).
     """
 
     repr_fields = ("num_sampled", "freq_weight_power")
     class_weights: Tensor
+    draws: RankGenerator
 
     def __init__(
         self,
@@ -152,7 +156,7 @@ class FederatedLoss(ClassificationLoss):
         # 0 ** beta = 0 for beta > 0: a class without training images is never a sampled
         # negative (it can still be in F as a positive).
         self.register_buffer("class_weights", counts.pow(self.freq_weight_power).float())
-        self._rng = RankGenerator(seed)
+        self.draws = RankGenerator(seed)
 
     @classmethod
     def init_classifier_(cls, weight: Tensor, bias: Tensor | None) -> None:
@@ -162,7 +166,7 @@ class FederatedLoss(ClassificationLoss):
     def sample_classes(self, labels: Tensor) -> Tensor:
         """This iteration's ``[K + 1]`` bool class mask (see :func:`sample_federated_classes`)."""
         return sample_federated_classes(
-            labels, self.class_weights, self.num_sampled, self._rng.get(torch.device("cpu"))
+            labels, self.class_weights, self.num_sampled, self.draws.get(torch.device("cpu"))
         )
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:

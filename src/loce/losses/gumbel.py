@@ -35,7 +35,8 @@ State: none persistent. The tail set is a constant buffer ``tail`` from the imag
 (the original keeps it as a plain attribute, out of the checkpoint; here it is saved, which
 changes nothing in training). ``rho`` and ``u`` are drawn per batch on each rank with no
 synchronisation, as in the original; ``u`` comes from a ``torch.Generator`` on the logits'
-device seeded with ``seed + rank``, whose state is not checkpointed.
+device seeded with ``seed + rank`` (:attr:`GumbelLoss.draws`), whose state the training engine
+saves with each rank's random state in the checkpoint, so a resumed run continues the stream.
 """
 
 from __future__ import annotations
@@ -128,7 +129,10 @@ class GumbelLoss(TailSetLoss):
 
     Attributes:
         tail: ``[K]`` float32 buffer, 1.0 for tail classes.
+        draws: the generators of the drop draws, one per device of the logits.
     """
+
+    draws: RankGenerator
 
     def __init__(
         self,
@@ -139,7 +143,7 @@ class GumbelLoss(TailSetLoss):
         loss_weight: float = 1.0,
     ) -> None:
         super().__init__(num_classes, image_frequency, freq_threshold, loss_weight)
-        self._rng = RankGenerator(seed)
+        self.draws = RankGenerator(seed)
 
     @classmethod
     def init_classifier_(cls, weight: Tensor, bias: Tensor | None) -> None:
@@ -153,7 +157,7 @@ class GumbelLoss(TailSetLoss):
         """Loss of one batch (column 0 of the logits unused), with fresh drop draws."""
         self._check(logits, labels)
         n, k = logits.shape[0], self.num_classes
-        u = torch.rand((n, k), generator=self._rng.get(logits.device), device=logits.device)
+        u = torch.rand((n, k), generator=self.draws.get(logits.device), device=logits.device)
         return self._weighted(gumbel_loss(logits, labels, self.tail, u))
 
     def scores(self, logits: Tensor) -> Tensor:
