@@ -1,6 +1,7 @@
 """Long-tail methods through the engine: class statistics from the training annotations,
-stage-1 initialisation of stateful models, loss state restored by --resume, NorCal at
-prediction time, and two gloo processes (EQLv2's state identical, Seesaw's per rank)."""
+stage-1 initialisation of stateful models, loss state and loss draws restored by --resume,
+NorCal at prediction time, and two gloo processes (EQLv2's state identical, Seesaw's per
+rank)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from engine_utils import SYNTH_CONFIG, json_class_statistics, tiny_overrides
+from torch import nn
 
 from loce import build
 from loce.cli import main as cli_main
@@ -23,9 +25,14 @@ from loce.config import load_config
 from loce.data.statistics import class_statistics
 from loce.engine.checkpoint import load_checkpoint_file
 from loce.engine.freeze import check_reinit_trainable, configure_trainable
-from loce.engine.method_state import LOSS_DRAWS_KEY
+from loce.engine.method_state import (
+    LOSS_DRAWS_KEY,
+    loss_draws_state,
+    restore_loss_draws_state,
+)
 from loce.engine.train import train
 from loce.errors import CheckpointError, ConfigError
+from loce.losses import CrossEntropyLoss, FederatedLoss
 from loce.models.weights import load_initial_weights
 
 K = 12  # classes of the tiny synthetic preset
@@ -242,6 +249,47 @@ def test_resume_continues_the_loss_draws_exactly(tiny_dataset, tmp_path, caplog,
     assert f"holds no state for the random draws of {loss_class} (an older checkpoint)" \
         in caplog.text
     assert any(not torch.equal(restarted[k], expected[k]) for k in expected)
+
+
+def test_loss_draws_state_and_what_a_checkpoint_may_hold(caplog):
+    """The engine finds the loss's generators through ``cls_loss.draws``, whatever the loss."""
+    def model_with(loss):
+        model = nn.Module()
+        model.roi_heads = nn.Module()
+        model.roi_heads.cls_loss = loss
+        return model
+
+    model = model_with(FederatedLoss(K, image_counts=[1.0] * K, num_sampled=5, seed=3))
+    draws = model.roi_heads.cls_loss.draws
+    assert loss_draws_state(model) == {LOSS_DRAWS_KEY: {}}  # nothing drawn yet
+    g = draws.get(torch.device("cpu"))
+    saved = loss_draws_state(model)
+    assert torch.equal(saved[LOSS_DRAWS_KEY]["cpu"], g.get_state())
+    ahead = torch.rand(3, generator=g)
+    assert restore_loss_draws_state(model, {"torch": torch.get_rng_state(), **saved}, "ck.pth")
+    assert torch.equal(torch.rand(3, generator=g), ahead)
+
+    # an older checkpoint, or one of a generator this process cannot have: a warning and the
+    # generator as it is
+    state = g.get_state()
+    with caplog.at_level(logging.WARNING, logger="loce"):
+        assert not restore_loss_draws_state(model, {"torch": torch.get_rng_state()}, "old.pth")
+        assert not restore_loss_draws_state(
+            model, {LOSS_DRAWS_KEY: {"cpu": torch.zeros(16, dtype=torch.uint8)}}, "gpu.pth")
+    assert "old.pth holds no state for the random draws of FederatedLoss (an older " \
+        "checkpoint); they continue from a fresh seed" in caplog.text
+    assert "gpu.pth: the random draws of FederatedLoss continue from a fresh seed, so the " \
+        "resumed run is not exact: the state for device 'cpu' has 16 bytes" in caplog.text
+    assert torch.equal(g.get_state(), state)
+    with pytest.raises(CheckpointError, match=r"bad\.pth: rng 'loss_draws': the state for "
+                                              r"device 'cpu' must be a 1-D uint8 tensor"):
+        restore_loss_draws_state(model, {LOSS_DRAWS_KEY: {"cpu": [1, 2]}}, "bad.pth")
+
+    # a loss without draws writes and reads nothing
+    plain = model_with(CrossEntropyLoss(K))
+    assert loss_draws_state(plain) == {}
+    caplog.clear()
+    assert not restore_loss_draws_state(plain, {}, "ck.pth") and not caplog.text
 
 
 # ---------------------------------------------------------------------------- NorCal
