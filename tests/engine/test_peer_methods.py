@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 from collections import defaultdict
+from pathlib import Path
 
 import pytest
 import torch
@@ -182,6 +183,19 @@ def test_reinit_keeps_fresh_layers_and_loads_the_rest(tiny_dataset, tiny_checkpo
         check_reinit_trainable(model, cfg)
 
 
+def _resume_with(checkpoint: Path | dict, cfg):
+    """``--resume`` a fresh run (``cfg``'s output_dir) whose only checkpoint is ``checkpoint``,
+    a file (copied) or a checkpoint's contents."""
+    ckpts = Path(cfg.train.output_dir) / "checkpoints"
+    ckpts.mkdir(parents=True)
+    if isinstance(checkpoint, dict):
+        torch.save(checkpoint, ckpts / "epoch_1.pth")
+    else:
+        shutil.copy(checkpoint, ckpts / "epoch_1.pth")
+    (ckpts / "last_checkpoint").write_text("epoch_1.pth\n")
+    return train(cfg, resume=True)
+
+
 @pytest.mark.parametrize("name", ["eqlv2", "seesaw"])
 def test_resume_restores_the_loss_state(tiny_dataset, tmp_path, name):
     """Interrupt after epoch 1 (copy its checkpoint to a fresh run) and --resume: the loss
@@ -191,11 +205,8 @@ def test_resume_restores_the_loss_state(tiny_dataset, tmp_path, name):
     ref = train(_cfg(tiny_dataset, tmp_path / "ref", **extra))
     expected = _loss_state(ref.model)
     after_one = load_checkpoint_file(tmp_path / "ref/checkpoints/epoch_1.pth")["model"]
-    run = tmp_path / "resumed"
-    (run / "checkpoints").mkdir(parents=True)
-    shutil.copy(tmp_path / "ref/checkpoints/epoch_1.pth", run / "checkpoints/epoch_1.pth")
-    (run / "checkpoints/last_checkpoint").write_text("epoch_1.pth\n")
-    resumed = train(_cfg(tiny_dataset, run, **extra), resume=True)
+    resumed = _resume_with(tmp_path / "ref/checkpoints/epoch_1.pth",
+                           _cfg(tiny_dataset, tmp_path / "resumed", **extra))
     assert resumed.global_iter == 4
     got = _loss_state(resumed.model)
     assert got.keys() == expected.keys() and got
@@ -227,11 +238,8 @@ def test_resume_continues_the_loss_draws_exactly(tiny_dataset, tmp_path, caplog,
     ref = train(_cfg(tiny_dataset, tmp_path / "ref", **extra))
     ckpt = load_checkpoint_file(tmp_path / "ref/checkpoints/epoch_1.pth")
     assert list(ckpt["rng"][0][LOSS_DRAWS_KEY]) == ["cpu"]
-    run = tmp_path / "resumed"
-    (run / "checkpoints").mkdir(parents=True)
-    shutil.copy(tmp_path / "ref/checkpoints/epoch_1.pth", run / "checkpoints/epoch_1.pth")
-    (run / "checkpoints/last_checkpoint").write_text("epoch_1.pth\n")
-    resumed = train(_cfg(tiny_dataset, run, **extra), resume=True)
+    resumed = _resume_with(tmp_path / "ref/checkpoints/epoch_1.pth",
+                           _cfg(tiny_dataset, tmp_path / "resumed", **extra))
     assert resumed.global_iter == 4
     expected, got = ref.model.state_dict(), resumed.model.state_dict()
     assert got.keys() == expected.keys()
@@ -239,12 +247,9 @@ def test_resume_continues_the_loss_draws_exactly(tiny_dataset, tmp_path, caplog,
     # ... and the draws of epoch 2 were not those of epoch 1 replayed: a run that restarts
     # the loss's stream at the resume (what a checkpoint without the state gives) ends apart.
     del ckpt["rng"][0][LOSS_DRAWS_KEY]
-    fresh = tmp_path / "fresh"
-    (fresh / "checkpoints").mkdir(parents=True)
-    torch.save(ckpt, fresh / "checkpoints/epoch_1.pth")
-    (fresh / "checkpoints/last_checkpoint").write_text("epoch_1.pth\n")
     with caplog.at_level(logging.WARNING, logger="loce"):
-        restarted = train(_cfg(tiny_dataset, fresh, **extra), resume=True).model.state_dict()
+        restarted = _resume_with(ckpt, _cfg(tiny_dataset, tmp_path / "fresh", **extra))
+    restarted = restarted.model.state_dict()
     loss_class = {"federated": "FederatedLoss", "gumbel": "GumbelLoss"}[name]
     assert f"holds no state for the random draws of {loss_class} (an older checkpoint)" \
         in caplog.text
