@@ -175,21 +175,23 @@ def training_categories(cfg: Config, *, lacking: str | None = None) -> list[dict
             "the frequency groups of the training split")
     dataset = _readable_training_set(cfg, need, lacking)
     stats = class_statistics(dataset)
-    assign_frequencies(cfg, dataset)
     return [{**c, "image_count": n, "instance_count": m} for c, n, m in
             zip(dataset.categories, stats.image_counts, stats.instance_counts, strict=True)]
 
 
 def _annotation_only_dataset(cfg: Config):
-    """The training set of ``data.train_ann`` for counting: no masks, no image opened (the
-    image root must only exist; the annotation file's folder stands in for a missing one)."""
+    """The training set of ``data.train_ann`` for counting, with the groups training gives it
+    (:func:`assign_frequencies`): no masks, no image opened (the image root must only exist;
+    the annotation file's folder stands in for a missing one)."""
     from pathlib import Path
 
     from loce.data.lvis.dataset import LVISDataset
 
     root = Path(cfg.data.train_images)
     root = root if root.is_dir() else Path(cfg.data.train_ann).resolve().parent
-    return LVISDataset(cfg.data.train_ann, root, train=True, with_masks=False)
+    dataset = LVISDataset(cfg.data.train_ann, root, train=True, with_masks=False)
+    assign_frequencies(cfg, dataset)
+    return dataset
 
 
 def needs_class_statistics(cfg: Config) -> bool:
