@@ -141,9 +141,10 @@ def evaluation_ground_truth(cfg: Config, train_categories=None):
     negatives (:mod:`loce.evaluation.ground_truth`).
 
     Args:
-        train_categories: the training set's category table (``categories`` of the dataset
-            built by :func:`build_train_dataset`); None builds the index of ``data.train_ann``
-            (no image is opened).
+        train_categories: the training set's category table with its groups (``categories``
+            of the dataset built by :func:`build_train_dataset`, or
+            :func:`loce.engine.checkpoint.evaluation_categories`); None builds the index of
+            ``data.train_ann`` (no image is opened) when a category lacks ``frequency``.
     """
     from loce.data.lvis.validate import load_lvis_json
     from loce.evaluation.ground_truth import needs_evaluation_fields, with_evaluation_fields
@@ -151,34 +152,46 @@ def evaluation_ground_truth(cfg: Config, train_categories=None):
     data = load_lvis_json(cfg.data.val_ann)
     if not needs_evaluation_fields(data):
         return cfg.data.val_ann
-    if train_categories is None:
+    if train_categories is None and any("frequency" not in c for c in data["categories"]):
         train_categories = training_categories(cfg)
-    groups = {int(c["id"]): c["frequency"] for c in train_categories}
+    groups = {int(c["id"]): c["frequency"] for c in train_categories or ()}
     return with_evaluation_fields(data, groups, str(cfg.data.val_ann))
 
 
-def training_categories(cfg: Config) -> list[dict]:
+def training_categories(cfg: Config, *, lacking: str | None = None) -> list[dict]:
     """The training categories with ``frequency``, ``image_count`` and ``instance_count`` as
-    this run uses them (from ``data.train_ann``; no image is opened)."""
+    this run uses them (from ``data.train_ann``; no image is opened).
+
+    Args:
+        lacking: why no stored groups could be used instead (e.g. "ckpt.pth stores none"),
+            for the message when ``data.train_ann`` cannot be read.
+
+    Raises:
+        ConfigError: ``data.train_ann`` cannot be read or is not an annotation file.
+    """
     from loce.data.statistics import class_statistics
 
-    dataset = _annotation_only_dataset(cfg)
+    need = (f"evaluating {cfg.data.val_ann} (a file without LVIS's 'frequency' fields) needs "
+            "the frequency groups of the training split")
+    dataset = _readable_training_set(cfg, need, lacking)
     stats = class_statistics(dataset)
-    assign_frequencies(cfg, dataset)
     return [{**c, "image_count": n, "instance_count": m} for c, n, m in
             zip(dataset.categories, stats.image_counts, stats.instance_counts, strict=True)]
 
 
 def _annotation_only_dataset(cfg: Config):
-    """The training set of ``data.train_ann`` for counting: no masks, no image opened (the
-    image root must only exist; the annotation file's folder stands in for a missing one)."""
+    """The training set of ``data.train_ann`` for counting, with the groups training gives it
+    (:func:`assign_frequencies`): no masks, no image opened (the image root must only exist;
+    the annotation file's folder stands in for a missing one)."""
     from pathlib import Path
 
     from loce.data.lvis.dataset import LVISDataset
 
     root = Path(cfg.data.train_images)
     root = root if root.is_dir() else Path(cfg.data.train_ann).resolve().parent
-    return LVISDataset(cfg.data.train_ann, root, train=True, with_masks=False)
+    dataset = LVISDataset(cfg.data.train_ann, root, train=True, with_masks=False)
+    assign_frequencies(cfg, dataset)
+    return dataset
 
 
 def needs_class_statistics(cfg: Config) -> bool:
@@ -201,31 +214,41 @@ def training_class_statistics(cfg: Config, dataset=None, *, fractal: bool | None
     Raises:
         ConfigError: ``data.train_ann`` cannot be read or is not an annotation file.
     """
-    from pathlib import Path
-
     from loce.data.statistics import class_statistics
-    from loce.errors import ConfigError, DataError
 
     if fractal is None:
         fractal = cfg.model.test.fracal_lambda is not None
     if dataset is None:
-        path = Path(cfg.data.train_ann)
-        reason = None if path.is_file() else f"data.train_ann={path} does not exist"
-        if reason is None:
-            # Same filtering as the training set; no image is opened (the root must only exist).
-            try:
-                dataset = _annotation_only_dataset(cfg)
-            except DataError as err:
-                reason = f"data.train_ann cannot be used: {str(err).rstrip('.')}"
-        if reason is not None:
-            lacking = f"; {lacking}" if lacking else ""
-            raise ConfigError(
-                f"{_statistics_users(cfg) or 'this model'} needs per-class statistics of the "
-                f"training annotations{lacking}, and {reason}. Fix: set data.train_ann to the "
-                "annotation file the model is (or was) trained on, e.g. "
-                "--set data.train_ann=/path/to/lvis_v1_train.json"
-            )
+        need = (f"{_statistics_users(cfg) or 'this model'} needs per-class statistics of the "
+                "training annotations")
+        dataset = _readable_training_set(cfg, need, lacking)
     return class_statistics(dataset, fractal=fractal)
+
+
+def _readable_training_set(cfg: Config, need: str, lacking: str | None):
+    """:func:`_annotation_only_dataset`, or a one-line error saying what ``need`` s it, why
+    nothing stored could be used (``lacking``) and the fix.
+
+    Raises:
+        ConfigError: ``data.train_ann`` does not exist or is not an annotation file.
+    """
+    from pathlib import Path
+
+    from loce.errors import ConfigError, DataError
+
+    path = Path(cfg.data.train_ann)
+    reason = None if path.is_file() else f"data.train_ann={path} does not exist"
+    if reason is None:
+        # Same filtering as the training set; no image is opened (the root must only exist).
+        try:
+            return _annotation_only_dataset(cfg)
+        except DataError as err:
+            reason = f"data.train_ann cannot be used: {str(err).rstrip('.')}"
+    lacking = f"; {lacking}" if lacking else ""
+    raise ConfigError(
+        f"{need}{lacking}, and {reason}. Fix: set data.train_ann to the annotation file the "
+        "model is (or was) trained on, e.g. --set data.train_ann=/path/to/lvis_v1_train.json"
+    )
 
 
 def _statistics_users(cfg: Config) -> str:

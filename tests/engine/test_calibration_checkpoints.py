@@ -174,7 +174,7 @@ def test_malformed_stored_statistics_are_refused(tiny_checkpoint, tiny_dataset, 
                                               r"must be a list of ints"):
         load_trained_model(tmp_path / "bad.pth", [NORCAL])
     state = load_checkpoint_file(tiny_checkpoint)
-    for key in ("image_counts", "instance_counts", "fractal_dims"):
+    for key in ("image_counts", "instance_counts", "fractal_dims", "frequencies"):
         state["class_statistics"][key] = state["class_statistics"][key][:-1]
     torch.save(state, tmp_path / "short.pth")
     with pytest.raises(CheckpointError, match=r"counts 11 classes but category_ids lists 12"):

@@ -10,6 +10,11 @@ One step for what ``loce predict --gt ...`` and ``loce eval ...`` do in two: the
 checkpoint (or ``--config``), each process of a ``torchrun`` job runs every ``world``-th
 image, rank 0 merges the shards, evaluates them with the LVIS protocol, prints the table and
 writes ``metrics.json`` and ``predictions.json`` (the results file) into ``--out``.
+
+A validation file without LVIS's ``frequency`` fields (COCO format) is evaluated with the
+frequency groups the training run used, stored in the checkpoint, so the training
+annotations need not be on the machine; ``--set data.train_ann=FILE`` takes that file's
+groups instead, and a checkpoint of an earlier version reads ``data.train_ann``.
 """
 
 from __future__ import annotations
@@ -55,7 +60,11 @@ def run(args: argparse.Namespace) -> int:
 
     from loce import build
     from loce.engine import distributed as dist_utils
-    from loce.engine.checkpoint import check_category_table, load_trained_model
+    from loce.engine.checkpoint import (
+        check_category_table,
+        evaluation_categories,
+        load_trained_model,
+    )
     from loce.engine.evaluate import evaluate
     from loce.evaluation.lvis_eval import format_metrics_table
     from loce.logs import environment_lines, log_to_file
@@ -82,10 +91,21 @@ def run(args: argparse.Namespace) -> int:
                             cfg.data.val_ann, ", ".join(cfg.eval.iou_types), out)
                 for line in environment_lines(device, dist_utils.get_world_size()):
                     logger.info("%s", line)
-            model.to(device)
             dataset = build.build_val_dataset(cfg)
             check_category_table(dataset, state["category_ids"], cfg.data.val_ann)
-            metrics = evaluate(model, cfg, out, device=device, dataset=dataset)
+            # The groups for APr/APc/APf of a file without them, before any image is run.
+            train_categories = None
+            if dataset.frequencies is None:
+                train_categories = evaluation_categories(state, cfg, str(args.checkpoint),
+                                                         overrides)
+                if main:
+                    codes = [c["frequency"] for c in train_categories]
+                    logger.info("%s has no frequency groups; the training split's: %d rare, "
+                                "%d common, %d frequent", cfg.data.val_ann, codes.count("r"),
+                                codes.count("c"), codes.count("f"))
+            model.to(device)
+            metrics = evaluate(model, cfg, out, device=device, dataset=dataset,
+                               train_categories=train_categories)
             if main:
                 logger.debug("metrics: %s", {t: {k: m.get(k) for k in ("AP", "APr", "APc", "APf")}
                                              for t, m in metrics.items()})

@@ -11,6 +11,7 @@ import numpy as np
 
 __all__ = [
     "FRACTAL_MAX_GRID",
+    "FREQUENCY_GROUPS",
     "LVIS_THRESHOLDS",
     "ClassStatistics",
     "class_statistics",
@@ -21,6 +22,8 @@ __all__ = [
 
 #: LVIS's groups by training images per class: rare 1-10, common 11-100, frequent > 100.
 LVIS_THRESHOLDS: tuple[int, int] = (10, 100)
+#: LVIS's frequency group codes: rare, common, frequent.
+FREQUENCY_GROUPS: tuple[str, ...] = ("r", "c", "f")
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,8 @@ class ClassStatistics:
 
     What each method takes (docs/methods.md §1.2): EQL and Gumbel the image frequency
     ``image_count / num_images``; federated loss and NorCal ``image_count``; ECM
-    ``instance_count``; FRACAL the image frequency and ``fractal_dims``.
+    ``instance_count``; FRACAL the image frequency and ``fractal_dims``. Evaluation on a
+    validation file without LVIS's fields takes the groups of ``frequencies``.
 
     Attributes:
         image_counts: ``K`` numbers of training images that contain each class.
@@ -38,6 +42,9 @@ class ClassStatistics:
         source: where they come from (the annotation file), for messages.
         fractal_dims: ``K`` box-counting dimensions of each class's box centres
             (:func:`fractal_dimensions`), or None when not computed.
+        frequencies: ``K`` LVIS groups (``"r"``/``"c"``/``"f"``) the run gave the classes
+            (the file's ``frequency`` fields, or :func:`frequency_of_counts`), or None when
+            not known.
     """
 
     image_counts: tuple[int, ...]
@@ -45,6 +52,7 @@ class ClassStatistics:
     num_images: int
     source: str = "<class statistics>"
     fractal_dims: tuple[float, ...] | None = None
+    frequencies: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.image_counts) != len(self.instance_counts):
@@ -73,6 +81,18 @@ class ClassStatistics:
                 f"{self.source}: {len(self.fractal_dims)} fractal dimensions for "
                 f"{len(self.image_counts)} classes; expected one per class"
             )
+        if self.frequencies is not None:
+            if len(self.frequencies) != len(self.image_counts):
+                raise ValueError(
+                    f"{self.source}: {len(self.frequencies)} frequency groups for "
+                    f"{len(self.image_counts)} classes; expected one per class"
+                )
+            bad = [i for i, f in enumerate(self.frequencies) if f not in FREQUENCY_GROUPS]
+            if bad:
+                raise ValueError(
+                    f"{self.source}: frequencies[{bad[0]}] is {self.frequencies[bad[0]]!r} "
+                    f"(class label {bad[0] + 1}); expected one of 'r', 'c', 'f'"
+                )
 
     @property
     def num_classes(self) -> int:
@@ -92,6 +112,7 @@ class ClassStatistics:
             "num_images": int(self.num_images),
             "fractal_dims": (None if self.fractal_dims is None
                              else [float(v) for v in self.fractal_dims]),
+            "frequencies": None if self.frequencies is None else list(self.frequencies),
             "source": str(self.source),
         }
 
@@ -128,11 +149,17 @@ class ClassStatistics:
         dims = numbers("fractal_dims", float, optional=True)
         if dims is not None and not all(math.isfinite(d) for d in dims):
             raise ValueError(f"{where}: 'fractal_dims' must be finite numbers")
+        groups = data.get("frequencies")  # absent from checkpoints of earlier versions
+        if groups is not None and not (isinstance(groups, list | tuple)
+                                       and all(isinstance(g, str) for g in groups)):
+            raise ValueError(f"{where}: 'frequencies' must be a list of 'r', 'c' or 'f', "
+                             f"found {str(groups)[:60]}")
         # Checked under ``where`` (so that a message names what holds them), then given the
         # annotation file they were counted from.
         stats = cls(image_counts=numbers("image_counts", int),
                     instance_counts=numbers("instance_counts", int), num_images=num_images,
-                    source=where, fractal_dims=dims)
+                    source=where, fractal_dims=dims,
+                    frequencies=None if groups is None else tuple(groups))
         return replace(stats, source=str(data.get("source") or where))
 
 
@@ -221,7 +248,8 @@ def class_statistics(dataset, *, fractal: bool = False):
     Returns:
         :class:`ClassStatistics`: ``image_counts[c - 1]`` images containing label
         ``c``, ``instance_counts[c - 1]`` its instances, ``num_images`` the images with at
-        least one annotation.
+        least one annotation, ``frequencies`` the dataset's groups (None when its categories
+        have none yet: :func:`loce.build.assign_frequencies` gives them).
     """
     k = int(dataset.num_classes)
     per_image = dataset.image_labels
@@ -238,6 +266,7 @@ def class_statistics(dataset, *, fractal: bool = False):
         num_images=max(num_images, 1),
         source=str(getattr(dataset.index, "source", "the training set")),
         fractal_dims=_fractal_dimensions_of(dataset, ann) if fractal else None,
+        frequencies=None if dataset.frequencies is None else tuple(dataset.frequencies),
     )
 
 

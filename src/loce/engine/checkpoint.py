@@ -11,9 +11,11 @@ A training checkpoint is a dict with
 - ``num_classes``, ``category_ids``, ``category_names``: the category table, label order;
 - ``class_statistics``: the per-class statistics of the training annotations
   (:meth:`loce.data.statistics.ClassStatistics.to_dict`: image and instance counts,
-  ``num_images``, fractal dimensions, the annotation file), which the losses built from them,
-  NorCal and FRACAL read when the model is built for inference
-  (:func:`load_trained_model`); checkpoints of earlier versions and converted ones have none;
+  ``num_images``, fractal dimensions, frequency groups, the annotation file), which the losses
+  built from them, NorCal and FRACAL read when the model is built for inference
+  (:func:`load_trained_model`), and ``loce test`` for a validation file without LVIS's
+  ``frequency`` fields (:func:`evaluation_categories`); checkpoints of earlier versions and
+  converted ones have none (or no ``frequencies`` in it);
 - ``loce_version``.
 
 Everything in it is a tensor or a plain value (dict, list, tuple, str, int, float, bool, None),
@@ -52,6 +54,7 @@ __all__ = [
     "check_category_table",
     "check_resumable",
     "checkpoint_global_iter",
+    "evaluation_categories",
     "find_last_checkpoint",
     "load_checkpoint_file",
     "load_model_weights",
@@ -322,20 +325,56 @@ def model_class_statistics(state: Mapping[str, Any], cfg, source: str,
 
     if not needs_class_statistics(cfg):
         return None
-    if any(item.partition("=")[0].strip() == "data.train_ann" for item in overrides):
+    if _sets_train_ann(overrides):
         return training_class_statistics(cfg)
     stats = stored_class_statistics(state, source)
     if stats is not None and (cfg.model.test.fracal_lambda is None
                               or stats.fractal_dims is not None):
         return stats
-    if stats is not None:
-        lacking = f"{source} stores them without fractal dimensions"
-    elif "converted_from" in state:
-        lacking = (f"{source} stores none (converted by `loce convert`, which has no training "
-                   "annotations)")
-    else:
-        lacking = f"{source} stores none (written by an earlier version of loce)"
+    lacking = (f"{source} stores them without fractal dimensions" if stats is not None
+               else _why_none_stored(state, source))
     return training_class_statistics(cfg, lacking=lacking)
+
+
+def evaluation_categories(state: Mapping[str, Any], cfg, source: str,
+                          overrides: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The training categories with the frequency groups (``{"id", "frequency"}`` per label)
+    that evaluating a validation file without LVIS's ``frequency`` fields takes
+    (:func:`loce.build.evaluation_ground_truth`).
+
+    The groups stored in the checkpoint (``frequencies`` of :data:`CLASS_STATISTICS`: those
+    the run used), unless ``overrides`` set ``data.train_ann`` (then that file's); otherwise,
+    as for checkpoints of earlier versions and converted ones, those of ``data.train_ann``.
+
+    Raises:
+        CheckpointError: a malformed stored entry.
+        ConfigError: no groups stored and ``data.train_ann`` unreadable: one line naming the
+            checkpoint and ``--set data.train_ann=...``.
+    """
+    from loce.build import training_categories
+
+    if _sets_train_ann(overrides):
+        return training_categories(cfg)
+    stats = stored_class_statistics(state, source)
+    if stats is not None and stats.frequencies is not None:
+        return [{"id": int(c), "frequency": f}
+                for c, f in zip(state["category_ids"], stats.frequencies, strict=True)]
+    lacking = (f"{source} stores class statistics without them (written by an earlier "
+               "version of loce)" if stats is not None else _why_none_stored(state, source))
+    return training_categories(cfg, lacking=lacking)
+
+
+def _sets_train_ann(overrides: Sequence[str]) -> bool:
+    """Whether the ``key=value`` overrides set ``data.train_ann``."""
+    return any(item.partition("=")[0].strip() == "data.train_ann" for item in overrides)
+
+
+def _why_none_stored(state: Mapping[str, Any], source: str) -> str:
+    """Why a checkpoint has no :data:`CLASS_STATISTICS`, for messages."""
+    if "converted_from" in state:
+        return (f"{source} stores none (converted by `loce convert`, which has no training "
+                "annotations)")
+    return f"{source} stores none (written by an earlier version of loce)"
 
 
 def _check_category_table(state: Mapping[str, Any], source: str) -> None:
