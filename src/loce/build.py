@@ -247,7 +247,7 @@ def _readable_training_set(cfg: Config, need: str, lacking: str | None):
     lacking = f"; {lacking}" if lacking else ""
     raise ConfigError(
         f"{need}{lacking}, and {reason}. Fix: set data.train_ann to the annotation file the "
-        "model is (or was) trained on, e.g. --set data.train_ann=/path/to/lvis_v1_train.json"
+        "model is (or was) trained on: --set data.train_ann=/path/to/train.json"
     )
 
 
