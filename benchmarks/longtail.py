@@ -17,7 +17,8 @@ On the default synthetic long-tailed dataset (``loce synth``), for each training
 
 Diagnostics (``--methods`` with their labels; not part of the default run): CE with the
 classifier started afresh like the sigmoid methods (what the restart costs by itself), LOCE
-without its feature memory, and 3-epoch fine-tunes of CE and EQLv2; ``--diagnose`` re-evaluates
+without its feature memory, 3-epoch fine-tunes of CE and EQLv2, and FRACAL at the original's
+lambda (2); ``--diagnose`` re-evaluates
 finished runs with 300 detections per image (boxes only).
 
 Box and mask AP, APr, APc and APf are summarised as mean and spread over seeds. Writes
@@ -96,12 +97,14 @@ METHODS = (
 )
 # Diagnostics, run only when named in --methods: what the classifier restart of the sigmoid
 # methods costs by itself (CE restarted the same way), is it the loss or the memory (LOCE
-# without its memory), and is it the method or the 1-epoch schedule (3-epoch fine-tunes)?
+# without its memory), is it the method or the 1-epoch schedule (3-epoch fine-tunes), and
+# FRACAL with the original's lambda instead of one chosen on training images.
 DIAGNOSTICS = (
     Method("CE, fresh classifier", "ce_reinit", CONTROL, (REINIT,), paper="-"),
     Method("LOCE without memory", "loce_no_memory", LOCE, ("loce.feature_memory=false",)),
     Method("CE, 3 epochs", "control_3ep", CONTROL, ("solver.epochs=3",)),
     Method("EQLv2, 3 epochs", "eqlv2_3ep", _synthetic("eqlv2"), ("solver.epochs=3",)),
+    Method("FRACAL on CE, λ = 2", "fracal_l2", None, paper="Alexandridis et al., CVPR 2025"),
 )
 BY_LABEL = {m.label: m for m in (*METHODS, *DIAGNOSTICS)}
 
@@ -169,6 +172,8 @@ class PostHoc:
 POST_HOC = {
     "norcal": PostHoc("norcal", "model.test.norcal_gamma", NORCAL_GAMMAS, "norcal_gamma"),
     "fracal": PostHoc("fracal", "model.test.fracal_lambda", FRACAL_LAMBDAS, "fracal_lambda"),
+    # diagnostic: the original's lambda on LVIS, not chosen
+    "fracal_l2": PostHoc("fracal_l2", "model.test.fracal_lambda", (2.0,), "fracal_lambda"),
 }
 
 
@@ -186,14 +191,14 @@ def run_post_hoc(seed_dir: Path, data: Path, base: list[str], spec: PostHoc) -> 
     subset = _class_balanced_subset(data / "annotations" / "train.json",
                                     seed_dir.parent / "norcal_train_subset.json", per_class=5)
     selection = {}
-    for value in spec.grid:
+    for value in spec.grid if len(spec.grid) > 1 else ():  # one value: nothing to choose
         m = _evaluate_checkpoint(ckpt, run_dir / f"train_{spec.name.split('_')[1]}_{value}",
                                  [*base, f"data.val_ann={subset}", f"data.val_images={data}",
                                   "eval.iou_types=[bbox]", f"{spec.key}={value}"])
         selection[value] = m["bbox"]["AP"]
         print(f"[study] {spec.run}: {spec.name} {value}: training-subset box AP "
               f"{100 * selection[value]:.1f}")
-    value = max(selection, key=lambda v: (selection[v], -v))
+    value = max(selection, key=lambda v: (selection[v], -v)) if selection else spec.grid[0]
     metrics = _evaluate_checkpoint(ckpt, run_dir / "val", [*base, f"{spec.key}={value}"])
     metrics = {**metrics, spec.name: value,
                f"{spec.name}_selection_train_box_AP": {str(v): ap for v, ap in selection.items()}}
@@ -280,9 +285,14 @@ def merge_previous(found: dict[str, dict[int, dict[str, Any]]], previous: Path, 
                    ) -> tuple[dict[str, dict[int, dict[str, Any]]], dict[str, str]]:
     """The runs of an earlier report (its ``per_seed``) with those of ``found`` added: a label
     both have is kept for the earlier run and gets `` [tag]`` for the new one. Returns the
-    merged runs and, for each new label, the CE label it is compared with (the new CE's)."""
-    earlier = json.loads(previous.read_text())["per_seed"]
-    merged = {lab: {int(s): e for s, e in per.items()} for lab, per in earlier.items()}
+    merged runs and, for each new label, the CE label it is compared with (the new CE's).
+
+    Rows that an earlier merge added (the report's ``merged``) are replaced, so merging the
+    same run directories again into the report it wrote gives the same report."""
+    report = json.loads(previous.read_text())
+    added_before = set(report.get("merged", {}))
+    merged = {lab: {int(s): e for s, e in per.items()}
+              for lab, per in report["per_seed"].items() if lab not in added_before}
     renamed = {lab: f"{lab} [{tag}]" if lab in merged else lab for lab in found}
     for lab, per in found.items():
         merged[renamed[lab]] = per
@@ -380,7 +390,8 @@ def report(found: dict[str, dict[int, dict[str, Any]]], seeds: list[int], report
     table = "\n".join(lines) + "\n"
 
     report_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"seeds": seeds, "overrides": extra, "per_seed": found, "summary_percent": summary,
+    payload = {"seeds": seeds, "overrides": extra, "per_seed": found, "merged": baseline,
+               "summary_percent": summary,
                "minus_ce_percent": delta, "minutes_per_seed": per_seed_total,
                "mean_minutes_per_run": mean_minutes}
     (report_dir / "longtail.json").write_text(json.dumps(payload, indent=2, default=str))
