@@ -284,19 +284,40 @@ def collect(out: Path, seeds: list[int]) -> dict[str, dict[int, dict[str, Any]]]
 def merge_previous(found: dict[str, dict[int, dict[str, Any]]], previous: Path, tag: str
                    ) -> tuple[dict[str, dict[int, dict[str, Any]]], dict[str, str]]:
     """The runs of an earlier report (its ``per_seed``) with those of ``found`` added: a label
-    both have is kept for the earlier run and gets `` [tag]`` for the new one. Returns the
-    merged runs and, for each new label, the CE label it is compared with (the new CE's).
+    the earlier study has is kept for it and gets `` [tag]`` for the new run. Returns the
+    merged runs and, for each merged label, the CE label it is compared with (the new CE's
+    for the new rows).
 
-    Rows that an earlier merge added (the report's ``merged``) are replaced, so merging the
-    same run directories again into the report it wrote gives the same report."""
+    A row that an earlier merge added (the report's ``merged``) is replaced when the new run
+    has it, and kept otherwise: merging the same run directories again gives the same report,
+    and a later run with one more post-hoc row adds that row. Replacing the CE that a kept row
+    is compared with is refused unless the new CE's metrics are the same (the same runs, run
+    again)."""
     report = json.loads(previous.read_text())
-    added_before = set(report.get("merged", {}))
+    added_before: dict[str, str] = report.get("merged") or {}
+    earlier = {lab for lab in report["per_seed"] if lab not in added_before}
+    renamed = {lab: f"{lab} [{tag}]" if lab in earlier else lab for lab in found}
+    new_rows = set(renamed.values())
     merged = {lab: {int(s): e for s, e in per.items()}
-              for lab, per in report["per_seed"].items() if lab not in added_before}
-    renamed = {lab: f"{lab} [{tag}]" if lab in merged else lab for lab in found}
+              for lab, per in report["per_seed"].items() if lab not in new_rows}
+    new_ce = renamed.get("CE", "CE")
+    baseline = {lab: ce for lab, ce in added_before.items() if lab not in new_rows}
+    for lab, ce in baseline.items():
+        if ce in new_rows and not _same_metrics(report["per_seed"][ce], found[ce.split(" [")[0]]):
+            raise SystemExit(f"{previous}: '{lab}' (merged earlier) is compared with '{ce}', "
+                             f"which this run replaces with different metrics; merge into the "
+                             f"report it was merged into before that, or use another --tag")
     for lab, per in found.items():
         merged[renamed[lab]] = per
-    return merged, {renamed[lab]: renamed.get("CE", "CE") for lab in found}
+        baseline[renamed[lab]] = new_ce
+    return merged, baseline
+
+
+def _same_metrics(a: dict[Any, dict[str, Any]], b: dict[int, dict[str, Any]]) -> bool:
+    """Whether two ``{seed: entry}`` runs have the same seeds and AP/AR values (to 1e-9)."""
+    a = {int(s): e for s, e in a.items()}
+    return a.keys() == b.keys() and all(
+        abs(a[s][t][k] - b[s][t][k]) <= 1e-9 for s in a for t in TYPES for k in (*KEYS, *AR_KEYS))
 
 
 def _ordered(found: dict[str, Any]) -> list[str]:

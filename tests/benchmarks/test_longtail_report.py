@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "longtail.py"
+SELECTION = "fracal_lambda_selection_train_box_AP"  # {} when there is one value to try
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +77,43 @@ def test_merged_rows_are_tagged_compared_with_their_own_ce_and_idempotent(longta
     assert set(found2) == set(found) and baseline2 == baseline
     lt.report(found2, [0, 1], again, again / "p.png", [], baseline2)
     assert (again / "longtail.md").read_text() == table
+
+
+def test_a_later_merge_adds_its_rows_and_keeps_the_earlier_merged_ones(longtail, tmp_path):
+    """A third run (the same CE again, one more post-hoc row) merged into the merged report:
+    the rows of the first merge stay, the new row joins them, compared with the same CE. A run
+    whose CE differs would change what the kept rows are compared with: refused."""
+    lt = longtail
+    first = tmp_path / "first"
+    lt.report({"CE": {0: _entry(lt, 8.0)}}, [0], first, first / "p.png", [])
+    runs = tmp_path / "runs"
+    _write_run(lt, runs, 0, "control", 7.0)
+    _write_run(lt, runs, 0, "fracal", 8.5, {"fracal_lambda": 0.5, SELECTION: {"0.5": 0.1}})
+    found, baseline = lt.merge_previous(lt.collect(runs, [0]), first / "longtail.json", "rerun")
+    merged = tmp_path / "merged"
+    lt.report(found, [0], merged, merged / "p.png", [], baseline)
+
+    later = tmp_path / "later"
+    _write_run(lt, later, 0, "control", 7.0)  # the same CE, run again
+    _write_run(lt, later, 0, "fracal_l2", 7.75, {"fracal_lambda": 2.0, SELECTION: {}})
+    found, baseline = lt.merge_previous(lt.collect(later, [0]), merged / "longtail.json",
+                                        "rerun")
+    assert set(found) == {"CE", "CE [rerun]", "FRACAL on CE", "FRACAL on CE, λ = 2"}
+    assert baseline == {"CE [rerun]": "CE [rerun]", "FRACAL on CE": "CE [rerun]",
+                        "FRACAL on CE, λ = 2": "CE [rerun]"}
+    both = tmp_path / "both"
+    lt.report(found, [0], both, both / "p.png", [], baseline)
+    delta = json.loads((both / "longtail.json").read_text())["minus_ce_percent"]
+    assert delta["FRACAL on CE"]["bbox"]["AP"]["mean"] == pytest.approx(1.5)  # 8.5 - 7
+    assert delta["FRACAL on CE, λ = 2"]["bbox"]["AP"]["mean"] == pytest.approx(0.75)
+    assert json.loads((both / "longtail.json").read_text())["merged"] == baseline
+
+    other = tmp_path / "other"
+    _write_run(lt, other, 0, "control", 6.0)  # a different CE
+    _write_run(lt, other, 0, "fracal_l2", 7.0, {"fracal_lambda": 2.0, SELECTION: {}})
+    with pytest.raises(SystemExit, match="'FRACAL on CE' \\(merged earlier\\) is compared with "
+                                         "'CE \\[rerun\\]'"):
+        lt.merge_previous(lt.collect(other, [0]), merged / "longtail.json", "rerun")
 
 
 def test_fracal_and_norcal_are_post_hoc_rows_on_the_ce_fine_tune(longtail):
