@@ -293,7 +293,7 @@ def merge_previous(found: dict[str, dict[int, dict[str, Any]]], previous: Path, 
     and a later run with one more post-hoc row adds that row. Replacing the CE that a kept row
     is compared with is refused unless the new CE's metrics are the same (the same runs, run
     again)."""
-    report = json.loads(previous.read_text())
+    report = _read_report(previous)
     added_before: dict[str, str] = report.get("merged") or {}
     earlier = {lab for lab in report["per_seed"] if lab not in added_before}
     renamed = {lab: f"{lab} [{tag}]" if lab in earlier else lab for lab in found}
@@ -302,15 +302,30 @@ def merge_previous(found: dict[str, dict[int, dict[str, Any]]], previous: Path, 
               for lab, per in report["per_seed"].items() if lab not in new_rows}
     new_ce = renamed.get("CE", "CE")
     baseline = {lab: ce for lab, ce in added_before.items() if lab not in new_rows}
-    for lab, ce in baseline.items():
-        if ce in new_rows and not _same_metrics(report["per_seed"][ce], found[ce.split(" [")[0]]):
-            raise SystemExit(f"{previous}: '{lab}' (merged earlier) is compared with '{ce}', "
-                             f"which this run replaces with different metrics; merge into the "
-                             f"report it was merged into before that, or use another --tag")
+    # Kept rows are compared with a CE label; the only one this run can replace is new_ce.
+    kept_on_new_ce = [lab for lab, ce in baseline.items() if ce == new_ce]
+    if (kept_on_new_ce and new_ce in new_rows
+            and not _same_metrics(report["per_seed"][new_ce], found["CE"])):
+        raise SystemExit(f"{previous}: '{kept_on_new_ce[0]}' (merged earlier) is compared with "
+                         f"'{new_ce}', which this run replaces with different metrics; merge "
+                         f"into the report it was merged into before that, or use another --tag")
     for lab, per in found.items():
         merged[renamed[lab]] = per
         baseline[renamed[lab]] = new_ce
     return merged, baseline
+
+
+def _read_report(path: Path) -> dict[str, Any]:
+    """An earlier ``longtail.json``, or a one-line error naming the file."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise SystemExit(f"--merge {path}: cannot read it ({err}); give the longtail.json an "
+                         f"earlier run of this script wrote") from None
+    if not isinstance(report, dict) or not isinstance(report.get("per_seed"), dict):
+        raise SystemExit(f"--merge {path}: no 'per_seed' runs in it; give the longtail.json an "
+                         f"earlier run of this script wrote")
+    return report
 
 
 def _same_metrics(a: dict[Any, dict[str, Any]], b: dict[int, dict[str, Any]]) -> bool:
@@ -485,6 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         methods = list(METHODS)
     out, data = Path(args.out), Path(args.data)
+    if args.merge:
+        _read_report(Path(args.merge))  # a wrong file fails now, not after the runs
     if not args.report_only:
         ensure_dataset(data, "default")
         t0 = time.perf_counter()
